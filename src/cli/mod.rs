@@ -1,0 +1,35 @@
+//! Command-line interface: argument definitions and one module per subcommand. The library
+//! below never sees clap types.
+
+mod output;
+pub mod predict;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gliznet",
+    version,
+    about = "Zero-shot text classification: score any labels against a text in one encoder pass",
+    long_about = "Zero-shot text classification. A text and any set of label names are packed \
+                  into one encoder sequence, [CLS] text [SEP] label_1 [SEP] label_2 [SEP] …, \
+                  and every label is scored in a single pass.\n\n\
+                  Exit codes: 0 success, 2 bad usage or bad input, 1 any other failure."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Score labels for one or more texts
+    Predict(predict::PredictArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Predict(args) => predict::run(args),
+    }
+}

@@ -1,0 +1,173 @@
+//! Writers for prediction results: a readable table, a JSON array, or JSON lines. Records are
+//! written as they come, so output memory does not grow with the input.
+
+use crate::scoring::LabelScore;
+use anyhow::Result;
+use clap::ValueEnum;
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Serialize)]
+struct LabelRecord<'a> {
+    label: &'a str,
+    score: f32,
+    predicted: bool,
+}
+
+#[derive(Serialize)]
+struct TextRecord<'a> {
+    text: &'a str,
+    labels: Vec<LabelRecord<'a>>,
+}
+
+pub struct ResultWriter<W: Write> {
+    out: W,
+    format: Format,
+    written: usize,
+}
+
+impl<W: Write> ResultWriter<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        Self {
+            out,
+            format,
+            written: 0,
+        }
+    }
+
+    pub fn write(&mut self, text: &str, labels: &[String], scores: &[LabelScore]) -> Result<()> {
+        let record = TextRecord {
+            text,
+            labels: labels
+                .iter()
+                .zip(scores)
+                .map(|(label, s)| LabelRecord {
+                    label,
+                    score: s.score,
+                    predicted: s.predicted,
+                })
+                .collect(),
+        };
+        match self.format {
+            Format::Jsonl => writeln!(self.out, "{}", serde_json::to_string(&record)?)?,
+            Format::Json => {
+                let separator = if self.written == 0 { "[\n  " } else { ",\n  " };
+                write!(self.out, "{separator}{}", serde_json::to_string(&record)?)?;
+            }
+            Format::Table => self.write_table(&record)?,
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn write_table(&mut self, record: &TextRecord) -> Result<()> {
+        if self.written > 0 {
+            writeln!(self.out)?;
+        }
+        writeln!(self.out, "{}", preview(record.text, 100))?;
+        let width = record
+            .labels
+            .iter()
+            .map(|l| l.label.chars().count())
+            .max()
+            .unwrap_or(0);
+        for label in &record.labels {
+            let mark = if label.predicted { "  *" } else { "" };
+            writeln!(
+                self.out,
+                "  {:<width$}  {:.4}{mark}",
+                label.label, label.score
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        if self.format == Format::Json {
+            let close = if self.written == 0 { "[]\n" } else { "\n]\n" };
+            self.out.write_all(close.as_bytes())?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// The text on one line, cut at `max_chars` with an ellipsis.
+fn preview(text: &str, max_chars: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        flat
+    } else {
+        flat.chars().take(max_chars - 1).collect::<String>() + "…"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores() -> Vec<LabelScore> {
+        vec![
+            LabelScore {
+                score: 0.9,
+                predicted: true,
+            },
+            LabelScore {
+                score: 0.1,
+                predicted: false,
+            },
+        ]
+    }
+
+    fn render(format: Format, records: usize) -> String {
+        let mut buf = Vec::new();
+        let mut writer = ResultWriter::new(&mut buf, format);
+        let labels = vec!["a".to_string(), "bb".to_string()];
+        for i in 0..records {
+            writer
+                .write(&format!("text {i}"), &labels, &scores())
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn json_is_one_valid_array_in_input_order() {
+        for n in [0, 1, 3] {
+            let parsed: serde_json::Value = serde_json::from_str(&render(Format::Json, n)).unwrap();
+            let array = parsed.as_array().unwrap();
+            assert_eq!(array.len(), n);
+            if n > 0 {
+                assert_eq!(array[n - 1]["text"], format!("text {}", n - 1));
+                assert_eq!(array[0]["labels"][1]["label"], "bb");
+                assert_eq!(array[0]["labels"][0]["predicted"], true);
+            }
+        }
+    }
+
+    #[test]
+    fn jsonl_has_one_object_per_line() {
+        let out = render(Format::Jsonl, 2);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["text"], "text 1");
+    }
+
+    #[test]
+    fn table_marks_predicted_labels() {
+        let out = render(Format::Table, 1);
+        assert_eq!(out, "text 0\n  a   0.9000  *\n  bb  0.1000\n");
+        assert!(preview(&"x".repeat(300), 100).ends_with('…'));
+    }
+}

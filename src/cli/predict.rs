@@ -1,0 +1,284 @@
+//! `gliznet predict`: score labels for texts given on the command line or in a JSONL file.
+
+use crate::classifier::Classifier;
+use crate::cli::output::{Format, ResultWriter};
+use crate::data::jsonl::JsonlReader;
+use crate::data::labels::{parse_label_list, read_label_file};
+use crate::device;
+use crate::error::input_error;
+use crate::scoring::{score, ScoreMode};
+use crate::tokenizer::{EncodedLabels, LabelTokenizer};
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    gliznet predict --model models/all-MiniLM-L6-v2 --text \"The bank raised rates\" --labels economy,sports\n  \
+    gliznet predict --model DIR --input texts.jsonl --labels-file labels.txt --format jsonl\n\n\
+    Input lines are JSON objects: {\"text\": \"…\", \"labels\": [\"…\", …]} (labels optional when\n\
+    --labels or --labels-file is given).")]
+pub struct PredictArgs {
+    /// Model directory, or a Hugging Face repo id already in the local hub cache
+    #[arg(long, value_name = "DIR|REPO")]
+    model: String,
+
+    /// Text to classify (repeat for several)
+    #[arg(
+        long,
+        value_name = "TEXT",
+        required_unless_present = "input",
+        conflicts_with = "input"
+    )]
+    text: Vec<String>,
+
+    /// JSONL file of texts (and optional per-line labels), or - for standard input
+    #[arg(long, value_name = "FILE|-")]
+    input: Option<PathBuf>,
+
+    /// Candidate labels, comma-separated
+    #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
+    labels: Option<String>,
+
+    /// File with one candidate label per line
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
+
+    /// Score each label independently with a sigmoid (the default)
+    #[arg(long, conflicts_with = "single_label")]
+    multi_label: bool,
+
+    /// Softmax over each text's labels; the top label is predicted
+    #[arg(long)]
+    single_label: bool,
+
+    /// Score at or above which a label is predicted (multi-label mode)
+    #[arg(long, default_value_t = 0.5, conflicts_with = "single_label")]
+    threshold: f32,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Encoder sequences per forward pass
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+const NO_LABELS: &str = "give the candidate labels with --labels or --labels-file";
+
+#[derive(Deserialize)]
+struct InputLine {
+    text: String,
+    labels: Option<Vec<String>>,
+}
+
+/// A label list as given and as tokenized; shared by every text it applies to.
+type LabelSet = Rc<(Vec<String>, EncodedLabels)>;
+
+/// A text waiting to be scored, with the labels it is scored against.
+struct Pending {
+    text: String,
+    labels: LabelSet,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.threshold) {
+        return Err(input_error(format!(
+            "--threshold {} is outside [0, 1]",
+            args.threshold
+        )));
+    }
+    let shared_labels = match (&args.labels, &args.labels_file) {
+        (Some(list), _) => Some(parse_label_list(list)?),
+        (None, Some(path)) => Some(read_label_file(path)?),
+        (None, None) => None,
+    };
+    if shared_labels.is_none() && args.input.is_none() {
+        return Err(input_error(NO_LABELS));
+    }
+    let mode = if args.single_label {
+        ScoreMode::SingleLabel
+    } else {
+        ScoreMode::MultiLabel {
+            threshold: args.threshold,
+        }
+    };
+
+    let (device, notice) = device::select(&args.device)?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
+    }
+    let classifier = Classifier::load(&args.model, device)?;
+    if !classifier.loaded.head_trained {
+        eprintln!(
+            "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
+             untrained head (cosine similarity of the encoder's vectors)",
+            classifier.loaded.dir.display()
+        );
+    }
+    let tokenizer = &classifier.loaded.tokenizer;
+    let shared: Option<LabelSet> = match shared_labels {
+        Some(labels) => {
+            let encoded = encode_labels(tokenizer, &labels, "--labels")?;
+            Some(Rc::new((labels, encoded)))
+        }
+        None => None,
+    };
+
+    let stdout = std::io::stdout().lock();
+    let mut writer = ResultWriter::new(std::io::BufWriter::new(stdout), args.format);
+    let mut notes = Notes::default();
+    let batch_size = args.batch_size as usize;
+    let mut run_batch = |pending: &mut Vec<Pending>| -> Result<()> {
+        let items: Vec<(&str, &EncodedLabels)> = pending
+            .iter()
+            .map(|p| (p.text.as_str(), &p.labels.1))
+            .collect();
+        let results = classifier.logits(&items, batch_size)?;
+        for (p, result) in pending.iter().zip(results) {
+            notes.record(&result.encoding);
+            writer.write(&p.text, &p.labels.0, &score(&result.logits, mode))?;
+        }
+        pending.clear();
+        Ok(())
+    };
+
+    let mut pending = Vec::with_capacity(batch_size);
+    match &args.input {
+        None => {
+            let Some(labels) = &shared else {
+                return Err(input_error(NO_LABELS));
+            };
+            for (i, text) in args.text.iter().enumerate() {
+                if text.trim().is_empty() {
+                    return Err(input_error(format!("--text #{} is empty", i + 1)));
+                }
+                pending.push(Pending {
+                    text: text.clone(),
+                    labels: Rc::clone(labels),
+                });
+            }
+            run_batch(&mut pending)?;
+        }
+        Some(path) => {
+            let mut reader = JsonlReader::<InputLine>::open(path)?;
+            let progress = progress_bar(path);
+            while let Some(record) = reader.next() {
+                let (line_number, line) = record?;
+                let location = reader.location(line_number);
+                if line.text.trim().is_empty() {
+                    return Err(input_error(format!("{location}: the text is empty")));
+                }
+                let labels = match (line.labels, &shared) {
+                    (Some(labels), _) => {
+                        let encoded = encode_labels(tokenizer, &labels, &location)?;
+                        Rc::new((labels, encoded))
+                    }
+                    (None, Some(shared)) => Rc::clone(shared),
+                    (None, None) => {
+                        return Err(input_error(format!(
+                            "{location}: no \"labels\" field, and no --labels or --labels-file"
+                        )))
+                    }
+                };
+                pending.push(Pending {
+                    text: line.text,
+                    labels,
+                });
+                if pending.len() == batch_size {
+                    run_batch(&mut pending)
+                        .with_context(|| format!("batch ending at {location}"))?;
+                }
+                if let Some(bar) = &progress {
+                    bar.set_position(reader.bytes_read());
+                }
+            }
+            run_batch(&mut pending)?;
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
+            }
+        }
+    }
+    writer.finish()?;
+    notes.report();
+    Ok(())
+}
+
+fn encode_labels(
+    tokenizer: &LabelTokenizer,
+    labels: &[String],
+    place: &str,
+) -> Result<EncodedLabels> {
+    tokenizer
+        .encode_labels(labels)
+        .map_err(|e| input_error(format!("{place}: {e}")))
+}
+
+fn progress_bar(path: &std::path::Path) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let size = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+/// What packing did to the inputs, reported once at the end on stderr.
+#[derive(Default)]
+struct Notes {
+    truncated_texts: usize,
+    chunked_texts: usize,
+    capped_labels: usize,
+    max_length: usize,
+}
+
+impl Notes {
+    fn record(&mut self, encoding: &crate::tokenizer::TextEncoding) {
+        self.truncated_texts += usize::from(encoding.text_truncated());
+        self.chunked_texts += usize::from(encoding.chunks.len() > 1);
+        self.capped_labels = self.capped_labels.max(encoding.capped_labels.len());
+        self.max_length = self.max_length.max(
+            encoding
+                .chunks
+                .iter()
+                .map(|c| c.input_ids.len())
+                .max()
+                .unwrap_or(0),
+        );
+    }
+
+    fn report(&self) {
+        if self.truncated_texts > 0 {
+            eprintln!(
+                "note: {} text(s) were truncated to fit beside their labels",
+                self.truncated_texts
+            );
+        }
+        if self.chunked_texts > 0 {
+            eprintln!(
+                "note: {} text(s) had more labels than fit in one sequence; their labels were \
+                 scored in several chunks",
+                self.chunked_texts
+            );
+        }
+        if self.capped_labels > 0 {
+            eprintln!(
+                "note: {} label(s) were longer than max_label_tokens and were capped",
+                self.capped_labels
+            );
+        }
+    }
+}

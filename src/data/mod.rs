@@ -1,0 +1,4 @@
+//! Inputs as the user gives them: label lists and JSONL files.
+
+pub mod jsonl;
+pub mod labels;

@@ -1,0 +1,306 @@
+//! A BERT encoder that is differentiable end to end, with Hugging Face parameter names (no
+//! `bert.` prefix). In inference mode it uses candle's fused LayerNorm and softmax; in training
+//! mode it uses plain tensor ops (which have a backward pass) and applies dropout.
+
+use crate::error::input_error;
+use crate::model::params::Params;
+use crate::rng::Rng;
+use anyhow::Result;
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Embedding, Linear};
+use serde::Deserialize;
+
+/// The fields of a Hugging Face BERT `config.json` that the encoder uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f32,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f32,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f32 {
+    0.1
+}
+fn default_type_vocab_size() -> usize {
+    2
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        Activation::parse(&self.hidden_act)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "gelu" => Ok(Self::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
+            "relu" => Ok(Self::Relu),
+            other => Err(format!("unsupported hidden_act {other:?}")),
+        }
+    }
+
+    fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluErf => x.gelu_erf(),
+            Self::GeluTanh => x.gelu(),
+            Self::Relu => x.relu(),
+        }
+    }
+}
+
+/// Inverted dropout drawn from the project's seeded generator; identity outside training.
+fn dropout(x: &Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
+    let Some(rng) = rng else {
+        return Ok(x.clone());
+    };
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.next_f32() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok(x.mul(&mask)?)
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(params: &Params, prefix: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: params.get(&format!("{prefix}.weight"), size)?,
+            bias: params.get(&format!("{prefix}.bias"), size)?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training {
+            let x = x.contiguous()?;
+            return Ok(candle_nn::ops::layer_norm(
+                &x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+fn linear(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
+    Ok(Linear::new(
+        params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
+        Some(params.get(&format!("{prefix}.bias"), outputs)?),
+    ))
+}
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+    dropout: f32,
+}
+
+impl Embeddings {
+    fn load(params: &Params, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let table = |name: &str, rows: usize| -> Result<Embedding> {
+            Ok(Embedding::new(
+                params.get(&format!("embeddings.{name}.weight"), (rows, h))?,
+                h,
+            ))
+        };
+        Ok(Self {
+            word: table("word_embeddings", cfg.vocab_size)?,
+            position: table("position_embeddings", cfg.max_position_embeddings)?,
+            token_type: table("token_type_embeddings", cfg.type_vocab_size)?,
+            norm: LayerNorm::load(params, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let (_, seq_len) = input_ids.dims2()?;
+        let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
+        let token_types = Tensor::zeros(seq_len, DType::U32, input_ids.device())?;
+        let position_and_type =
+            (self.position.forward(&positions)? + self.token_type.forward(&token_types)?)?;
+        let x = self
+            .word
+            .forward(input_ids)?
+            .broadcast_add(&position_and_type)?;
+        let training = rng.is_some();
+        let x = self.norm.forward(&x, training)?;
+        dropout(&x, self.dropout, rng)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    activation: Activation,
+    heads: usize,
+    hidden_dropout: f32,
+    attention_dropout: f32,
+}
+
+impl Layer {
+    fn load(params: &Params, cfg: &BertConfig, index: usize) -> Result<Self> {
+        let p = format!("encoder.layer.{index}");
+        let h = cfg.hidden_size;
+        let i = cfg.intermediate_size;
+        let eps = cfg.layer_norm_eps;
+        Ok(Self {
+            query: linear(params, &format!("{p}.attention.self.query"), h, h)?,
+            key: linear(params, &format!("{p}.attention.self.key"), h, h)?,
+            value: linear(params, &format!("{p}.attention.self.value"), h, h)?,
+            attention_output: linear(params, &format!("{p}.attention.output.dense"), h, h)?,
+            attention_norm: LayerNorm::load(
+                params,
+                &format!("{p}.attention.output.LayerNorm"),
+                h,
+                eps,
+            )?,
+            intermediate: linear(params, &format!("{p}.intermediate.dense"), h, i)?,
+            output: linear(params, &format!("{p}.output.dense"), i, h)?,
+            output_norm: LayerNorm::load(params, &format!("{p}.output.LayerNorm"), h, eps)?,
+            activation: Activation::parse(&cfg.hidden_act).map_err(input_error)?,
+            heads: cfg.num_attention_heads,
+            hidden_dropout: cfg.hidden_dropout_prob,
+            attention_dropout: cfg.attention_probs_dropout_prob,
+        })
+    }
+
+    /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let training = rng.is_some();
+        let (batch, seq_len, hidden) = x.dims3()?;
+        let head_dim = hidden / self.heads;
+        let split_heads = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((batch, seq_len, self.heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split_heads(self.query.forward(x)?)?;
+        let k = split_heads(self.key.forward(x)?)?;
+        let v = split_heads(self.value.forward(x)?)?;
+        let scores =
+            (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?.broadcast_add(mask_bias)?;
+        let probs = if training {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let probs = dropout(&probs, self.attention_dropout, rng.as_deref_mut())?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, seq_len, hidden))?;
+        let attended = dropout(
+            &self.attention_output.forward(&context)?,
+            self.hidden_dropout,
+            rng.as_deref_mut(),
+        )?;
+        let attended = self.attention_norm.forward(&(attended + x)?, training)?;
+        let inner = self
+            .activation
+            .forward(&self.intermediate.forward(&attended)?)?;
+        let out = dropout(&self.output.forward(&inner)?, self.hidden_dropout, rng)?;
+        self.output_norm.forward(&(out + attended)?, training)
+    }
+}
+
+pub struct BertEncoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl BertEncoder {
+    pub fn load(params: &Params, cfg: &BertConfig) -> Result<Self> {
+        cfg.validate().map_err(input_error)?;
+        Ok(Self {
+            embeddings: Embeddings::load(params, cfg)?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::load(params, cfg, i))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1.
+    /// Returns the last hidden states, [batch, seq, hidden]. `rng` is `Some` in training mode.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (batch, seq_len) = input_ids.dims2()?;
+        let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
+            .reshape((batch, 1, 1, seq_len))?;
+        let mut x = self.embeddings.forward(input_ids, rng.as_deref_mut())?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, rng.as_deref_mut())?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,226 @@
+//! The model directory: `config.json` (Hugging Face encoder config plus a `gliznet` section),
+//! `model.safetensors` (encoder weights under their Hugging Face names, head weights under
+//! `gliznet.*`) and `tokenizer.json`. Plain BERT / sentence-transformers directories load too,
+//! with a fresh, seeded head. Every missing or unreadable file is an error that names it.
+
+use crate::error::input_error;
+use crate::model::bert::BertConfig;
+use crate::model::config::GliznetConfig;
+use crate::model::gliznet::GliZNet;
+use crate::model::head;
+use crate::model::params::Params;
+use crate::tokenizer::LabelTokenizer;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const PYTORCH_WEIGHTS_FILE: &str = "pytorch_model.bin";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Seed of the head given to a backbone that has none, so untrained scores are reproducible.
+pub const UNTRAINED_HEAD_SEED: u64 = 0;
+
+pub struct LoadedModel {
+    pub model: GliZNet,
+    pub tokenizer: LabelTokenizer,
+    pub bert: BertConfig,
+    pub config: GliznetConfig,
+    /// The encoder config as read, written back unchanged (plus `gliznet`) on save.
+    pub encoder_config: serde_json::Value,
+    /// All tensors as loaded (encoder, head, and extras such as the pooler).
+    pub params: Params,
+    pub dir: PathBuf,
+    /// False when the directory had no `gliznet` section: the head is freshly initialised.
+    pub head_trained: bool,
+}
+
+/// Finds the directory for `--model`: a local directory, or a Hugging Face repo id already in
+/// the local hub cache (`HF_HOME`). Nothing is downloaded.
+pub fn resolve(model: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.exists() {
+        return Err(input_error(format!("--model {model}: not a directory")));
+    }
+    if looks_like_repo_id(model) {
+        let cache = hf_hub::Cache::from_env();
+        let repo = cache.model(model.to_string());
+        if let Some(config) = repo.get(CONFIG_FILE) {
+            if let Some(dir) = config.parent() {
+                return Ok(dir.to_path_buf());
+            }
+        }
+        return Err(input_error(format!(
+            "--model {model}: no such directory, and no copy of that Hugging Face repo in the \
+             local hub cache ({}). gliznet does not download models: download it with \
+             `huggingface-cli download {model}` or pass a model directory",
+            cache.path().display()
+        )));
+    }
+    Err(input_error(format!("--model {model}: no such directory")))
+}
+
+fn looks_like_repo_id(model: &str) -> bool {
+    let parts: Vec<&str> = model.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+fn required_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Err(input_error(format!(
+            "model directory {} has no {name}",
+            dir.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| input_error(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// Parses `config.json` into the encoder config, the `gliznet` section (if any) and the
+/// encoder config without that section.
+pub fn read_config(dir: &Path) -> Result<(BertConfig, Option<GliznetConfig>, serde_json::Value)> {
+    let path = required_file(dir, CONFIG_FILE)?;
+    let mut json = read_json(&path)?;
+    let gliznet =
+        match json.as_object_mut().and_then(|o| o.remove("gliznet")) {
+            Some(section) => Some(serde_json::from_value::<GliznetConfig>(section).map_err(
+                |e| input_error(format!("{}: invalid gliznet section: {e}", path.display())),
+            )?),
+            None => None,
+        };
+    let bert: BertConfig = serde_json::from_value(json.clone())
+        .map_err(|e| input_error(format!("{}: not a BERT config: {e}", path.display())))?;
+    bert.validate()
+        .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+    if let Some(config) = &gliznet {
+        config
+            .validate(bert.max_position_embeddings)
+            .map_err(|e| input_error(format!("{}: gliznet section: {e}", path.display())))?;
+    }
+    Ok((bert, gliznet, json))
+}
+
+/// Reads encoder (and head) weights as f32 under canonical names: no `bert.` prefix,
+/// LayerNorm `gamma`/`beta` renamed to `weight`/`bias`, `position_ids` buffers dropped.
+pub fn read_weights(dir: &Path, device: &Device) -> Result<Params> {
+    let safetensors = dir.join(WEIGHTS_FILE);
+    let pytorch = dir.join(PYTORCH_WEIGHTS_FILE);
+    let (path, tensors): (PathBuf, Vec<(String, Tensor)>) = if safetensors.is_file() {
+        let tensors = candle_core::safetensors::load(&safetensors, device)
+            .map_err(|e| input_error(format!("cannot read {}: {e}", safetensors.display())))?;
+        (safetensors, tensors.into_iter().collect())
+    } else if pytorch.is_file() {
+        let tensors = candle_core::pickle::read_all(&pytorch)
+            .map_err(|e| input_error(format!("cannot read {}: {e}", pytorch.display())))?;
+        (pytorch, tensors)
+    } else {
+        return Err(input_error(format!(
+            "model directory {} has no {WEIGHTS_FILE} (or {PYTORCH_WEIGHTS_FILE})",
+            dir.display()
+        )));
+    };
+    let mut canonical = HashMap::new();
+    for (name, tensor) in tensors {
+        if name.ends_with("position_ids") {
+            continue;
+        }
+        let name = name.strip_prefix("bert.").unwrap_or(&name);
+        let name = name
+            .replace("LayerNorm.gamma", "LayerNorm.weight")
+            .replace("LayerNorm.beta", "LayerNorm.bias");
+        let tensor = tensor
+            .to_dtype(DType::F32)
+            .and_then(|t| t.to_device(device))
+            .with_context(|| format!("{}: tensor {name}", path.display()))?;
+        canonical.insert(name, tensor);
+    }
+    Ok(Params::new(canonical, path.display().to_string()))
+}
+
+/// Loads a model directory (see [`resolve`] for what `model` may be).
+pub fn load(model: &str, device: &Device) -> Result<LoadedModel> {
+    let dir = resolve(model)?;
+    let (bert, gliznet, encoder_config) = read_config(&dir)?;
+    let tokenizer_path = required_file(&dir, TOKENIZER_FILE)?;
+    let mut params = read_weights(&dir, device)?;
+    let head_trained = gliznet.is_some();
+    let config =
+        gliznet.unwrap_or_else(|| GliznetConfig::untrained_default(bert.max_position_embeddings));
+    if !head_trained {
+        let shape = config.head_shape(bert.hidden_size);
+        for (name, tensor) in head::init_params(&shape, UNTRAINED_HEAD_SEED, device)? {
+            params.insert(name, tensor);
+        }
+    }
+    let tokenizer = LabelTokenizer::from_file(&tokenizer_path, config.limits())?;
+    let model = GliZNet::load(&params, &bert, &config)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        bert,
+        config,
+        encoder_config,
+        params,
+        dir,
+        head_trained,
+    })
+}
+
+/// Writes a model directory. Each file goes to a temporary name first and is renamed into
+/// place, so a crash leaves either the old file or the new one, never a partial one.
+pub fn save(
+    dir: &Path,
+    encoder_config: &serde_json::Value,
+    config: &GliznetConfig,
+    tensors: &HashMap<String, Tensor>,
+    tokenizer: &tokenizers::Tokenizer,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut full_config = encoder_config.clone();
+    let object = full_config
+        .as_object_mut()
+        .context("the encoder config is not a JSON object")?;
+    object.insert("gliznet".into(), serde_json::to_value(config)?);
+    write_atomically(&dir.join(CONFIG_FILE), |tmp| {
+        Ok(std::fs::write(
+            tmp,
+            serde_json::to_string_pretty(&full_config)? + "\n",
+        )?)
+    })?;
+    write_atomically(&dir.join(WEIGHTS_FILE), |tmp| {
+        Ok(candle_core::safetensors::save(tensors, tmp)?)
+    })?;
+    write_atomically(&dir.join(TOKENIZER_FILE), |tmp| {
+        tokenizer
+            .save(tmp, false)
+            .map_err(|e| anyhow::anyhow!("cannot write tokenizer: {e}"))
+    })
+}
+
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    write(&tmp).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
+}

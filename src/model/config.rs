@@ -1,0 +1,79 @@
+//! The `gliznet` section of a model directory's `config.json`.
+
+use crate::model::head::{HeadShape, Similarity};
+use crate::tokenizer::PackingLimits;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GliznetConfig {
+    pub format_version: u32,
+    pub similarity: Similarity,
+    /// Width of the projection shared by text and labels; `None` scores the encoder's vectors.
+    pub projection_dim: Option<usize>,
+    pub max_length: usize,
+    pub max_label_tokens: usize,
+    pub min_text_tokens: usize,
+    /// The token between the text and each label, and after each label.
+    pub label_separator: String,
+}
+
+impl GliznetConfig {
+    /// What a plain BERT / sentence-transformers backbone gets: cosine over the encoder's own
+    /// vectors, which is meaningful before any training, and limits that its positions allow.
+    pub fn untrained_default(max_position_embeddings: usize) -> Self {
+        let limits = PackingLimits::default();
+        Self {
+            format_version: FORMAT_VERSION,
+            similarity: Similarity::Cosine,
+            projection_dim: None,
+            max_length: limits.max_length.min(max_position_embeddings),
+            max_label_tokens: limits.max_label_tokens,
+            min_text_tokens: limits.min_text_tokens,
+            label_separator: "[SEP]".into(),
+        }
+    }
+
+    pub fn limits(&self) -> PackingLimits {
+        PackingLimits {
+            max_length: self.max_length,
+            max_label_tokens: self.max_label_tokens,
+            min_text_tokens: self.min_text_tokens,
+        }
+    }
+
+    pub fn head_shape(&self, model_dim: usize) -> HeadShape {
+        HeadShape {
+            similarity: self.similarity,
+            model_dim,
+            projection_dim: self.projection_dim,
+        }
+    }
+
+    pub fn validate(&self, max_position_embeddings: usize) -> Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.label_separator != "[SEP]" {
+            return Err(format!(
+                "label_separator {:?} is not supported (only \"[SEP]\")",
+                self.label_separator
+            ));
+        }
+        if self.projection_dim == Some(0) {
+            return Err("projection_dim must be positive".into());
+        }
+        if self.max_length > max_position_embeddings {
+            return Err(format!(
+                "max_length {} exceeds the encoder's max_position_embeddings {max_position_embeddings}",
+                self.max_length
+            ));
+        }
+        self.limits().validate()
+    }
+}

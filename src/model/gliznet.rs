@@ -1,0 +1,97 @@
+//! The GliZNet model: encoder, then the `[CLS]` vector and each label's first-token vector,
+//! then the similarity head.
+
+use crate::batch::Batch;
+use crate::model::bert::{BertConfig, BertEncoder};
+use crate::model::config::GliznetConfig;
+use crate::model::head::SimilarityHead;
+use crate::model::params::Params;
+use crate::rng::Rng;
+use anyhow::Result;
+use candle_core::{IndexOp, Tensor};
+
+pub struct GliZNet {
+    encoder: BertEncoder,
+    head: SimilarityHead,
+}
+
+impl GliZNet {
+    pub fn load(params: &Params, bert: &BertConfig, config: &GliznetConfig) -> Result<Self> {
+        Ok(Self {
+            encoder: BertEncoder::load(params, bert)?,
+            head: SimilarityHead::load(params, &config.head_shape(bert.hidden_size))?,
+        })
+    }
+
+    pub fn encoder(&self) -> &BertEncoder {
+        &self.encoder
+    }
+
+    /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
+    /// and must be masked with `batch.label_mask`. `rng` is `Some` in training mode.
+    pub fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let hidden = self
+            .encoder
+            .forward(&batch.input_ids, &batch.attention_mask, rng)?;
+        let (b, s, d) = hidden.dims3()?;
+        let text = hidden.i((.., 0))?;
+        let labels = hidden
+            .reshape((b * s, d))?
+            .index_select(&batch.label_rows, 0)?
+            .reshape((b, batch.max_labels, d))?;
+        self.head.forward(&text, &labels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::head::{self, Similarity};
+    use crate::testing::{random_encoder_weights, tiny_bert_config, tiny_tokenizer};
+    use crate::tokenizer::{LabelTokenizer, SequenceEncoding};
+    use candle_core::{Device, Var};
+
+    /// Every encoder and head tensor must receive a non-zero gradient in training mode: the
+    /// trap this guards against is a fused op without backward that silently stops gradients.
+    #[test]
+    fn every_parameter_receives_a_gradient() {
+        let device = Device::Cpu;
+        let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        for similarity in [Similarity::Cosine, Similarity::Dot, Similarity::Bilinear] {
+            let config = GliznetConfig {
+                similarity,
+                projection_dim: Some(8),
+                ..GliznetConfig::untrained_default(64)
+            };
+            let mut tensors = random_encoder_weights(&bert, 1, &device).unwrap();
+            tensors.extend(head::init_params(&config.head_shape(bert.hidden_size), 2, &device).unwrap());
+            let vars: Vec<(String, Var)> = tensors
+                .into_iter()
+                .map(|(name, t)| (name, Var::from_tensor(&t).unwrap()))
+                .collect();
+            let params = Params::new(
+                vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect(),
+                "test",
+            );
+            let model = GliZNet::load(&params, &bert, &config).unwrap();
+
+            let tokenizer = LabelTokenizer::new(tiny_tokenizer(), config.limits()).unwrap();
+            let labels = ["cat".to_string(), "dog house".to_string(), "news".to_string()];
+            let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
+            let b = tokenizer.encode("bank", &labels[..2]).unwrap();
+            let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0]];
+            let batch = Batch::collate(&seqs, tokenizer.pad_id(), &device).unwrap();
+            let mut rng = Rng::new(3);
+            let logits = model.forward(&batch, Some(&mut rng)).unwrap();
+            let loss = (logits * &batch.label_mask).unwrap().sqr().unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            for (name, var) in &vars {
+                let grad = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{similarity:?}: no gradient for {name}"));
+                let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+                assert!(norm > 0.0, "{similarity:?}: zero gradient for {name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Named tensors as read from a weights file, handed to the model constructors. A missing or
+//! mis-shaped tensor is an error that names it and the file it should have come from.
+
+use crate::error::input_error;
+use anyhow::Result;
+use candle_core::{Shape, Tensor};
+use std::collections::HashMap;
+
+pub struct Params {
+    tensors: HashMap<String, Tensor>,
+    source: String,
+}
+
+impl Params {
+    pub fn new(tensors: HashMap<String, Tensor>, source: impl Into<String>) -> Self {
+        Self {
+            tensors,
+            source: source.into(),
+        }
+    }
+
+    pub fn get(&self, name: &str, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let tensor = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| input_error(format!("{}: tensor {name} is missing", self.source)))?;
+        if tensor.shape() != &shape {
+            return Err(input_error(format!(
+                "{}: tensor {name} has shape {:?}, expected {:?}",
+                self.source,
+                tensor.dims(),
+                shape.dims()
+            )));
+        }
+        Ok(tensor.clone())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+}

@@ -1,0 +1,180 @@
+//! Real, tiny components for tests: a WordPiece tokenizer over a small vocabulary and a
+//! randomly initialised (seeded) BERT written as a complete model directory.
+
+use crate::model::bert::BertConfig;
+use crate::model::checkpoint;
+use crate::model::config::GliznetConfig;
+use crate::model::head::{self, Similarity};
+use crate::rng::Rng;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// Whole words of the tiny vocabulary; anything else is spelled with letter and digit pieces.
+pub const TINY_WORDS: &[&str] = &[
+    "the", "a", "cat", "dog", "sat", "on", "mat", "house", "bank", "rates", "raised", "interest",
+    "economy", "sports", "cooking", "football", "tennis", "news", "label", "text", "about",
+    "short", "very", "long", "and", "winding", "road", "home", "happy", "sad", "good", "bad",
+];
+
+pub fn tiny_vocab() -> Vec<String> {
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend(TINY_WORDS.iter().map(|w| w.to_string()));
+    for c in ('a'..='z').chain('0'..='9') {
+        vocab.push(c.to_string());
+        vocab.push(format!("##{c}"));
+    }
+    for p in ".,!?'\"-:;()".chars() {
+        vocab.push(p.to_string());
+    }
+    vocab
+}
+
+/// A BERT-style WordPiece tokenizer over [`tiny_vocab`], built from its `tokenizer.json` form.
+pub fn tiny_tokenizer() -> Tokenizer {
+    let vocab: serde_json::Map<String, serde_json::Value> = tiny_vocab()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i.into()))
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    Tokenizer::from_bytes(json.to_string()).expect("the tiny tokenizer.json is valid")
+}
+
+pub fn tiny_bert_config() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": tiny_vocab().len(),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 128,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0
+    })
+}
+
+/// Encoder weights under Hugging Face names, normal(0, 0.02) like BERT's initialiser, LayerNorm
+/// at weight 1 and bias 0.
+pub fn random_encoder_weights(
+    cfg: &BertConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let mut rng = Rng::new(seed);
+    let mut tensors = HashMap::new();
+    let mut normal = |name: String, shape: &[usize]| -> Result<()> {
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| 0.02 * rng.normal()).collect();
+        tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+        Ok(())
+    };
+    let h = cfg.hidden_size;
+    let i = cfg.intermediate_size;
+    normal(
+        "embeddings.word_embeddings.weight".into(),
+        &[cfg.vocab_size, h],
+    )?;
+    normal(
+        "embeddings.position_embeddings.weight".into(),
+        &[cfg.max_position_embeddings, h],
+    )?;
+    normal(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[cfg.type_vocab_size, h],
+    )?;
+    let mut norms = vec!["embeddings.LayerNorm".to_string()];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            normal(format!("{p}.{name}.weight"), &[out, inp])?;
+            normal(format!("{p}.{name}.bias"), &[out])?;
+        }
+        norms.push(format!("{p}.attention.output.LayerNorm"));
+        norms.push(format!("{p}.output.LayerNorm"));
+    }
+    for norm in norms {
+        tensors.insert(
+            format!("{norm}.weight"),
+            Tensor::ones(h, candle_core::DType::F32, device)?,
+        );
+        tensors.insert(
+            format!("{norm}.bias"),
+            Tensor::zeros(h, candle_core::DType::F32, device)?,
+        );
+    }
+    Ok(tensors)
+}
+
+/// Writes a complete tiny GliZNet model directory, deterministic for a seed.
+pub fn write_tiny_model(
+    dir: &Path,
+    similarity: Similarity,
+    projection_dim: Option<usize>,
+    seed: u64,
+) -> Result<()> {
+    let encoder_config = tiny_bert_config();
+    let bert: BertConfig = serde_json::from_value(encoder_config.clone())?;
+    let config = GliznetConfig {
+        similarity,
+        projection_dim,
+        max_length: 64,
+        max_label_tokens: 8,
+        min_text_tokens: 8,
+        ..GliznetConfig::untrained_default(bert.max_position_embeddings)
+    };
+    let device = Device::Cpu;
+    let mut tensors = random_encoder_weights(&bert, seed, &device)?;
+    tensors.extend(head::init_params(
+        &config.head_shape(bert.hidden_size),
+        seed + 1,
+        &device,
+    )?);
+    checkpoint::save(dir, &encoder_config, &config, &tensors, &tiny_tokenizer())
+}
+
+/// Writes a tiny plain BERT directory (no `gliznet` section), as a backbone would come.
+pub fn write_tiny_backbone(dir: &Path, seed: u64) -> Result<()> {
+    let encoder_config = tiny_bert_config();
+    let bert: BertConfig = serde_json::from_value(encoder_config.clone())?;
+    let tensors = random_encoder_weights(&bert, seed, &Device::Cpu)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(checkpoint::CONFIG_FILE),
+        serde_json::to_string_pretty(&encoder_config)?,
+    )?;
+    candle_core::safetensors::save(&tensors, dir.join(checkpoint::WEIGHTS_FILE))?;
+    tiny_tokenizer()
+        .save(dir.join(checkpoint::TOKENIZER_FILE), false)
+        .map_err(|e| anyhow::anyhow!("cannot write tokenizer: {e}"))
+}

@@ -1,0 +1,460 @@
+//! Packs a text and its candidate labels into encoder sequences:
+//!
+//! `[CLS] text [SEP] label_1 [SEP] label_2 [SEP] …`
+//!
+//! Each label's score is read at its first token. The text is truncated to what is left of
+//! `max_length` after `[CLS]`, one `[SEP]` after the text, and each label with its `[SEP]`.
+//! Labels are never dropped: when they do not fit beside `min_text_tokens` of text, they are
+//! split into chunks and the text is encoded once per chunk. A label longer than
+//! `max_label_tokens` is capped, and the cap is reported in the returned [`TextEncoding`].
+
+use crate::data::labels::validate_labels;
+use crate::error::input_error;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackingLimits {
+    /// Longest sequence given to the encoder, special tokens included.
+    pub max_length: usize,
+    /// Tokens a single label may take; longer labels are capped.
+    pub max_label_tokens: usize,
+    /// Text tokens every sequence keeps (when the text has that many) before labels are chunked.
+    pub min_text_tokens: usize,
+}
+
+impl Default for PackingLimits {
+    fn default() -> Self {
+        Self {
+            max_length: 256,
+            max_label_tokens: 16,
+            min_text_tokens: 32,
+        }
+    }
+}
+
+impl PackingLimits {
+    /// `[CLS]` and the `[SEP]` after the text.
+    const FIXED_TOKENS: usize = 2;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_label_tokens == 0 || self.min_text_tokens == 0 {
+            return Err("max_label_tokens and min_text_tokens must be at least 1".into());
+        }
+        let needed = Self::FIXED_TOKENS + self.min_text_tokens + self.max_label_tokens + 1;
+        if self.max_length < needed {
+            return Err(format!(
+                "max_length {} is too small: one capped label and the minimum text need {needed} \
+                 (2 special tokens + min_text_tokens {} + max_label_tokens {} + 1 separator)",
+                self.max_length, self.min_text_tokens, self.max_label_tokens
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One encoder sequence: the text (possibly truncated) followed by a chunk of labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceEncoding {
+    pub input_ids: Vec<u32>,
+    /// Position in `input_ids` of the first token of each label in this chunk.
+    pub label_positions: Vec<usize>,
+    /// Index, in the caller's label list, of each label in this chunk.
+    pub label_indices: Vec<usize>,
+    /// Text tokens kept in this sequence.
+    pub text_tokens_kept: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedLabel {
+    pub index: usize,
+    pub tokens: usize,
+}
+
+/// Everything one text and its labels became. Every label appears in exactly one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextEncoding {
+    pub chunks: Vec<SequenceEncoding>,
+    /// Text tokens before truncation.
+    pub text_tokens: usize,
+    pub capped_labels: Vec<CappedLabel>,
+}
+
+impl TextEncoding {
+    pub fn text_truncated(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| c.text_tokens_kept < self.text_tokens)
+    }
+}
+
+/// Label token ids, tokenized once and reused for every text that shares the label list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedLabels {
+    ids: Vec<Vec<u32>>,
+    capped: Vec<CappedLabel>,
+}
+
+impl EncodedLabels {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+#[derive(Clone)]
+pub struct LabelTokenizer {
+    inner: Tokenizer,
+    cls_id: u32,
+    sep_id: u32,
+    pad_id: u32,
+    limits: PackingLimits,
+}
+
+impl LabelTokenizer {
+    /// Loads `tokenizer.json`, switching off its own padding and truncation.
+    pub fn from_file(path: &Path, limits: PackingLimits) -> Result<Self> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| input_error(format!("cannot load tokenizer {}: {e}", path.display())))?;
+        Self::new(inner, limits).with_context(|| format!("tokenizer {}", path.display()))
+    }
+
+    pub fn new(mut inner: Tokenizer, limits: PackingLimits) -> Result<Self> {
+        limits.validate().map_err(input_error)?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("cannot switch off truncation: {e}"))?;
+        let special = |token: &str| {
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| input_error(format!("the vocabulary has no {token} token")))
+        };
+        Ok(Self {
+            cls_id: special("[CLS]")?,
+            sep_id: special("[SEP]")?,
+            pad_id: special("[PAD]")?,
+            inner,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> PackingLimits {
+        self.limits
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| anyhow::anyhow!("tokenization failed: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Validates and tokenizes a label list, capping labels longer than `max_label_tokens`.
+    pub fn encode_labels(&self, labels: &[String]) -> Result<EncodedLabels> {
+        validate_labels(labels).map_err(input_error)?;
+        let mut ids = Vec::with_capacity(labels.len());
+        let mut capped = Vec::new();
+        for (index, label) in labels.iter().enumerate() {
+            let mut tokens = self.tokenize(label.trim())?;
+            if tokens.is_empty() {
+                return Err(input_error(format!("label {label:?} has no tokens")));
+            }
+            if tokens.len() > self.limits.max_label_tokens {
+                capped.push(CappedLabel {
+                    index,
+                    tokens: tokens.len(),
+                });
+                tokens.truncate(self.limits.max_label_tokens);
+            }
+            ids.push(tokens);
+        }
+        Ok(EncodedLabels { ids, capped })
+    }
+
+    pub fn encode(&self, text: &str, labels: &[String]) -> Result<TextEncoding> {
+        self.encode_with_labels(text, &self.encode_labels(labels)?)
+    }
+
+    pub fn encode_with_labels(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
+        if text.trim().is_empty() {
+            return Err(input_error("the text is empty"));
+        }
+        let text_ids = self.tokenize(text)?;
+        if text_ids.is_empty() {
+            return Err(input_error("the text has no tokens after normalisation"));
+        }
+        let limits = self.limits;
+        let min_text = text_ids.len().min(limits.min_text_tokens);
+        let label_budget = limits.max_length - PackingLimits::FIXED_TOKENS - min_text;
+
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < labels.ids.len() {
+            let mut end = start;
+            let mut cost = 0;
+            while end < labels.ids.len() && cost + labels.ids[end].len() < label_budget {
+                cost += labels.ids[end].len() + 1;
+                end += 1;
+            }
+            let text_kept = text_ids
+                .len()
+                .min(limits.max_length - PackingLimits::FIXED_TOKENS - cost);
+            chunks.push(self.pack(&text_ids[..text_kept], &labels.ids, start..end));
+            start = end;
+        }
+        Ok(TextEncoding {
+            chunks,
+            text_tokens: text_ids.len(),
+            capped_labels: labels.capped.clone(),
+        })
+    }
+
+    fn pack(
+        &self,
+        text_ids: &[u32],
+        label_ids: &[Vec<u32>],
+        chunk: std::ops::Range<usize>,
+    ) -> SequenceEncoding {
+        let mut input_ids = Vec::with_capacity(self.limits.max_length);
+        input_ids.push(self.cls_id);
+        input_ids.extend_from_slice(text_ids);
+        input_ids.push(self.sep_id);
+        let mut label_positions = Vec::with_capacity(chunk.len());
+        for ids in &label_ids[chunk.clone()] {
+            label_positions.push(input_ids.len());
+            input_ids.extend_from_slice(ids);
+            input_ids.push(self.sep_id);
+        }
+        SequenceEncoding {
+            input_ids,
+            label_positions,
+            label_indices: chunk.collect(),
+            text_tokens_kept: text_ids.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::testing::{tiny_tokenizer, TINY_WORDS};
+
+    fn tokenizer(limits: PackingLimits) -> LabelTokenizer {
+        LabelTokenizer::new(tiny_tokenizer(), limits).unwrap()
+    }
+
+    fn random_words(rng: &mut Rng, n: usize) -> String {
+        (0..n)
+            .map(|_| TINY_WORDS[rng.below(TINY_WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn random_labels(rng: &mut Rng, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let words = 1 + rng.below(4);
+                format!("{} {i}", random_words(rng, words))
+            })
+            .collect()
+    }
+
+    fn random_limits(rng: &mut Rng) -> PackingLimits {
+        let max_label_tokens = 1 + rng.below(8);
+        let min_text_tokens = 1 + rng.below(16);
+        let floor = 2 + max_label_tokens + 1 + min_text_tokens;
+        PackingLimits {
+            max_length: floor + rng.below(64),
+            max_label_tokens,
+            min_text_tokens,
+        }
+    }
+
+    #[test]
+    fn packs_text_and_labels_in_order() {
+        let tok = tokenizer(PackingLimits::default());
+        let labels = vec!["cat".to_string(), "dog house".to_string()];
+        let enc = tok.encode("the cat sat", &labels).unwrap();
+        assert_eq!(enc.chunks.len(), 1);
+        let seq = &enc.chunks[0];
+        let inner = tok.inner();
+        let id = |t: &str| inner.token_to_id(t).unwrap();
+        let text: Vec<u32> = inner
+            .encode("the cat sat", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let dog_house: Vec<u32> = inner.encode("dog house", false).unwrap().get_ids().to_vec();
+        let mut expected = vec![id("[CLS]")];
+        expected.extend(&text);
+        expected.push(id("[SEP]"));
+        expected.push(id("cat"));
+        expected.push(id("[SEP]"));
+        expected.extend(&dog_house);
+        expected.push(id("[SEP]"));
+        assert_eq!(seq.input_ids, expected);
+        assert_eq!(seq.label_positions, vec![text.len() + 2, text.len() + 4]);
+        assert_eq!(seq.label_indices, vec![0, 1]);
+        assert!(!enc.text_truncated());
+    }
+
+    /// Property: for random texts, label sets and limits, every sequence fits, every label is
+    /// encoded exactly once in input order, each label position points at that label's first
+    /// token, and the text is cut only when the labels leave no room for it.
+    #[test]
+    fn packing_invariants_hold_for_random_inputs() {
+        let mut rng = Rng::new(42);
+        for case in 0..400 {
+            let limits = random_limits(&mut rng);
+            let tok = tokenizer(limits);
+            let (text_words, label_count) = (1 + rng.below(120), 1 + rng.below(40));
+            let text = random_words(&mut rng, text_words);
+            let labels = random_labels(&mut rng, label_count);
+            let encoded_labels = tok.encode_labels(&labels).unwrap();
+            let enc = tok.encode_with_labels(&text, &encoded_labels).unwrap();
+            let text_ids = tok.tokenize(&text).unwrap();
+
+            let mut seen: Vec<usize> = Vec::new();
+            for seq in &enc.chunks {
+                assert!(
+                    seq.input_ids.len() <= limits.max_length,
+                    "case {case}: too long"
+                );
+                assert!(!seq.label_indices.is_empty(), "case {case}: empty chunk");
+                assert_eq!(seq.input_ids[0], tok.cls_id);
+                assert_eq!(
+                    &seq.input_ids[1..1 + seq.text_tokens_kept],
+                    &text_ids[..seq.text_tokens_kept]
+                );
+                assert_eq!(seq.input_ids[1 + seq.text_tokens_kept], tok.sep_id);
+                assert!(seq.text_tokens_kept >= text_ids.len().min(limits.min_text_tokens));
+                for (&pos, &index) in seq.label_positions.iter().zip(&seq.label_indices) {
+                    let label_ids = &encoded_labels.ids[index];
+                    assert_eq!(
+                        &seq.input_ids[pos..pos + label_ids.len()],
+                        &label_ids[..],
+                        "case {case}"
+                    );
+                    assert_eq!(seq.input_ids[pos + label_ids.len()], tok.sep_id);
+                    assert_eq!(seq.input_ids[pos - 1], tok.sep_id);
+                }
+                assert_eq!(*seq.input_ids.last().unwrap(), tok.sep_id);
+                if seq.text_tokens_kept < text_ids.len() {
+                    assert_eq!(
+                        seq.input_ids.len(),
+                        limits.max_length,
+                        "case {case}: cut without need"
+                    );
+                }
+                seen.extend(&seq.label_indices);
+            }
+            assert_eq!(seen, (0..labels.len()).collect::<Vec<_>>(), "case {case}");
+            for capped in &enc.capped_labels {
+                assert!(capped.tokens > limits.max_label_tokens);
+                assert_eq!(
+                    encoded_labels.ids[capped.index].len(),
+                    limits.max_label_tokens
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_text_is_cut_exactly_to_the_budget() {
+        let tok = tokenizer(PackingLimits {
+            max_length: 64,
+            max_label_tokens: 8,
+            min_text_tokens: 8,
+        });
+        let text = random_words(&mut Rng::new(1), 500);
+        let labels = vec!["cat".to_string(), "dog".to_string()];
+        let enc = tok.encode(&text, &labels).unwrap();
+        assert_eq!(enc.chunks.len(), 1);
+        // 64 = [CLS] + text + [SEP] + (cat [SEP]) + (dog [SEP])
+        assert_eq!(enc.chunks[0].text_tokens_kept, 64 - 2 - 4);
+        assert_eq!(enc.chunks[0].input_ids.len(), 64);
+        assert!(enc.text_truncated());
+    }
+
+    #[test]
+    fn many_labels_are_chunked_and_all_scored() {
+        let tok = tokenizer(PackingLimits {
+            max_length: 48,
+            max_label_tokens: 8,
+            min_text_tokens: 16,
+        });
+        let labels: Vec<String> = (0..500).map(|i| format!("label {i}")).collect();
+        let enc = tok.encode("a short text about cats", &labels).unwrap();
+        assert!(enc.chunks.len() > 10);
+        let all: Vec<usize> = enc
+            .chunks
+            .iter()
+            .flat_map(|c| c.label_indices.clone())
+            .collect();
+        assert_eq!(all, (0..500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn over_long_label_is_capped_and_reported() {
+        let tok = tokenizer(PackingLimits {
+            max_length: 64,
+            max_label_tokens: 4,
+            min_text_tokens: 8,
+        });
+        let labels = vec![
+            "cat".to_string(),
+            "the very long and winding road home".to_string(),
+        ];
+        let enc = tok.encode("text", &labels).unwrap();
+        assert_eq!(enc.capped_labels.len(), 1);
+        assert_eq!(enc.capped_labels[0].index, 1);
+        assert!(enc.capped_labels[0].tokens > 4);
+    }
+
+    #[test]
+    fn bad_inputs_are_input_errors() {
+        let tok = tokenizer(PackingLimits::default());
+        let labels = vec!["cat".to_string()];
+        for (text, labels) in [
+            ("", labels.clone()),
+            ("   ", labels.clone()),
+            ("text", vec![]),
+            ("text", vec!["cat".into(), " ".into()]),
+            ("text", vec!["cat".into(), "Cat".into()]),
+        ] {
+            let err = tok.encode(text, &labels).unwrap_err();
+            assert!(
+                crate::error::is_input_error(&err),
+                "{text:?} {labels:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_too_small_for_one_label_are_rejected() {
+        let limits = PackingLimits {
+            max_length: 10,
+            max_label_tokens: 8,
+            min_text_tokens: 4,
+        };
+        assert!(limits.validate().is_err());
+        assert!(LabelTokenizer::new(tiny_tokenizer(), limits).is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! End-to-end tests of the `gliznet` binary on a tiny seeded random BERT written to a temp dir.
+
+use gliznet::model::head::Similarity;
+use gliznet::testing::{write_tiny_backbone, write_tiny_model};
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use tempfile::TempDir;
+
+fn tiny_model(similarity: Similarity) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    write_tiny_model(dir.path(), similarity, Some(16), 7).unwrap();
+    dir
+}
+
+fn gliznet(args: &[&str]) -> Output {
+    gliznet_with_stdin(args, b"")
+}
+
+fn gliznet_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gliznet"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Asserts a bad-input failure: exit code 2 and a message containing `needle`.
+fn assert_input_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
+    assert!(
+        stderr(out).contains(needle),
+        "expected {needle:?} in: {}",
+        stderr(out)
+    );
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+fn label_names(record: &Value) -> Vec<String> {
+    record["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn scores(record: &Value) -> Vec<f64> {
+    record["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["score"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn predict_json_has_one_record_per_text_with_labels_in_input_order() {
+    let model = tiny_model(Similarity::Bilinear);
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--format",
+        "json",
+        "--threshold",
+        "0.5",
+        "--text",
+        "the cat sat on the mat",
+        "--text",
+        "interest rates",
+        "--labels",
+        "sports, cat,economy",
+    ]);
+    let records = json(&out);
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["text"], "the cat sat on the mat");
+    assert_eq!(records[1]["text"], "interest rates");
+    for record in records {
+        assert_eq!(label_names(record), vec!["sports", "cat", "economy"]);
+        for label in record["labels"].as_array().unwrap() {
+            let score = label["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score));
+            assert_eq!(label["predicted"].as_bool().unwrap(), score >= 0.5);
+        }
+    }
+}
+
+#[test]
+fn single_label_scores_sum_to_one_with_one_prediction() {
+    let model = tiny_model(Similarity::Cosine);
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--format",
+        "jsonl",
+        "--single-label",
+        "--text",
+        "a happy dog",
+        "--labels",
+        "happy,sad,good,bad",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: f64 = scores(&record).iter().sum();
+    assert!((total - 1.0).abs() < 1e-5, "{total}");
+    let predicted: Vec<bool> = record["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["predicted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(predicted.iter().filter(|p| **p).count(), 1);
+    let best = scores(&record).iter().cloned().fold(f64::MIN, f64::max);
+    let best_index = scores(&record).iter().position(|s| *s == best).unwrap();
+    assert!(predicted[best_index]);
+}
+
+#[test]
+fn scores_do_not_depend_on_batching_or_neighbours() {
+    let model = tiny_model(Similarity::Dot);
+    let texts = [
+        "the cat sat",
+        "a very long and winding road home with the dog and the cat on the mat",
+        "bank",
+        "interest rates raised again by the bank",
+    ];
+    let mut input = String::new();
+    for (i, text) in texts.iter().enumerate() {
+        let labels: Vec<&str> = ["news", "sports", "cooking", "home"][..1 + i % 4].to_vec();
+        input += &serde_json::json!({"text": text, "labels": labels}).to_string();
+        input += "\n";
+    }
+    let run = |batch: &str| -> Vec<Value> {
+        let out = gliznet_with_stdin(
+            &[
+                "predict",
+                "--model",
+                path(model.path()),
+                "--input",
+                "-",
+                "--format",
+                "jsonl",
+                "--batch-size",
+                batch,
+            ],
+            input.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let one_by_one = run("1");
+    let together = run("16");
+    assert_eq!(one_by_one.len(), texts.len());
+    for (a, b) in one_by_one.iter().zip(&together) {
+        assert_eq!(a["text"], b["text"]);
+        assert_eq!(label_names(a), label_names(b));
+        for (x, y) in scores(a).iter().zip(scores(b)) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y} for {}", a["text"]);
+        }
+    }
+}
+
+#[test]
+fn input_file_uses_shared_labels_when_a_line_has_none() {
+    let model = tiny_model(Similarity::Cosine);
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("texts.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"the dog\"}\n\n{\"text\": \"the cat\", \"labels\": [\"cat\", \"mat\"]}\n",
+    )
+    .unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "news\nsports\n\n").unwrap();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--input",
+        path(&input),
+        "--labels-file",
+        path(&labels),
+        "--format",
+        "json",
+    ]);
+    let records = json(&out);
+    assert_eq!(label_names(&records[0]), vec!["news", "sports"]);
+    assert_eq!(label_names(&records[1]), vec!["cat", "mat"]);
+}
+
+#[test]
+fn table_output_lists_every_label() {
+    let model = tiny_model(Similarity::Bilinear);
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--text",
+        "the cat",
+        "--labels",
+        "cat,dog",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "the cat");
+    assert!(lines[1].trim_start().starts_with("cat "), "{table}");
+    assert!(lines[2].trim_start().starts_with("dog "), "{table}");
+}
+
+#[test]
+fn five_hundred_labels_are_chunked_and_all_scored() {
+    let model = tiny_model(Similarity::Cosine);
+    let labels: Vec<String> = (0..500).map(|i| format!("label {i}")).collect();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--format",
+        "json",
+        "--text",
+        "the cat sat on the mat",
+        "--labels",
+        &labels.join(","),
+    ]);
+    let records = json(&out);
+    assert_eq!(label_names(&records[0]), labels);
+    assert!(scores(&records[0]).iter().all(|s| s.is_finite()));
+    assert!(stderr(&out).contains("several chunks"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_100k_character_text_is_truncated_and_scored() {
+    let model = tiny_model(Similarity::Cosine);
+    let text = "the cat sat on the mat ".repeat(100_000 / 23 + 1);
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--format",
+        "json",
+        "--text",
+        &text[..100_000],
+        "--labels",
+        "cat,dog",
+    ]);
+    let records = json(&out);
+    assert_eq!(scores(&records[0]).len(), 2);
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+}
+
+#[test]
+fn plain_backbone_loads_with_an_untrained_head_warning() {
+    let dir = TempDir::new().unwrap();
+    write_tiny_backbone(dir.path(), 3).unwrap();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(dir.path()),
+        "--format",
+        "json",
+        "--text",
+        "the cat",
+        "--labels",
+        "cat,dog",
+    ]);
+    assert_eq!(scores(&json(&out)[0]).len(), 2);
+    assert!(stderr(&out).contains("untrained head"), "{}", stderr(&out));
+    // The head is seeded: the same directory scores the same twice.
+    let again = gliznet(&[
+        "predict",
+        "--model",
+        path(dir.path()),
+        "--format",
+        "json",
+        "--text",
+        "the cat",
+        "--labels",
+        "cat,dog",
+    ]);
+    assert_eq!(out.stdout, again.stdout);
+}
+
+#[test]
+fn repo_id_resolves_through_the_local_hub_cache() {
+    let hf_home = TempDir::new().unwrap();
+    let repo = hf_home
+        .path()
+        .join("hub")
+        .join("models--acme--tiny-gliznet");
+    let snapshot = repo.join("snapshots").join("0123abcd");
+    write_tiny_model(&snapshot, Similarity::Cosine, None, 5).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
+    let run = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gliznet"))
+            .args([
+                "predict", "--model", model, "--format", "json", "--text", "the cat", "--labels",
+                "cat,dog",
+            ])
+            .env("HF_HOME", hf_home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run("acme/tiny-gliznet");
+    assert_eq!(scores(&json(&out)[0]).len(), 2);
+    let missing = run("acme/not-cached");
+    assert_input_error(&missing, "local hub cache");
+}
+
+#[test]
+fn bad_model_paths_and_files_are_named() {
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        "/no/such/model/dir",
+        "--text",
+        "t",
+        "--labels",
+        "a",
+    ]);
+    assert_input_error(&out, "/no/such/model/dir");
+
+    let model = tiny_model(Similarity::Cosine);
+    std::fs::remove_file(model.path().join("tokenizer.json")).unwrap();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--text",
+        "t",
+        "--labels",
+        "a",
+    ]);
+    assert_input_error(&out, "tokenizer.json");
+
+    let model = tiny_model(Similarity::Cosine);
+    let weights = model.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--text",
+        "t",
+        "--labels",
+        "a",
+    ]);
+    assert_input_error(&out, "model.safetensors");
+
+    let model = tiny_model(Similarity::Cosine);
+    std::fs::write(model.path().join("config.json"), "{not json").unwrap();
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        path(model.path()),
+        "--text",
+        "t",
+        "--labels",
+        "a",
+    ]);
+    assert_input_error(&out, "config.json");
+}
+
+#[test]
+fn bad_label_lists_are_rejected() {
+    let model = tiny_model(Similarity::Cosine);
+    let m = path(model.path());
+    assert_input_error(
+        &gliznet(&["predict", "--model", m, "--text", "t", "--labels", ""]),
+        "empty",
+    );
+    assert_input_error(
+        &gliznet(&["predict", "--model", m, "--text", "t", "--labels", "a,,b"]),
+        "label 2 of 3 is empty",
+    );
+    assert_input_error(
+        &gliznet(&[
+            "predict",
+            "--model",
+            m,
+            "--text",
+            "t",
+            "--labels",
+            "cat,dog,cat",
+        ]),
+        "duplicate label \"cat\"",
+    );
+    assert_input_error(
+        &gliznet(&["predict", "--model", m, "--text", "t"]),
+        "--labels",
+    );
+    assert_input_error(
+        &gliznet(&["predict", "--model", m, "--text", " ", "--labels", "a"]),
+        "--text #1 is empty",
+    );
+    assert_input_error(
+        &gliznet(&[
+            "predict",
+            "--model",
+            m,
+            "--text",
+            "t",
+            "--labels",
+            "a",
+            "--threshold",
+            "1.5",
+        ]),
+        "--threshold",
+    );
+}
+
+#[test]
+fn bad_jsonl_lines_are_named() {
+    let model = tiny_model(Similarity::Cosine);
+    let m = path(model.path());
+    let out = gliznet_with_stdin(
+        &["predict", "--model", m, "--input", "-", "--labels", "a,b"],
+        b"{\"text\": \"ok\"}\nnot json\n",
+    );
+    assert_input_error(&out, "<stdin>:2: invalid record");
+
+    let out = gliznet_with_stdin(
+        &["predict", "--model", m, "--input", "-", "--labels", "a,b"],
+        b"{\"text\": \"ok\"}\n{\"text\": \"\xff\"}\n",
+    );
+    assert_input_error(&out, "<stdin>:2: not valid UTF-8");
+
+    let out = gliznet_with_stdin(
+        &["predict", "--model", m, "--input", "-"],
+        b"{\"text\": \"no labels here\"}\n",
+    );
+    assert_input_error(&out, "<stdin>:1: no \"labels\" field");
+
+    let out = gliznet_with_stdin(
+        &["predict", "--model", m, "--input", "-"],
+        b"{\"text\": \"x\", \"labels\": [\"a\", \"A\"]}\n",
+    );
+    assert_input_error(&out, "<stdin>:1: duplicate label");
+
+    let out = gliznet(&[
+        "predict",
+        "--model",
+        m,
+        "--input",
+        "/no/such/file.jsonl",
+        "--labels",
+        "a",
+    ]);
+    assert_input_error(&out, "/no/such/file.jsonl");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let out = gliznet(&["predict", "--labels", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = gliznet(&["predict", "--help"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--single-label"));
+    let out = gliznet(&[
+        "predict", "--model", "x", "--text", "t", "--labels", "a", "--device", "tpu",
+    ]);
+    assert_input_error(&out, "--device");
+}
