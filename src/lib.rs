@@ -5,11 +5,14 @@
 pub mod batch;
 pub mod classifier;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod rng;
 pub mod scoring;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;

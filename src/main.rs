@@ -1,4 +1,5 @@
 use clap::Parser;
+use gliznet::cli::train::Interrupted;
 use gliznet::error::is_input_error;
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ fn main() -> ExitCode {
     match gliznet::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<Interrupted>().is_some() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             if is_input_error(&err) {

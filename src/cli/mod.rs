@@ -3,6 +3,7 @@
 
 mod output;
 pub mod predict;
+pub mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,10 +27,13 @@ pub struct Cli {
 enum Command {
     /// Score labels for one or more texts
     Predict(predict::PredictArgs),
+    /// Fine-tune a model on texts with positive and negative labels
+    Train(train::TrainArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

@@ -1,4 +1,5 @@
 //! Inputs as the user gives them: label lists and JSONL files.
 
+pub mod example;
 pub mod jsonl;
 pub mod labels;

@@ -64,26 +64,39 @@ mod tests {
                 ..GliznetConfig::untrained_default(64)
             };
             let mut tensors = random_encoder_weights(&bert, 1, &device).unwrap();
-            tensors.extend(head::init_params(&config.head_shape(bert.hidden_size), 2, &device).unwrap());
+            tensors.extend(
+                head::init_params(&config.head_shape(bert.hidden_size), 2, &device).unwrap(),
+            );
             let vars: Vec<(String, Var)> = tensors
                 .into_iter()
                 .map(|(name, t)| (name, Var::from_tensor(&t).unwrap()))
                 .collect();
             let params = Params::new(
-                vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect(),
+                vars.iter()
+                    .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                    .collect(),
                 "test",
             );
             let model = GliZNet::load(&params, &bert, &config).unwrap();
 
             let tokenizer = LabelTokenizer::new(tiny_tokenizer(), config.limits()).unwrap();
-            let labels = ["cat".to_string(), "dog house".to_string(), "news".to_string()];
+            let labels = [
+                "cat".to_string(),
+                "dog house".to_string(),
+                "news".to_string(),
+            ];
             let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
             let b = tokenizer.encode("bank", &labels[..2]).unwrap();
             let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0]];
             let batch = Batch::collate(&seqs, tokenizer.pad_id(), &device).unwrap();
             let mut rng = Rng::new(3);
             let logits = model.forward(&batch, Some(&mut rng)).unwrap();
-            let loss = (logits * &batch.label_mask).unwrap().sqr().unwrap().sum_all().unwrap();
+            let loss = (logits * &batch.label_mask)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
             let grads = loss.backward().unwrap();
             for (name, var) in &vars {
                 let grad = grads

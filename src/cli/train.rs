@@ -1,0 +1,116 @@
+//! `gliznet train`: fine-tune a GliZNet model from a JSON config.
+
+use crate::config::TrainConfig;
+use crate::error::input_error;
+use crate::train::trainer::{self, Outcome, TrainOptions, CHECKPOINT_DIR};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    gliznet train --config configs/smoke.json\n  \
+    gliznet train --config configs/minilm-bilinear.json --set lr=2e-5 --set epochs=2 --output runs/a\n  \
+    gliznet train --config configs/minilm-bilinear.json --output runs/a --resume\n\n\
+    The output directory holds the best model so far (load it with predict --model DIR),\n\
+    metrics.jsonl, and checkpoint/ for --resume. Ctrl-C saves a checkpoint and exits (130).")]
+pub struct TrainArgs {
+    /// Training config (JSON); see configs/
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Override a config key (repeatable): --set lr=2e-5 --set similarity=cosine
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+
+    /// Output directory (overrides the config's output_dir)
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+
+    /// auto, cpu, cuda or cuda:N (overrides the config's device)
+    #[arg(long)]
+    device: Option<String>,
+
+    /// Continue the run in the output directory from its last checkpoint
+    #[arg(long)]
+    resume: bool,
+
+    /// Save a checkpoint and stop after this optimizer step (continue later with --resume)
+    #[arg(long, value_name = "STEP")]
+    stop_after_steps: Option<usize>,
+}
+
+/// Returned when Ctrl-C stopped training (after saving a checkpoint); exit code 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut overrides = args.overrides.clone();
+    if let Some(output) = &args.output {
+        overrides.push(format!("output_dir={}", serde_json::to_string(output)?));
+    }
+    if let Some(device) = &args.device {
+        overrides.push(format!("device={}", serde_json::to_string(device)?));
+    }
+    let config = TrainConfig::load(&args.config, &overrides)?;
+    if args.stop_after_steps == Some(0) {
+        return Err(input_error("--stop-after-steps must be at least 1"));
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: saving a checkpoint after the current step (Ctrl-C again to quit now)"
+        );
+    })?;
+    let output_dir = config.output_dir.clone();
+    let options = TrainOptions {
+        resume: args.resume,
+        stop_after_steps: args.stop_after_steps,
+        interrupted,
+    };
+    let resume_hint = format!(
+        "resume with: gliznet train --config {} --output {} --resume",
+        args.config.display(),
+        output_dir.display()
+    );
+    match trainer::train(config, &options)? {
+        Outcome::Finished { best } | Outcome::EarlyStopped { best } => {
+            match best {
+                Some(best) => eprintln!(
+                    "done: best model (step {}, validation score {:.4}) in {}",
+                    best.step,
+                    best.metric,
+                    output_dir.display()
+                ),
+                None => eprintln!(
+                    "done: no validation ran; the last checkpoint is in {}",
+                    output_dir.join(CHECKPOINT_DIR).display()
+                ),
+            }
+            Ok(())
+        }
+        Outcome::Paused { step } => {
+            eprintln!("stopped after step {step} as asked; {resume_hint}");
+            Ok(())
+        }
+        Outcome::Interrupted { step } => {
+            eprintln!("checkpoint saved at step {step}; {resume_hint}");
+            Err(Interrupted.into())
+        }
+    }
+}

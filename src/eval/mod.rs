@@ -1,0 +1,3 @@
+//! Evaluation metrics over scored (text, label) pairs.
+
+pub mod metrics;

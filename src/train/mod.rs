@@ -1,0 +1,5 @@
+//! Training: loss, optimizer and the loop.
+
+pub mod loss;
+pub mod optim;
+pub mod trainer;
