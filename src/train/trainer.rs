@@ -4,10 +4,12 @@
 //!
 //! Output directory:
 //!
-//!     OUTPUT/                 the best model so far (config.json, model.safetensors, tokenizer.json)
-//!     OUTPUT/metrics.jsonl    one line per log and per validation
-//!     OUTPUT/checkpoint/      the latest resumable state: model files, optimizer.safetensors,
-//!                             trainer_state.json (written to checkpoint.tmp, then swapped in)
+//! ```text
+//! OUTPUT/                 the best model so far (config.json, model.safetensors, tokenizer.json)
+//! OUTPUT/metrics.jsonl    one line per log and per validation
+//! OUTPUT/checkpoint/      the latest resumable state: model files, optimizer.safetensors,
+//!                         trainer_state.json (written to checkpoint.tmp, then swapped in)
+//! ```
 
 use crate::batch::Batch;
 use crate::classifier;
