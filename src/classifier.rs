@@ -1,11 +1,31 @@
-//! Inference: texts and their labels in, one logit per label out, in the caller's order.
+//! Inference: texts and their labels in, one score per label out, in the caller's order.
+//! Two methods: GliZNet's joint encoding (one pass per text and label chunk), and the
+//! Sentence-BERT-style bi-encoder baseline (cosine of mean-pooled embeddings).
 
 use crate::batch::Batch;
+use crate::embed::Embedder;
 use crate::model::checkpoint::{self, LoadedModel};
 use crate::model::gliznet::GliZNet;
+use crate::scoring::{score, score_similarities, LabelScore, ScoreMode};
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEncoding};
 use anyhow::{ensure, Context, Result};
 use candle_core::Device;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Text and labels in one sequence, scored by the GliZNet head
+    Gliznet,
+    /// Cosine between separately mean-pooled text and label embeddings (baseline)
+    BiEncoder,
+}
+
+/// A label list as given and as tokenized, shared by every text it applies to.
+pub struct LabelSet {
+    pub names: Vec<String>,
+    pub encoded: EncodedLabels,
+}
 
 pub struct Classifier {
     pub loaded: LoadedModel,
@@ -18,10 +38,21 @@ pub struct TextLogits {
     pub encoding: TextEncoding,
 }
 
+/// Scores of one text, aligned with its label list. `encoding` is `None` for the bi-encoder.
+pub struct TextScores {
+    pub scores: Vec<LabelScore>,
+    pub encoding: Option<TextEncoding>,
+}
+
 impl Classifier {
     pub fn load(model: &str, device: Device) -> Result<Self> {
         let loaded = checkpoint::load(model, &device)?;
         Ok(Self { loaded, device })
+    }
+
+    pub fn label_set(&self, names: Vec<String>) -> Result<LabelSet> {
+        let encoded = self.loaded.tokenizer.encode_labels(&names)?;
+        Ok(LabelSet { names, encoded })
     }
 
     pub fn logits(
@@ -37,6 +68,72 @@ impl Classifier {
             batch_size,
         )
     }
+
+    pub fn scores(
+        &self,
+        items: &[(&str, &LabelSet)],
+        mode: ScoreMode,
+        method: Method,
+        batch_size: usize,
+    ) -> Result<Vec<TextScores>> {
+        match method {
+            Method::Gliznet => {
+                let joint: Vec<(&str, &EncodedLabels)> =
+                    items.iter().map(|(t, l)| (*t, &l.encoded)).collect();
+                Ok(self
+                    .logits(&joint, batch_size)?
+                    .into_iter()
+                    .map(|r| TextScores {
+                        scores: score(&r.logits, mode),
+                        encoding: Some(r.encoding),
+                    })
+                    .collect())
+            }
+            Method::BiEncoder => {
+                let embedder = Embedder {
+                    encoder: self.loaded.model.encoder(),
+                    tokenizer: &self.loaded.tokenizer,
+                    device: &self.device,
+                };
+                let pairs: Vec<(&str, &[String])> = items
+                    .iter()
+                    .map(|(t, l)| (*t, l.names.as_slice()))
+                    .collect();
+                Ok(cosine_similarities(&embedder, &pairs, batch_size)?
+                    .into_iter()
+                    .map(|cos| TextScores {
+                        scores: score_similarities(&cos, mode),
+                        encoding: None,
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Bi-encoder scores: cosine between each text's embedding and each of its labels'. Every
+/// distinct label is embedded once.
+pub fn cosine_similarities(
+    embedder: &Embedder,
+    items: &[(&str, &[String])],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut distinct: Vec<&str> = items
+        .iter()
+        .flat_map(|(_, labels)| labels.iter().map(String::as_str))
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+    let column: HashMap<&str, usize> = distinct.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+    let label_vectors = embedder.embed(&distinct, batch_size)?;
+    let texts: Vec<&str> = items.iter().map(|(t, _)| *t).collect();
+    let text_vectors = embedder.embed(&texts, batch_size)?;
+    let similarities: Vec<Vec<f32>> = text_vectors.matmul(&label_vectors.t()?)?.to_vec2()?;
+    Ok(items
+        .iter()
+        .zip(similarities)
+        .map(|((_, labels), row)| labels.iter().map(|l| row[column[l.as_str()]]).collect())
+        .collect())
 }
 
 /// Scores many texts in inference mode. Sequences (one per label chunk) are sorted by length

@@ -40,6 +40,9 @@ pub struct TrainConfig {
     pub validation_fraction: f64,
     pub invalid_examples: InvalidExamples,
     pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule decays to zero there); null for
+    /// whole epochs.
+    pub max_steps: Option<usize>,
     pub batch_size: usize,
     pub gradient_accumulation: usize,
     pub encoder_lr: f64,
@@ -80,6 +83,7 @@ impl Default for TrainConfig {
             validation_fraction: 0.1,
             invalid_examples: InvalidExamples::Error,
             epochs: 3,
+            max_steps: None,
             batch_size: 16,
             gradient_accumulation: 1,
             encoder_lr: 3e-5,
@@ -185,6 +189,9 @@ impl TrainConfig {
         }
         if matches!(self.dropout, Some(p) if !(0.0..1.0).contains(&p)) {
             return Err("dropout must be in [0, 1)".into());
+        }
+        if self.max_steps == Some(0) {
+            return Err("max_steps must be at least 1 (or null)".into());
         }
         if self.projection_dim == Some(0) {
             return Err("projection_dim must be positive (or null)".into());

@@ -45,10 +45,7 @@ pub fn score(logits: &[f32], mode: ScoreMode) -> Vec<LabelScore> {
             .collect(),
         ScoreMode::SingleLabel => {
             let probs = softmax(logits);
-            let best = probs
-                .iter()
-                .enumerate()
-                .fold(0, |best, (i, &p)| if p > probs[best] { i } else { best });
+            let best = argmax(logits);
             probs
                 .into_iter()
                 .enumerate()
@@ -59,6 +56,31 @@ pub fn score(logits: &[f32], mode: ScoreMode) -> Vec<LabelScore> {
                 .collect()
         }
     }
+}
+
+/// Scores that are already similarities (the bi-encoder's cosines): kept as they are; a label
+/// is predicted at the threshold (multi-label) or as the most similar (single-label).
+pub fn score_similarities(similarities: &[f32], mode: ScoreMode) -> Vec<LabelScore> {
+    let best = argmax(similarities);
+    similarities
+        .iter()
+        .enumerate()
+        .map(|(i, &score)| LabelScore {
+            score,
+            predicted: match mode {
+                ScoreMode::MultiLabel { threshold } => score >= threshold,
+                ScoreMode::SingleLabel => i == best,
+            },
+        })
+        .collect()
+}
+
+/// Index of the largest value; the first one on ties.
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
 }
 
 #[cfg(test)]

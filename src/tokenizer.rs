@@ -165,6 +165,22 @@ impl LabelTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// A string on its own, `[CLS] tokens [SEP]`, cut to `max_length` (for embeddings).
+    pub fn encode_single(&self, text: &str) -> Result<SequenceEncoding> {
+        let mut tokens = self.tokenize(text)?;
+        tokens.truncate(self.limits.max_length - PackingLimits::FIXED_TOKENS);
+        let mut input_ids = Vec::with_capacity(tokens.len() + 2);
+        input_ids.push(self.cls_id);
+        input_ids.extend_from_slice(&tokens);
+        input_ids.push(self.sep_id);
+        Ok(SequenceEncoding {
+            input_ids,
+            label_positions: Vec::new(),
+            label_indices: Vec::new(),
+            text_tokens_kept: tokens.len(),
+        })
+    }
+
     /// Validates and tokenizes a label list, capping labels longer than `max_label_tokens`.
     pub fn encode_labels(&self, labels: &[String]) -> Result<EncodedLabels> {
         validate_labels(labels).map_err(input_error)?;

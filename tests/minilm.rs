@@ -206,3 +206,45 @@ fn predict_runs_on_the_real_backbone() {
     assert!((total - 1.0).abs() < 1e-5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("untrained head"));
 }
+
+#[test]
+fn mining_on_the_real_backbone_skips_near_synonyms_and_ranks_related_labels_first() {
+    let Some(dir) = backbone() else { return };
+    let tmp = tempfile::TempDir::new().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"He scored a goal in the match\", \"labels\": [\"football\"]}\n",
+    )
+    .unwrap();
+    let pool = tmp.path().join("pool.txt");
+    std::fs::write(&pool, "soccer\ntennis\nbanking\nFootball\n").unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_gliznet"))
+        .args([
+            "mine-negatives",
+            "--model",
+            dir.to_str().unwrap(),
+            "--k",
+            "2",
+        ])
+        .args([
+            "--input",
+            input.to_str().unwrap(),
+            "--pool",
+            pool.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&output).unwrap().trim()).unwrap();
+    // "soccer" is above the default 0.8 similarity ceiling, "Football" equals the positive.
+    assert_eq!(line["not_labels"], serde_json::json!(["tennis", "banking"]));
+}

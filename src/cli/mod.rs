@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions and one module per subcommand. The library
 //! below never sees clap types.
 
+mod eval;
+mod mine;
 mod output;
 pub mod predict;
 pub mod train;
@@ -29,11 +31,17 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Fine-tune a model on texts with positive and negative labels
     Train(train::TrainArgs),
+    /// Score a labelled JSONL file and report accuracy, F1, AUC, thresholds and ranking
+    Eval(eval::EvalArgs),
+    /// Add hard (or random) negative labels to training examples
+    MineNegatives(mine::MineArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::MineNegatives(args) => mine::run(args),
     }
 }

@@ -1,13 +1,12 @@
 //! `gliznet predict`: score labels for texts given on the command line or in a JSONL file.
 
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, LabelSet, Method};
 use crate::cli::output::{Format, ResultWriter};
 use crate::data::jsonl::JsonlReader;
 use crate::data::labels::{parse_label_list, read_label_file};
 use crate::device;
 use crate::error::input_error;
-use crate::scoring::{score, ScoreMode};
-use crate::tokenizer::{EncodedLabels, LabelTokenizer};
+use crate::scoring::ScoreMode;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,6 +70,11 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
+
+    /// gliznet (joint encoding) or bi-encoder (cosine of mean-pooled embeddings; its scores
+    /// are cosines, and --threshold applies to them)
+    #[arg(long, value_enum, default_value_t = Method::Gliznet)]
+    method: Method,
 }
 
 const NO_LABELS: &str = "give the candidate labels with --labels or --labels-file";
@@ -81,13 +85,10 @@ struct InputLine {
     labels: Option<Vec<String>>,
 }
 
-/// A label list as given and as tokenized; shared by every text it applies to.
-type LabelSet = Rc<(Vec<String>, EncodedLabels)>;
-
 /// A text waiting to be scored, with the labels it is scored against.
 struct Pending {
     text: String,
-    labels: LabelSet,
+    labels: Rc<LabelSet>,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -118,19 +119,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
         eprintln!("notice: {notice}");
     }
     let classifier = Classifier::load(&args.model, device)?;
-    if !classifier.loaded.head_trained {
+    if !classifier.loaded.head_trained && args.method == Method::Gliznet {
         eprintln!(
             "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
              untrained head (cosine similarity of the encoder's vectors)",
             classifier.loaded.dir.display()
         );
     }
-    let tokenizer = &classifier.loaded.tokenizer;
-    let shared: Option<LabelSet> = match shared_labels {
-        Some(labels) => {
-            let encoded = encode_labels(tokenizer, &labels, "--labels")?;
-            Some(Rc::new((labels, encoded)))
-        }
+    let shared: Option<Rc<LabelSet>> = match shared_labels {
+        Some(labels) => Some(Rc::new(label_set(&classifier, labels, "--labels")?)),
         None => None,
     };
 
@@ -139,14 +136,16 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let mut notes = Notes::default();
     let batch_size = args.batch_size as usize;
     let mut run_batch = |pending: &mut Vec<Pending>| -> Result<()> {
-        let items: Vec<(&str, &EncodedLabels)> = pending
+        let items: Vec<(&str, &LabelSet)> = pending
             .iter()
-            .map(|p| (p.text.as_str(), &p.labels.1))
+            .map(|p| (p.text.as_str(), p.labels.as_ref()))
             .collect();
-        let results = classifier.logits(&items, batch_size)?;
+        let results = classifier.scores(&items, mode, args.method, batch_size)?;
         for (p, result) in pending.iter().zip(results) {
-            notes.record(&result.encoding);
-            writer.write(&p.text, &p.labels.0, &score(&result.logits, mode))?;
+            if let Some(encoding) = &result.encoding {
+                notes.record(encoding);
+            }
+            writer.write(&p.text, &p.labels.names, &result.scores)?;
         }
         pending.clear();
         Ok(())
@@ -179,10 +178,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     return Err(input_error(format!("{location}: the text is empty")));
                 }
                 let labels = match (line.labels, &shared) {
-                    (Some(labels), _) => {
-                        let encoded = encode_labels(tokenizer, &labels, &location)?;
-                        Rc::new((labels, encoded))
-                    }
+                    (Some(labels), _) => Rc::new(label_set(&classifier, labels, &location)?),
                     (None, Some(shared)) => Rc::clone(shared),
                     (None, None) => {
                         return Err(input_error(format!(
@@ -213,13 +209,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-fn encode_labels(
-    tokenizer: &LabelTokenizer,
-    labels: &[String],
-    place: &str,
-) -> Result<EncodedLabels> {
-    tokenizer
-        .encode_labels(labels)
+fn label_set(classifier: &Classifier, labels: Vec<String>, place: &str) -> Result<LabelSet> {
+    classifier
+        .label_set(labels)
         .map_err(|e| input_error(format!("{place}: {e}")))
 }
 

@@ -58,6 +58,8 @@ struct RawExample {
     not_labels: Option<Vec<String>>,
     all_labels: Option<Vec<String>>,
     true_labels: Option<Vec<String>>,
+    /// Single-label evaluation data: the candidate set, of which `labels` holds the gold.
+    candidates: Option<Vec<String>>,
 }
 
 impl RawExample {
@@ -67,20 +69,49 @@ impl RawExample {
             (Some(_), Some(_)) => return Err("both \"text\" and \"sentence\"".into()),
             (None, None) => return Err("no \"text\" (or \"sentence\") field".into()),
         };
-        let (labels, not_labels) = match (self.labels, self.not_labels, self.all_labels, self.true_labels) {
-            (labels, not_labels, None, None) => (labels.unwrap_or_default(), not_labels.unwrap_or_default()),
-            (None, None, Some(all), Some(truth)) => {
+        let (labels, not_labels) = match (
+            self.labels,
+            self.not_labels,
+            self.all_labels,
+            self.true_labels,
+        ) {
+            (labels, None, None, None) if self.candidates.is_some() => {
+                let labels = labels.unwrap_or_default();
+                let candidates = self.candidates.unwrap_or_default();
+                let candidate_set: HashSet<&str> = candidates.iter().map(|l| l.trim()).collect();
+                if let Some(missing) = labels.iter().find(|l| !candidate_set.contains(l.trim())) {
+                    return Err(format!(
+                        "gold label {missing:?} is not among the candidates"
+                    ));
+                }
+                let gold: HashSet<&str> = labels.iter().map(|l| l.trim()).collect();
+                let negatives = candidates
+                    .iter()
+                    .filter(|l| !gold.contains(l.trim()))
+                    .cloned()
+                    .collect();
+                (labels, negatives)
+            }
+            (labels, not_labels, None, None) if self.candidates.is_none() => {
+                (labels.unwrap_or_default(), not_labels.unwrap_or_default())
+            }
+            (None, None, Some(all), Some(truth)) if self.candidates.is_none() => {
                 let truth_set: HashSet<&str> = truth.iter().map(|l| l.trim()).collect();
                 let all_set: HashSet<&str> = all.iter().map(|l| l.trim()).collect();
                 if let Some(missing) = truth.iter().find(|l| !all_set.contains(l.trim())) {
                     return Err(format!("true label {missing:?} is not among all_labels"));
                 }
-                let negatives = all.iter().filter(|l| !truth_set.contains(l.trim())).cloned().collect();
+                let negatives = all
+                    .iter()
+                    .filter(|l| !truth_set.contains(l.trim()))
+                    .cloned()
+                    .collect();
                 (truth, negatives)
             }
             _ => {
                 return Err(
-                    "mixes formats: use labels/not_labels (GliZNet) or all_labels/true_labels (GLiClass)"
+                    "mixes formats: use labels/not_labels (GliZNet), labels/candidates, or \
+                            all_labels/true_labels (GLiClass)"
                         .into(),
                 )
             }
@@ -171,14 +202,49 @@ impl Example {
     }
 }
 
+/// Streams the examples of a file: each item is the line number and the example, or the
+/// reason it is invalid (I/O and JSON errors end the stream with an error naming the line).
+pub struct ExampleReader {
+    reader: JsonlReader<RawExample>,
+}
+
+impl ExampleReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            reader: JsonlReader::open(path)?,
+        })
+    }
+
+    /// `source:line`, for messages about an item.
+    pub fn location(&self, line: usize) -> String {
+        self.reader.location(line)
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.reader.bytes_read()
+    }
+}
+
+impl Iterator for ExampleReader {
+    type Item = Result<(usize, Result<Example, String>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(
+            self.reader
+                .next()?
+                .map(|(line, raw)| (line, raw.into_example())),
+        )
+    }
+}
+
 /// Reads every example of a file, in order.
 pub fn read_examples(path: &Path, invalid: InvalidExamples) -> Result<(Vec<Example>, SkipReport)> {
     let mut examples = Vec::new();
     let mut skipped = SkipReport::default();
-    let mut reader = JsonlReader::<RawExample>::open(path)?;
-    while let Some(record) = reader.next() {
-        let (line, raw) = record?;
-        match raw.into_example() {
+    let mut reader = ExampleReader::open(path)?;
+    while let Some(item) = reader.next() {
+        let (line, parsed) = item?;
+        match parsed {
             Ok(example) => examples.push(example),
             Err(reason) if invalid == InvalidExamples::Skip => {
                 let kind = reason.split(" \"").next().unwrap_or(&reason).to_string();

@@ -220,7 +220,10 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
     let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    write(&tmp).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Err(err) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err.context(format!("cannot write {}", path.display())));
+    }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move {} into place", path.display()))
 }

@@ -215,6 +215,7 @@ impl Trainer {
         let (mut trainable, extras): (Vec<_>, Vec<_>) = tensors
             .into_iter()
             .partition(|(name, _)| is_trainable(name));
+        let extras: HashMap<String, Tensor> = extras.into_iter().collect();
         trainable.sort_by(|a, b| a.0.cmp(&b.0));
         let params: Vec<Param> = trainable
             .into_iter()
@@ -229,6 +230,7 @@ impl Trainer {
             params
                 .iter()
                 .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+                .chain(extras.clone())
                 .collect(),
             source_dir.display().to_string(),
         );
@@ -313,7 +315,7 @@ impl Trainer {
             model,
             tokenizer,
             optimizer,
-            extras: extras.into_iter().collect(),
+            extras,
             encoder_config,
             model_config,
             train,
@@ -331,6 +333,11 @@ impl Trainer {
         self.train.len().div_ceil(self.examples_per_step())
     }
 
+    fn total_steps(&self) -> usize {
+        let full = self.steps_per_epoch() * self.config.epochs;
+        self.config.max_steps.map_or(full, |max| max.min(full))
+    }
+
     fn run(&mut self, options: &TrainOptions) -> Result<Outcome> {
         if self.state.finished {
             eprintln!("this run already finished; nothing to resume");
@@ -339,7 +346,7 @@ impl Trainer {
             });
         }
         let steps_per_epoch = self.steps_per_epoch();
-        let total_steps = steps_per_epoch * self.config.epochs;
+        let total_steps = self.total_steps();
         let warmup_steps = (self.config.warmup_fraction * total_steps as f64).round() as usize;
         let progress = Progress::new(total_steps, self.state.step);
         let mut window = LogWindow::default();
@@ -360,14 +367,15 @@ impl Trainer {
                 self.state.unlogged_steps += 1;
                 let mean_loss = self.state.unlogged_loss / self.state.unlogged_steps as f64;
                 let step = self.state.step;
-                let epoch_done = self.state.step_in_epoch == steps_per_epoch;
+                let last_step = step == total_steps;
+                let epoch_done = self.state.step_in_epoch == steps_per_epoch || last_step;
                 progress.update(
                     step,
                     mean_loss,
                     window.examples_per_second(),
                     lr * self.config.encoder_lr,
                 );
-                if step.is_multiple_of(10) || epoch_done || step == total_steps {
+                if step.is_multiple_of(10) || epoch_done {
                     let line = serde_json::json!({
                         "event": "train", "step": step, "epoch": epoch,
                         "loss": mean_loss, "encoder_lr": lr * self.config.encoder_lr,
@@ -399,7 +407,7 @@ impl Trainer {
                     || interrupted
                     || paused
                 {
-                    self.state.finished = stop_early || self.state.epoch == self.config.epochs;
+                    self.state.finished = stop_early || last_step;
                     self.save_checkpoint()?;
                 }
                 if stop_early {
@@ -415,6 +423,12 @@ impl Trainer {
                 if paused {
                     progress.finish();
                     return Ok(Outcome::Paused { step });
+                }
+                if last_step {
+                    progress.finish();
+                    return Ok(Outcome::Finished {
+                        best: self.state.best,
+                    });
                 }
                 if epoch_done {
                     break;
@@ -475,7 +489,9 @@ impl Trainer {
             let backward = (loss * weight)?.backward()?;
             for (g, p) in grads.iter_mut().zip(&params) {
                 if let Some(d) = backward.get(p) {
-                    *g = (&*g + d)?;
+                    // Detached: a gradient still linked to this step's graph would keep the
+                    // whole graph alive through the optimizer's moments.
+                    *g = (&*g + d.detach())?;
                 }
             }
         }

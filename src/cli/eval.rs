@@ -1,0 +1,237 @@
+//! `gliznet eval`: score a labelled JSONL file and report the metrics practitioners read.
+
+use crate::classifier::{Classifier, LabelSet, Method};
+use crate::data::example::{Example, ExampleReader};
+use crate::data::labels::{parse_label_list, read_label_file};
+use crate::device;
+use crate::error::input_error;
+use crate::eval::report::{evaluate, EvalMode, Evaluated, Report};
+use crate::scoring::ScoreMode;
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    gliznet eval --model runs/a --data dev.jsonl --report report.json\n  \
+    gliznet eval --model models/all-MiniLM-L6-v2 --method bi-encoder --data dev.jsonl\n\n\
+    Data lines: {\"text\", \"labels\", \"not_labels\"}, {\"text\", \"labels\", \"candidates\"} or GLiClass\n\
+    {\"text\", \"all_labels\", \"true_labels\"}. With --labels, every example is scored against that\n\
+    list, its gold labels positive and the rest negative.")]
+pub struct EvalArgs {
+    /// Model directory, or a Hugging Face repo id already in the local hub cache
+    #[arg(long, value_name = "DIR|REPO")]
+    model: String,
+
+    /// Labelled JSONL file
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+
+    /// Candidate labels for every example, comma-separated
+    #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
+    labels: Option<String>,
+
+    /// Candidate labels for every example, one per line
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
+
+    /// Argmax over candidates (default when every example has exactly one gold label)
+    #[arg(long, conflicts_with = "multi_label")]
+    single_label: bool,
+
+    /// Per-label decisions at --threshold (default otherwise)
+    #[arg(long)]
+    multi_label: bool,
+
+    /// Decision threshold for multi-label metrics
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+
+    #[arg(long, value_enum, default_value_t = Method::Gliznet)]
+    method: Method,
+
+    /// Write the full report (JSON) here
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Write per-example scores (JSONL) here
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
+
+    /// Encoder sequences per forward pass
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// Texts scored per call, so that the progress bar moves.
+const CHUNK: usize = 64;
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let shared = match (&args.labels, &args.labels_file) {
+        (Some(list), _) => Some(parse_label_list(list)?),
+        (None, Some(path)) => Some(read_label_file(path)?),
+        (None, None) => None,
+    };
+    let examples = read_eval_examples(&args.data, shared.as_deref())?;
+    let mode = if args.single_label {
+        EvalMode::SingleLabel
+    } else if args.multi_label {
+        EvalMode::MultiLabel
+    } else if examples.iter().all(|e| e.labels.len() == 1) {
+        eprintln!("mode: single-label (every example has one gold label; --multi-label to change)");
+        EvalMode::SingleLabel
+    } else {
+        eprintln!("mode: multi-label (threshold {})", args.threshold);
+        EvalMode::MultiLabel
+    };
+    if mode == EvalMode::SingleLabel {
+        if let Some(e) = examples.iter().find(|e| e.labels.len() != 1) {
+            return Err(input_error(format!(
+                "--single-label needs exactly one gold label per example; {:?} has {}",
+                e.text.chars().take(60).collect::<String>(),
+                e.labels.len()
+            )));
+        }
+    }
+
+    let (device, notice) = device::select(&args.device)?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
+    }
+    let classifier = Classifier::load(&args.model, device)?;
+    if !classifier.loaded.head_trained && args.method == Method::Gliznet {
+        eprintln!(
+            "warning: {} has no trained GliZNet head; scoring with an untrained head",
+            classifier.loaded.dir.display()
+        );
+    }
+    let score_mode = match mode {
+        EvalMode::SingleLabel => ScoreMode::SingleLabel,
+        EvalMode::MultiLabel => ScoreMode::MultiLabel {
+            threshold: args.threshold,
+        },
+    };
+    let label_sets = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let names: Vec<String> = e.targets().iter().map(|(l, _)| l.to_string()).collect();
+            classifier
+                .label_set(names)
+                .with_context(|| format!("example {}", i + 1))
+        })
+        .collect::<Result<Vec<LabelSet>>>()?;
+    let progress = progress_bar(examples.len());
+    let mut scored = Vec::with_capacity(examples.len());
+    let mut sequences = 0;
+    for (chunk_examples, chunk_labels) in examples.chunks(CHUNK).zip(label_sets.chunks(CHUNK)) {
+        let items: Vec<(&str, &LabelSet)> = chunk_examples
+            .iter()
+            .map(|e| e.text.as_str())
+            .zip(chunk_labels)
+            .collect();
+        for result in
+            classifier.scores(&items, score_mode, args.method, args.batch_size as usize)?
+        {
+            sequences += result.encoding.as_ref().map_or(1, |e| e.chunks.len());
+            scored.push(result.scores);
+        }
+        if let Some(bar) = &progress {
+            bar.inc(chunk_examples.len() as u64);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+
+    let evaluated: Vec<Evaluated> = examples
+        .iter()
+        .zip(&scored)
+        .map(|(e, s)| Evaluated::new(e, s))
+        .collect();
+    let report = Report {
+        model: args.model.clone(),
+        method: args.method,
+        head_trained: classifier.loaded.head_trained,
+        data: args.data.display().to_string(),
+        sequences,
+        ..evaluate(&evaluated, mode, args.threshold)
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        crate::model::checkpoint::write_atomically(path, |tmp| {
+            Ok(std::fs::write(
+                tmp,
+                serde_json::to_string_pretty(&report.to_json())? + "\n",
+            )?)
+        })?;
+        eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = &args.predictions {
+        crate::model::checkpoint::write_atomically(path, |tmp| {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+            for e in &evaluated {
+                writeln!(out, "{}", serde_json::to_string(&e.to_json())?)?;
+            }
+            Ok(out.flush()?)
+        })?;
+        eprintln!("predictions written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn read_eval_examples(path: &std::path::Path, shared: Option<&[String]>) -> Result<Vec<Example>> {
+    let mut reader = ExampleReader::open(path)?;
+    let mut examples = Vec::new();
+    while let Some(item) = reader.next() {
+        let (line, parsed) = item?;
+        let location = reader.location(line);
+        let mut example = parsed.map_err(|reason| input_error(format!("{location}: {reason}")))?;
+        if example.labels.is_empty() {
+            return Err(input_error(format!("{location}: no gold label")));
+        }
+        if let Some(candidates) = shared {
+            let candidate_set: HashSet<String> =
+                candidates.iter().map(|c| c.to_lowercase()).collect();
+            if let Some(missing) = example
+                .labels
+                .iter()
+                .find(|l| !candidate_set.contains(&l.to_lowercase()))
+            {
+                return Err(input_error(format!(
+                    "{location}: gold label {missing:?} is not among the --labels candidates"
+                )));
+            }
+            let gold: HashSet<String> = example.labels.iter().map(|l| l.to_lowercase()).collect();
+            example.not_labels = candidates
+                .iter()
+                .filter(|c| !gold.contains(&c.to_lowercase()))
+                .cloned()
+                .collect();
+        }
+        examples.push(example);
+    }
+    if examples.is_empty() {
+        return Err(input_error(format!("{}: no examples", path.display())));
+    }
+    Ok(examples)
+}
+
+fn progress_bar(total: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() || total < CHUNK * 4 {
+        return None;
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} examples [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}

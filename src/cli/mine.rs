@@ -1,0 +1,171 @@
+//! `gliznet mine-negatives`: add hard (or random) negative labels to examples.
+
+use crate::data::example::{Example, ExampleReader};
+use crate::data::labels::read_label_file;
+use crate::device;
+use crate::embed::Embedder;
+use crate::error::input_error;
+use crate::mining::{Miner, MiningOptions, Strategy};
+use crate::model::checkpoint::{self, write_atomically};
+use anyhow::Result;
+use clap::Args;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  \
+    gliznet mine-negatives --model models/all-MiniLM-L6-v2 --input train.jsonl --output train.mined.jsonl --k 5\n\n\
+    Input lines are examples with positive labels ({\"text\", \"labels\", \"not_labels\"} or GLiClass\n\
+    {\"text\", \"all_labels\", \"true_labels\"}); output lines are {\"text\", \"labels\", \"not_labels\"}\n\
+    with the mined labels appended to not_labels. The output file appears only when complete.")]
+pub struct MineArgs {
+    /// Encoder used to embed labels (any BERT / sentence-transformers / GliZNet directory)
+    #[arg(long, value_name = "DIR|REPO")]
+    model: String,
+
+    /// JSONL examples with positive labels
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+
+    /// Where to write the examples with their new negatives
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+
+    /// Candidate labels, one per line (default: every label of the input)
+    #[arg(long, value_name = "FILE")]
+    pool: Option<PathBuf>,
+
+    /// Negatives to add per example
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+
+    /// Skip candidates more similar than this to any positive (likely synonyms)
+    #[arg(long, default_value_t = 0.8)]
+    max_similarity: f32,
+
+    /// Skip the N most similar candidates after the ceiling (hard strategy)
+    #[arg(long, default_value_t = 0)]
+    skip_top: usize,
+
+    #[arg(long, value_enum, default_value_t = Strategy::Hard)]
+    strategy: Strategy,
+
+    /// Seed for the random strategy
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    /// Strings per encoder pass when embedding labels
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// Examples handed to the miner at once.
+const CHUNK: usize = 512;
+
+pub fn run(args: MineArgs) -> Result<()> {
+    if args.k == 0 {
+        return Err(input_error("--k must be at least 1"));
+    }
+    if args.input.as_os_str() == "-" && args.pool.is_none() {
+        return Err(input_error(
+            "reading standard input needs --pool (the pool is read from the input otherwise)",
+        ));
+    }
+    let pool = match &args.pool {
+        Some(path) => read_label_file(path)?,
+        None => labels_of(&args.input)?,
+    };
+    let (device, notice) = device::select(&args.device)?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
+    }
+    let loaded = checkpoint::load(&args.model, &device)?;
+    let embedder = Embedder {
+        encoder: loaded.model.encoder(),
+        tokenizer: &loaded.tokenizer,
+        device: &device,
+    };
+    let options = MiningOptions {
+        k: args.k,
+        max_similarity: args.max_similarity,
+        skip_top: args.skip_top,
+        strategy: args.strategy,
+        seed: args.seed,
+    };
+    let miner = Miner::new(embedder, pool, options, args.batch_size)?;
+
+    let mut examples_written = 0usize;
+    let mut short = 0usize;
+    write_atomically(&args.output, |tmp| {
+        let mut out = BufWriter::new(std::fs::File::create(tmp)?);
+        let mut reader = ExampleReader::open(&args.input)?;
+        let mut chunk: Vec<(u64, Example)> = Vec::with_capacity(CHUNK);
+        let mut flush =
+            |chunk: &mut Vec<(u64, Example)>, out: &mut BufWriter<std::fs::File>| -> Result<()> {
+                let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
+                let examples: Vec<Example> = chunk.drain(..).map(|(_, e)| e).collect();
+                let negatives = miner.mine(&examples, &ids)?;
+                for (mut example, negatives) in examples.into_iter().zip(negatives) {
+                    short += usize::from(negatives.len() < args.k);
+                    example.not_labels.extend(negatives);
+                    writeln!(out, "{}", serde_json::to_string(&example)?)?;
+                    examples_written += 1;
+                }
+                Ok(())
+            };
+        while let Some(item) = reader.next() {
+            let (line, parsed) = item?;
+            let example = parsed
+                .map_err(|reason| input_error(format!("{}: {reason}", reader.location(line))))?;
+            if example.labels.is_empty() {
+                return Err(input_error(format!(
+                    "{}: no positive labels to mine negatives for",
+                    reader.location(line)
+                )));
+            }
+            chunk.push((line as u64, example));
+            if chunk.len() == CHUNK {
+                flush(&mut chunk, &mut out)?;
+            }
+        }
+        if !chunk.is_empty() {
+            flush(&mut chunk, &mut out)?;
+        }
+        if examples_written == 0 {
+            return Err(input_error(format!(
+                "{}: no examples",
+                args.input.display()
+            )));
+        }
+        out.flush()?;
+        Ok(())
+    })?;
+    eprintln!(
+        "wrote {examples_written} examples to {}",
+        args.output.display()
+    );
+    if short > 0 {
+        eprintln!("note: {short} examples got fewer than {} negatives (the guards left too few candidates)", args.k);
+    }
+    Ok(())
+}
+
+/// Every distinct label (positive or negative) of an examples file.
+fn labels_of(path: &Path) -> Result<Vec<String>> {
+    let mut labels = std::collections::BTreeSet::new();
+    let mut reader = ExampleReader::open(path)?;
+    while let Some(item) = reader.next() {
+        let (line, parsed) = item?;
+        let example =
+            parsed.map_err(|reason| input_error(format!("{}: {reason}", reader.location(line))))?;
+        labels.extend(example.labels.into_iter().chain(example.not_labels));
+    }
+    if labels.is_empty() {
+        return Err(input_error(format!("{}: no examples", path.display())));
+    }
+    Ok(labels.into_iter().collect())
+}
