@@ -275,7 +275,6 @@ def gcide_entries(dict_dir):
             definition = clean(re.split(r"--\w|\[1913 Webster\]|\[Webster 1913", m.group(2))[0]).strip(" .;")
             if len(definition.split()) >= 4:
                 out.append((label(headword).lower(), GCIDE_DOMAINS[m.group(1)], definition))
-                break
     return out
 
 
@@ -290,7 +289,7 @@ def foldoc_entries(dict_dir):
             continue
         definition = clean(m.group(2))
         if 5 <= len(definition.split()) <= 120:
-            out.append((headword.strip(), m.group(1), definition))
+            out.append((label(headword), m.group(1), definition))
     return out
 
 
@@ -309,7 +308,7 @@ def brown_passages(brown_dir, rng):
             word = token.rsplit("/", 1)[0]
             words.append({"``": '"', "''": '"'}.get(word, word))
         target = rng.randint(100, 200)
-        for start in range(0, len(words) - 100, target):
+        for start in range(0, len(words) - 100, target // 2):  # windows overlap by half
             text = " ".join(words[start:start + target])
             text = re.sub(r" ([.,;:!?')])", r"\1", text).replace("( ", "(")
             passages.append((doc, cats[doc], text))
@@ -336,7 +335,9 @@ def sentiment_example(positive, text, rng):
 # ---------------------------------------------------------------- steps
 
 def split_dev(rows, rng):
-    rows = list(rows)
+    """Dedupes texts (aliases share definitions), then holds out a dev split."""
+    seen = set()
+    rows = [r for r in rows if not (r["text"] in seen or seen.add(r["text"]))]
     rng.shuffle(rows)
     n_dev = min(DEV_CAP, max(1, int(len(rows) * DEV_FRACTION)))
     return rows[n_dev:], rows[:n_dev]
@@ -406,8 +407,12 @@ def merge(args):
     wordnet = rows_by_source["wordnet"]
     rng.shuffle(wordnet)
     rows_by_source["wordnet"] = wordnet[: min(len(wordnet), total_other)]
+    # The zero-shot dev labels stay unseen: no training example mentions them.
+    unseen = {l.lower() for l in BROWN_FICTION.values()}
     train = []
     for name in sources:
+        rows_by_source[name] = [r for r in rows_by_source[name]
+                                if not unseen & {l.lower() for l in r["labels"] + r["not_labels"]}]
         for row in rows_by_source[name]:
             overlap = {l.lower() for l in row["labels"]} & {l.lower() for l in row["not_labels"]}
             if overlap:
