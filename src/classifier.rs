@@ -45,7 +45,8 @@ pub struct TextScores {
 }
 
 impl Classifier {
-    pub fn load(model: &str, device: Device) -> Result<Self> {
+    /// `model` is a directory or repo id; `None` is the built-in model.
+    pub fn load(model: Option<&str>, device: Device) -> Result<Self> {
         let loaded = checkpoint::load(model, &device)?;
         Ok(Self { loaded, device })
     }

@@ -23,8 +23,9 @@ pub enum StoppingMetric {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model directory or Hugging Face repo id of the encoder to start from.
-    pub backbone: String,
+    /// Model directory or Hugging Face repo id of the encoder to start from; null for the
+    /// model built into gliznet.
+    pub backbone: Option<String>,
     pub similarity: Similarity,
     /// Projection width shared by text and labels; null for none.
     pub projection_dim: Option<usize>,
@@ -71,7 +72,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         let limits = PackingLimits::default();
         Self {
-            backbone: "models/all-MiniLM-L6-v2".into(),
+            backbone: None,
             similarity: Similarity::Bilinear,
             projection_dim: Some(256),
             max_length: limits.max_length,

@@ -489,3 +489,19 @@ fn usage_errors_exit_2_and_help_exits_0() {
     ]);
     assert_input_error(&out, "--device");
 }
+
+#[test]
+fn without_model_the_built_in_one_is_used_or_its_absence_is_explained() {
+    let version = gliznet(&["--version"]);
+    assert!(version.status.success());
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(version.contains("built-in model:"), "{version}");
+    let out = gliznet(&["predict", "--format", "json", "--text", "the bank raised interest rates", "--labels", "economy,sports"]);
+    if version.contains("built-in model: none") {
+        assert_input_error(&out, "no built-in model");
+    } else {
+        let records = json(&out);
+        assert!(records[0]["model"].as_str().unwrap().starts_with("built-in model gliznet-"), "{records}");
+        assert_eq!(label_names(&records[0]), vec!["economy", "sports"]);
+    }
+}

@@ -22,9 +22,10 @@ use std::path::PathBuf;
     {\"text\", \"all_labels\", \"true_labels\"}. With --labels, every example is scored against that\n\
     list, its gold labels positive and the rest negative.")]
 pub struct EvalArgs {
-    /// Model directory, or a Hugging Face repo id already in the local hub cache
+    /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
+    /// the model built into gliznet]
     #[arg(long, value_name = "DIR|REPO")]
-    model: String,
+    model: Option<String>,
 
     /// Labelled JSONL file
     #[arg(long, value_name = "FILE")]
@@ -105,11 +106,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(notice) = notice {
         eprintln!("notice: {notice}");
     }
-    let classifier = Classifier::load(&args.model, device)?;
+    let classifier = Classifier::load(args.model.as_deref(), device)?;
     if !classifier.loaded.head_trained && args.method == Method::Gliznet {
         eprintln!(
             "warning: {} has no trained GliZNet head; scoring with an untrained head",
-            classifier.loaded.dir.display()
+            classifier.loaded.name
         );
     }
     let score_mode = match mode {
@@ -157,7 +158,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(|(e, s)| Evaluated::new(e, s))
         .collect();
     let report = Report {
-        model: args.model.clone(),
+        model: classifier.loaded.name.clone(),
         method: args.method,
         head_trained: classifier.loaded.head_trained,
         data: args.data.display().to_string(),

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
     with the mined labels appended to not_labels. The output file appears only when complete.")]
 pub struct MineArgs {
     /// Encoder used to embed labels (any BERT / sentence-transformers / GliZNet directory)
+    /// [default: the model built into gliznet]
     #[arg(long, value_name = "DIR|REPO")]
-    model: String,
+    model: Option<String>,
 
     /// JSONL examples with positive labels
     #[arg(long, value_name = "FILE")]
@@ -83,7 +84,7 @@ pub fn run(args: MineArgs) -> Result<()> {
     if let Some(notice) = notice {
         eprintln!("notice: {notice}");
     }
-    let loaded = checkpoint::load(&args.model, &device)?;
+    let loaded = checkpoint::load(args.model.as_deref(), &device)?;
     let embedder = Embedder {
         encoder: loaded.model.encoder(),
         tokenizer: &loaded.tokenizer,

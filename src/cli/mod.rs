@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "gliznet",
     version,
+    long_version = crate::model::builtin::LONG_VERSION,
     about = "Zero-shot text classification: score any labels against a text in one encoder pass",
     long_about = "Zero-shot text classification. A text and any set of label names are packed \
                   into one encoder sequence, [CLS] text [SEP] label_1 [SEP] label_2 [SEP] …, \

@@ -25,25 +25,30 @@ struct LabelRecord<'a> {
 struct TextRecord<'a> {
     text: &'a str,
     labels: Vec<LabelRecord<'a>>,
+    /// The model that produced the scores (a directory, or the built-in model's name).
+    model: &'a str,
 }
 
 pub struct ResultWriter<W: Write> {
     out: W,
     format: Format,
     written: usize,
+    model: String,
 }
 
 impl<W: Write> ResultWriter<W> {
-    pub fn new(out: W, format: Format) -> Self {
+    pub fn new(out: W, format: Format, model: impl Into<String>) -> Self {
         Self {
             out,
             format,
             written: 0,
+            model: model.into(),
         }
     }
 
     pub fn write(&mut self, text: &str, labels: &[String], scores: &[LabelScore]) -> Result<()> {
         let record = TextRecord {
+            model: &self.model,
             text,
             labels: labels
                 .iter()
@@ -61,31 +66,9 @@ impl<W: Write> ResultWriter<W> {
                 let separator = if self.written == 0 { "[\n  " } else { ",\n  " };
                 write!(self.out, "{separator}{}", serde_json::to_string(&record)?)?;
             }
-            Format::Table => self.write_table(&record)?,
+            Format::Table => write_table(&mut self.out, self.written == 0, &record)?,
         }
         self.written += 1;
-        Ok(())
-    }
-
-    fn write_table(&mut self, record: &TextRecord) -> Result<()> {
-        if self.written > 0 {
-            writeln!(self.out)?;
-        }
-        writeln!(self.out, "{}", preview(record.text, 100))?;
-        let width = record
-            .labels
-            .iter()
-            .map(|l| l.label.chars().count())
-            .max()
-            .unwrap_or(0);
-        for label in &record.labels {
-            let mark = if label.predicted { "  *" } else { "" };
-            writeln!(
-                self.out,
-                "  {:<width$}  {:.4}{mark}",
-                label.label, label.score
-            )?;
-        }
         Ok(())
     }
 
@@ -97,6 +80,24 @@ impl<W: Write> ResultWriter<W> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+fn write_table(out: &mut impl Write, first: bool, record: &TextRecord) -> Result<()> {
+    if !first {
+        writeln!(out)?;
+    }
+    writeln!(out, "{}", preview(record.text, 100))?;
+    let width = record
+        .labels
+        .iter()
+        .map(|l| l.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    for label in &record.labels {
+        let mark = if label.predicted { "  *" } else { "" };
+        writeln!(out, "  {:<width$}  {:.4}{mark}", label.label, label.score)?;
+    }
+    Ok(())
 }
 
 /// The text on one line, cut at `max_chars` with an ellipsis.
@@ -128,7 +129,7 @@ mod tests {
 
     fn render(format: Format, records: usize) -> String {
         let mut buf = Vec::new();
-        let mut writer = ResultWriter::new(&mut buf, format);
+        let mut writer = ResultWriter::new(&mut buf, format, "m");
         let labels = vec!["a".to_string(), "bb".to_string()];
         for i in 0..records {
             writer
@@ -149,6 +150,7 @@ mod tests {
                 assert_eq!(array[n - 1]["text"], format!("text {}", n - 1));
                 assert_eq!(array[0]["labels"][1]["label"], "bb");
                 assert_eq!(array[0]["labels"][0]["predicted"], true);
+                assert_eq!(array[0]["model"], "m");
             }
         }
     }

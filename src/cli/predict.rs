@@ -22,9 +22,10 @@ use std::rc::Rc;
     Input lines are JSON objects: {\"text\": \"…\", \"labels\": [\"…\", …]} (labels optional when\n\
     --labels or --labels-file is given).")]
 pub struct PredictArgs {
-    /// Model directory, or a Hugging Face repo id already in the local hub cache
+    /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
+    /// the model built into gliznet]
     #[arg(long, value_name = "DIR|REPO")]
-    model: String,
+    model: Option<String>,
 
     /// Text to classify (repeat for several)
     #[arg(
@@ -118,12 +119,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(notice) = notice {
         eprintln!("notice: {notice}");
     }
-    let classifier = Classifier::load(&args.model, device)?;
+    let classifier = Classifier::load(args.model.as_deref(), device)?;
     if !classifier.loaded.head_trained && args.method == Method::Gliznet {
         eprintln!(
             "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
              untrained head (cosine similarity of the encoder's vectors)",
-            classifier.loaded.dir.display()
+            classifier.loaded.name
         );
     }
     let shared: Option<Rc<LabelSet>> = match shared_labels {
@@ -132,7 +133,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
 
     let stdout = std::io::stdout().lock();
-    let mut writer = ResultWriter::new(std::io::BufWriter::new(stdout), args.format);
+    let mut writer = ResultWriter::new(
+        std::io::BufWriter::new(stdout),
+        args.format,
+        classifier.loaded.name.clone(),
+    );
     let mut notes = Notes::default();
     let batch_size = args.batch_size as usize;
     let mut run_batch = |pending: &mut Vec<Pending>| -> Result<()> {

@@ -32,9 +32,67 @@ pub struct LoadedModel {
     pub encoder_config: serde_json::Value,
     /// All tensors as loaded (encoder, head, and extras such as the pooler).
     pub params: Params,
-    pub dir: PathBuf,
+    /// The directory it came from, or the built-in model's name.
+    pub name: String,
     /// False when the directory had no `gliznet` section: the head is freshly initialised.
     pub head_trained: bool,
+}
+
+/// A model's files, read but not yet turned into a model.
+pub struct ModelFiles {
+    pub name: String,
+    pub bert: BertConfig,
+    pub gliznet: Option<GliznetConfig>,
+    pub encoder_config: serde_json::Value,
+    pub params: Params,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+/// Reads `--model`: a directory, a Hugging Face repo id in the local hub cache, or (`None`) the
+/// model built into this binary.
+pub fn open(model: Option<&str>, device: &Device) -> Result<ModelFiles> {
+    let Some(model) = model else {
+        return open_builtin(device);
+    };
+    let dir = resolve(model)?;
+    let (bert, gliznet, encoder_config) = read_config(&dir)?;
+    let tokenizer_path = required_file(&dir, TOKENIZER_FILE)?;
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+        input_error(format!(
+            "cannot load tokenizer {}: {e}",
+            tokenizer_path.display()
+        ))
+    })?;
+    Ok(ModelFiles {
+        name: dir.display().to_string(),
+        params: read_weights(&dir, device)?,
+        bert,
+        gliznet,
+        encoder_config,
+        tokenizer,
+    })
+}
+
+fn open_builtin(device: &Device) -> Result<ModelFiles> {
+    let builtin = crate::model::builtin::FILES.ok_or_else(|| {
+        input_error("this build has no built-in model: pass --model DIR (see README.md)")
+    })?;
+    let source = format!("built-in model {}", crate::model::builtin::NAME);
+    let json: serde_json::Value =
+        serde_json::from_slice(builtin.config).with_context(|| format!("{source}: config.json"))?;
+    let (bert, gliznet, encoder_config) = parse_config(json, &source)?;
+    let tensors = candle_core::safetensors::load_buffer(builtin.weights, device)
+        .with_context(|| format!("{source}: model.safetensors"))?;
+    let tokenizer = tokenizers::Tokenizer::from_bytes(builtin.tokenizer)
+        .map_err(|e| anyhow::anyhow!("{source}: tokenizer.json: {e}"))?;
+    Ok(ModelFiles {
+        params: canonical_params(tensors.into_iter().collect(), &source, device)?,
+        name: source,
+        bert,
+        gliznet,
+        encoder_config,
+        tokenizer,
+    })
 }
 
 /// Finds the directory for `--model`: a local directory, or a Hugging Face repo id already in
@@ -98,22 +156,28 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 /// encoder config without that section.
 pub fn read_config(dir: &Path) -> Result<(BertConfig, Option<GliznetConfig>, serde_json::Value)> {
     let path = required_file(dir, CONFIG_FILE)?;
-    let mut json = read_json(&path)?;
-    let gliznet =
-        match json.as_object_mut().and_then(|o| o.remove("gliznet")) {
-            Some(section) => Some(serde_json::from_value::<GliznetConfig>(section).map_err(
-                |e| input_error(format!("{}: invalid gliznet section: {e}", path.display())),
-            )?),
-            None => None,
-        };
+    parse_config(read_json(&path)?, &path.display().to_string())
+}
+
+fn parse_config(
+    mut json: serde_json::Value,
+    source: &str,
+) -> Result<(BertConfig, Option<GliznetConfig>, serde_json::Value)> {
+    let gliznet = match json.as_object_mut().and_then(|o| o.remove("gliznet")) {
+        Some(section) => Some(
+            serde_json::from_value::<GliznetConfig>(section)
+                .map_err(|e| input_error(format!("{source}: invalid gliznet section: {e}")))?,
+        ),
+        None => None,
+    };
     let bert: BertConfig = serde_json::from_value(json.clone())
-        .map_err(|e| input_error(format!("{}: not a BERT config: {e}", path.display())))?;
+        .map_err(|e| input_error(format!("{source}: not a BERT config: {e}")))?;
     bert.validate()
-        .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+        .map_err(|e| input_error(format!("{source}: {e}")))?;
     if let Some(config) = &gliznet {
         config
             .validate(bert.max_position_embeddings)
-            .map_err(|e| input_error(format!("{}: gliznet section: {e}", path.display())))?;
+            .map_err(|e| input_error(format!("{source}: gliznet section: {e}")))?;
     }
     Ok((bert, gliznet, json))
 }
@@ -137,6 +201,14 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<Params> {
             dir.display()
         )));
     };
+    canonical_params(tensors, &path.display().to_string(), device)
+}
+
+fn canonical_params(
+    tensors: Vec<(String, Tensor)>,
+    source: &str,
+    device: &Device,
+) -> Result<Params> {
     let mut canonical = HashMap::new();
     for (name, tensor) in tensors {
         if name.ends_with("position_ids") {
@@ -149,18 +221,23 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<Params> {
         let tensor = tensor
             .to_dtype(DType::F32)
             .and_then(|t| t.to_device(device))
-            .with_context(|| format!("{}: tensor {name}", path.display()))?;
+            .with_context(|| format!("{source}: tensor {name}"))?;
         canonical.insert(name, tensor);
     }
-    Ok(Params::new(canonical, path.display().to_string()))
+    Ok(Params::new(canonical, source))
 }
 
-/// Loads a model directory (see [`resolve`] for what `model` may be).
-pub fn load(model: &str, device: &Device) -> Result<LoadedModel> {
-    let dir = resolve(model)?;
-    let (bert, gliznet, encoder_config) = read_config(&dir)?;
-    let tokenizer_path = required_file(&dir, TOKENIZER_FILE)?;
-    let mut params = read_weights(&dir, device)?;
+/// Loads a model (see [`open`] for what `model` may be).
+pub fn load(model: Option<&str>, device: &Device) -> Result<LoadedModel> {
+    let files = open(model, device)?;
+    let ModelFiles {
+        name,
+        bert,
+        gliznet,
+        encoder_config,
+        mut params,
+        tokenizer,
+    } = files;
     let head_trained = gliznet.is_some();
     let config =
         gliznet.unwrap_or_else(|| GliznetConfig::untrained_default(bert.max_position_embeddings));
@@ -170,7 +247,8 @@ pub fn load(model: &str, device: &Device) -> Result<LoadedModel> {
             params.insert(name, tensor);
         }
     }
-    let tokenizer = LabelTokenizer::from_file(&tokenizer_path, config.limits())?;
+    let tokenizer = LabelTokenizer::new(tokenizer, config.limits())
+        .with_context(|| format!("{name}: tokenizer.json"))?;
     let model = GliZNet::load(&params, &bert, &config)?;
     Ok(LoadedModel {
         model,
@@ -179,7 +257,7 @@ pub fn load(model: &str, device: &Device) -> Result<LoadedModel> {
         config,
         encoder_config,
         params,
-        dir,
+        name,
         head_trained,
     })
 }

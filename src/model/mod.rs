@@ -1,6 +1,7 @@
 //! Encoder, head and model directory.
 
 pub mod bert;
+pub mod builtin;
 pub mod checkpoint;
 pub mod config;
 pub mod gliznet;

@@ -18,7 +18,7 @@ use crate::data::example::{read_examples, split_validation, Example};
 use crate::device;
 use crate::error::input_error;
 use crate::eval::metrics::{binary_metrics, BinaryMetrics, ScoredPair};
-use crate::model::checkpoint::{self, read_config, read_weights, resolve, TOKENIZER_FILE};
+use crate::model::checkpoint;
 use crate::model::config::{GliznetConfig, FORMAT_VERSION};
 use crate::model::gliznet::GliZNet;
 use crate::model::head;
@@ -141,7 +141,7 @@ fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 impl Trainer {
     fn new(config: TrainConfig, resume: bool) -> Result<Self> {
         let checkpoint_dir = config.output_dir.join(CHECKPOINT_DIR);
-        let (config, state, source_dir) = if resume {
+        let (config, state, checkpoint) = if resume {
             let dir = existing_checkpoint(&config.output_dir)?;
             let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
             // Where the run lives and what it runs on may change between sessions.
@@ -156,7 +156,7 @@ impl Trainer {
                     dir.display()
                 )));
             }
-            (config, Some(state), dir)
+            (config, Some(state), Some(dir))
         } else {
             if checkpoint_dir.exists() {
                 return Err(input_error(format!(
@@ -165,15 +165,24 @@ impl Trainer {
                     config.output_dir.display()
                 )));
             }
-            let dir = resolve(&config.backbone)?;
-            (config, None, dir)
+            (config, None, None)
         };
 
         let (device, notice) = device::select(&config.device)?;
         if let Some(notice) = notice {
             eprintln!("notice: {notice}");
         }
-        let (mut bert, _, encoder_config) = read_config(&source_dir)?;
+        let source = match &checkpoint {
+            Some(dir) => Some(
+                dir.to_str()
+                    .context("checkpoint path is not UTF-8")?
+                    .to_string(),
+            ),
+            None => config.backbone.clone(),
+        };
+        let files = checkpoint::open(source.as_deref(), &device)?;
+        let mut bert = files.bert;
+        let encoder_config = files.encoder_config;
         if let Some(p) = config.dropout {
             bert.hidden_dropout_prob = p;
             bert.attention_probs_dropout_prob = p;
@@ -190,10 +199,8 @@ impl Trainer {
         model_config
             .validate(bert.max_position_embeddings)
             .map_err(|e| input_error(format!("config: {e}")))?;
-        let tokenizer =
-            LabelTokenizer::from_file(&source_dir.join(TOKENIZER_FILE), model_config.limits())?;
-
-        let loaded = read_weights(&source_dir, &device)?;
+        let tokenizer = LabelTokenizer::new(files.tokenizer, model_config.limits())?;
+        let loaded = files.params;
         let fresh_head = head::init_params(
             &model_config.head_shape(bert.hidden_size),
             config.seed,
@@ -232,7 +239,7 @@ impl Trainer {
                 .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
                 .chain(extras.clone())
                 .collect(),
-            source_dir.display().to_string(),
+            files.name.clone(),
         );
         let model = GliZNet::load(&model_params, &bert, &model_config)?;
         let mut optimizer = AdamW::new(
@@ -262,8 +269,8 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()
             .context("validation set")?;
 
-        let state = match state {
-            Some(mut state) => {
+        let state = match (state, &checkpoint) {
+            (Some(mut state), Some(source_dir)) => {
                 state.config = config.clone();
                 let moments =
                     candle_core::safetensors::load(source_dir.join(OPTIMIZER_FILE), &device)
@@ -274,7 +281,7 @@ impl Trainer {
                 truncate_metrics_log(&config.output_dir.join(METRICS_FILE), state.step)?;
                 state
             }
-            None => TrainerState {
+            _ => TrainerState {
                 config: config.clone(),
                 epoch: 0,
                 step_in_epoch: 0,
