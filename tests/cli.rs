@@ -496,12 +496,66 @@ fn without_model_the_built_in_one_is_used_or_its_absence_is_explained() {
     assert!(version.status.success());
     let version = String::from_utf8(version.stdout).unwrap();
     assert!(version.contains("built-in model:"), "{version}");
-    let out = gliznet(&["predict", "--format", "json", "--text", "the bank raised interest rates", "--labels", "economy,sports"]);
+    let out = gliznet(&[
+        "predict",
+        "--format",
+        "json",
+        "--text",
+        "the bank raised interest rates",
+        "--labels",
+        "economy,sports",
+    ]);
     if version.contains("built-in model: none") {
         assert_input_error(&out, "no built-in model");
     } else {
         let records = json(&out);
-        assert!(records[0]["model"].as_str().unwrap().starts_with("built-in model gliznet-"), "{records}");
+        assert!(
+            records[0]["model"]
+                .as_str()
+                .unwrap()
+                .starts_with("built-in model gliznet-"),
+            "{records}"
+        );
         assert_eq!(label_names(&records[0]), vec!["economy", "sports"]);
     }
+}
+
+#[test]
+fn the_models_calibrated_threshold_is_the_default() {
+    let model = tiny_model(Similarity::Cosine);
+    let config_path = model.path().join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["gliznet"]["threshold"] = serde_json::json!(0.0);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let predicted = |extra: &[&str]| -> Vec<bool> {
+        let mut args = vec![
+            "predict",
+            "--model",
+            path(model.path()),
+            "--format",
+            "json",
+            "--text",
+            "the cat",
+            "--labels",
+            "cat,dog,bank",
+        ];
+        args.extend_from_slice(extra);
+        json(&gliznet(&args))[0]["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["predicted"].as_bool().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        predicted(&[]),
+        vec![true, true, true],
+        "threshold 0 from the model predicts every label"
+    );
+    assert_eq!(
+        predicted(&["--threshold", "1.0"]),
+        vec![false, false, false],
+        "--threshold overrides it"
+    );
 }

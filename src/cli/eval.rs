@@ -47,9 +47,10 @@ pub struct EvalArgs {
     #[arg(long)]
     multi_label: bool,
 
-    /// Decision threshold for multi-label metrics
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// Decision threshold for multi-label metrics [default: the model's calibrated threshold,
+    /// or 0.5]
+    #[arg(long)]
+    threshold: Option<f32>,
 
     #[arg(long, value_enum, default_value_t = Method::Gliznet)]
     method: Method,
@@ -89,7 +90,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         eprintln!("mode: single-label (every example has one gold label; --multi-label to change)");
         EvalMode::SingleLabel
     } else {
-        eprintln!("mode: multi-label (threshold {})", args.threshold);
+        eprintln!("mode: multi-label");
         EvalMode::MultiLabel
     };
     if mode == EvalMode::SingleLabel {
@@ -113,11 +114,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             classifier.loaded.name
         );
     }
+    let threshold = match (args.threshold, args.method) {
+        (Some(t), _) => t,
+        (None, Method::Gliznet) => classifier.loaded.config.default_threshold(),
+        (None, Method::BiEncoder) => 0.5,
+    };
     let score_mode = match mode {
         EvalMode::SingleLabel => ScoreMode::SingleLabel,
-        EvalMode::MultiLabel => ScoreMode::MultiLabel {
-            threshold: args.threshold,
-        },
+        EvalMode::MultiLabel => ScoreMode::MultiLabel { threshold },
     };
     let label_sets = examples
         .iter()
@@ -163,7 +167,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         head_trained: classifier.loaded.head_trained,
         data: args.data.display().to_string(),
         sequences,
-        ..evaluate(&evaluated, mode, args.threshold)
+        ..evaluate(&evaluated, mode, threshold)
     };
     print!("{}", report.table());
     if let Some(path) = &args.report {

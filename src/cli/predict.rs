@@ -56,9 +56,10 @@ pub struct PredictArgs {
     #[arg(long)]
     single_label: bool,
 
-    /// Score at or above which a label is predicted (multi-label mode)
-    #[arg(long, default_value_t = 0.5, conflicts_with = "single_label")]
-    threshold: f32,
+    /// Score at or above which a label is predicted (multi-label mode) [default: the model's
+    /// calibrated threshold, or 0.5]
+    #[arg(long, conflicts_with = "single_label")]
+    threshold: Option<f32>,
 
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -93,11 +94,8 @@ struct Pending {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.threshold) {
-        return Err(input_error(format!(
-            "--threshold {} is outside [0, 1]",
-            args.threshold
-        )));
+    if let Some(t) = args.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(input_error(format!("--threshold {t} is outside [0, 1]")));
     }
     let shared_labels = match (&args.labels, &args.labels_file) {
         (Some(list), _) => Some(parse_label_list(list)?),
@@ -107,14 +105,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
     }
-    let mode = if args.single_label {
-        ScoreMode::SingleLabel
-    } else {
-        ScoreMode::MultiLabel {
-            threshold: args.threshold,
-        }
-    };
-
     let (device, notice) = device::select(&args.device)?;
     if let Some(notice) = notice {
         eprintln!("notice: {notice}");
@@ -127,6 +117,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
             classifier.loaded.name
         );
     }
+    let mode = if args.single_label {
+        ScoreMode::SingleLabel
+    } else {
+        let calibrated = match args.method {
+            Method::Gliznet => classifier.loaded.config.default_threshold(),
+            Method::BiEncoder => 0.5,
+        };
+        ScoreMode::MultiLabel {
+            threshold: args.threshold.unwrap_or(calibrated),
+        }
+    };
     let shared: Option<Rc<LabelSet>> = match shared_labels {
         Some(labels) => Some(Rc::new(label_set(&classifier, labels, "--labels")?)),
         None => None,

@@ -18,6 +18,10 @@ pub struct GliznetConfig {
     pub min_text_tokens: usize,
     /// The token between the text and each label, and after each label.
     pub label_separator: String,
+    /// Multi-label decision threshold calibrated on dev data (the default of `predict` and
+    /// `eval`); absent means 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
 }
 
 impl GliznetConfig {
@@ -33,7 +37,13 @@ impl GliznetConfig {
             max_label_tokens: limits.max_label_tokens,
             min_text_tokens: limits.min_text_tokens,
             label_separator: "[SEP]".into(),
+            threshold: None,
         }
+    }
+
+    /// The multi-label threshold to use when the user gives none.
+    pub fn default_threshold(&self) -> f32 {
+        self.threshold.unwrap_or(0.5)
     }
 
     pub fn limits(&self) -> PackingLimits {
@@ -64,6 +74,9 @@ impl GliznetConfig {
                 "label_separator {:?} is not supported (only \"[SEP]\")",
                 self.label_separator
             ));
+        }
+        if matches!(self.threshold, Some(t) if !(0.0..=1.0).contains(&t)) {
+            return Err("threshold must be in [0, 1]".into());
         }
         if self.projection_dim == Some(0) {
             return Err("projection_dim must be positive".into());

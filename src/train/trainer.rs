@@ -195,6 +195,7 @@ impl Trainer {
             max_label_tokens: config.max_label_tokens,
             min_text_tokens: config.min_text_tokens,
             label_separator: "[SEP]".into(),
+            threshold: None,
         };
         model_config
             .validate(bert.max_position_embeddings)

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The benchmark: gliznet against the PyTorch reference (bench/reference.py), same machine,
+same run, same texts, labels and token sequences, on the real all-MiniLM-L6-v2 backbone.
+
+    bench/setup.sh                # once: the reference's venv (bench/.venv)
+    python3 bench/run.py          # builds the release binary, measures, prints the table
+
+BENCH_PYTHON overrides the reference's interpreter. Prints a Markdown table; --json FILE also
+writes the raw numbers.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "all-MiniLM-L6-v2"
+BENCH = ROOT / "bench"
+TEXTS = {"short (~20 words)": BENCH / "texts-short.jsonl", "long (~200 words)": BENCH / "texts-long.jsonl"}
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def json_lines(text):
+    return [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+
+
+def wall(cmd, reps):
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run(cmd)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def max_rss_mb(cmd):
+    out = run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd)
+    line = [l for l in out.stderr.splitlines() if l.startswith("MAXRSS")][-1]
+    return int(line.split()[1]) / 1024
+
+
+def gliznet_train_rate(max_length, train_file):
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {
+            "backbone": str(MODEL), "similarity": "cosine", "projection_dim": 256, "max_length": max_length,
+            "max_label_tokens": 12, "min_text_tokens": 24, "max_labels_per_example": 12,
+            "train_file": str(train_file), "validation_fraction": 0.143, "epochs": 1, "batch_size": 16,
+            "encoder_lr": 5e-5, "eval_every": 1000, "save_every": 1000, "output_dir": f"{tmp}/out", "device": "cpu",
+        }
+        path = pathlib.Path(tmp) / "config.json"
+        path.write_text(json.dumps(config))
+        run([str(ROOT / "target/release/gliznet"), "train", "--config", str(path)])
+        log = json_lines((pathlib.Path(tmp) / "out" / "metrics.jsonl").read_text())
+        return [l for l in log if l["event"] == "train"][-1]["examples_per_second"]
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    return f"{cpu}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    python = os.environ.get("BENCH_PYTHON", str(BENCH / ".venv" / "bin" / "python"))
+    if not pathlib.Path(python).exists():
+        sys.exit(f"{python} is missing: run bench/setup.sh (or set BENCH_PYTHON)")
+    if not (MODEL / "model.safetensors").is_file():
+        run([str(ROOT / "scripts/fetch-backbone.sh")])
+    print("building ...", file=sys.stderr)
+    run(["cargo", "build", "--release", "--example", "throughput"])
+    run(["cargo", "build", "--release"])
+    gliznet = str(ROOT / "target/release/gliznet")
+    labels = str(BENCH / "labels.txt")
+    results = {"machine": machine()}
+
+    print("prediction throughput ...", file=sys.stderr)
+    texts = [str(p) for p in TEXTS.values()]
+    ours = json_lines(run([str(ROOT / "target/release/examples/throughput"), str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
+    ref = json_lines(run([python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
+    results["predict"] = {"gliznet": ours, "pytorch": ref}
+
+    print("cold start and peak memory ...", file=sys.stderr)
+    one = ["--text", "The central bank raised interest rates again", "--labels", "economy,sports,cooking"]
+    results["cold_start_s"] = {
+        "gliznet": wall([gliznet, "predict", "--model", str(MODEL), *one], 5),
+        "pytorch": wall([python, str(BENCH / "reference.py"), "predict-one", str(MODEL), one[1], one[3]], 3),
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(open(labels).read().split("\n")[:20]) + "\n")
+        labels20 = f.name
+    long_texts = str(TEXTS["long (~200 words)"])
+    results["peak_rss_mb"] = {
+        "gliznet": max_rss_mb([gliznet, "predict", "--model", str(MODEL), "--input", long_texts, "--labels-file", labels20, "--batch-size", "16", "--format", "jsonl"]),
+        "pytorch": max_rss_mb([python, str(BENCH / "reference.py"), "predict-file", str(MODEL), labels, long_texts, "--k", "20", "--batch", "16"]),
+    }
+
+    print("training throughput ...", file=sys.stderr)
+    results["train"] = {}
+    for tokens, path in ((64, BENCH / "train-64.jsonl"), (128, BENCH / "train-128.jsonl")):
+        ref_train = json_lines(run([python, str(BENCH / "reference.py"), "train", str(MODEL), str(path), "--max-length", str(tokens)]).stdout)[0]
+        results["train"][tokens] = {"gliznet": gliznet_train_rate(tokens, path), "pytorch": ref_train["examples_per_second"], "mean_tokens": ref_train["mean_tokens"]}
+
+    print("NLI cross-encoder cost ...", file=sys.stderr)
+    results["cross_encoder"] = json_lines(run([python, str(BENCH / "reference.py"), "cross-encoder", str(MODEL), *texts]).stdout)
+
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+def table(r):
+    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32. Medians; ratio = gliznet / PyTorch.", ""]
+    out += ["| prediction (texts/s) | K | batch | gliznet | PyTorch | ratio |", "|---|---|---|---|---|---|"]
+    names = {str(v): k for k, v in TEXTS.items()}
+    for ours, ref in zip(r["predict"]["gliznet"], r["predict"]["pytorch"]):
+        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {ours['texts_per_second']:.1f} | "
+                   f"{ref['texts_per_second']:.1f} | {ours['texts_per_second'] / ref['texts_per_second']:.2f} |")
+    out += ["", "| other | gliznet | PyTorch | ratio |", "|---|---|---|---|"]
+    c, m = r["cold_start_s"], r["peak_rss_mb"]
+    out.append(f"| cold start, one text (s) | {c['gliznet']:.3f} | {c['pytorch']:.3f} | {c['gliznet'] / c['pytorch']:.2f} |")
+    out.append(f"| peak RSS, 32 long texts × 20 labels (MB) | {m['gliznet']:.0f} | {m['pytorch']:.0f} | {m['gliznet'] / m['pytorch']:.2f} |")
+    for tokens, t in r["train"].items():
+        out.append(f"| training, batch 16, ~{t['mean_tokens']:.0f} tokens (examples/s) | {t['gliznet']:.1f} | {t['pytorch']:.1f} | {t['gliznet'] / t['pytorch']:.2f} |")
+    out += ["", "| NLI cross-encoder, PyTorch, random weights (texts/s) | texts | K=5 | K=20 | K=50 |", "|---|---|---|---|---|"]
+    for x in r["cross_encoder"]:
+        t = x["texts_per_second"]
+        out.append(f"| {x['model']} | {names[x['texts']]} | {t['5']:.2f} | {t['20']:.2f} | {t['50']:.2f} |" if "5" in t else
+                   f"| {x['model']} | {names[x['texts']]} | {t[5]:.2f} | {t[20]:.2f} | {t[50]:.2f} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+//! gliznet's side of the benchmark (bench/run.py): prediction throughput in one process, model
+//! loaded once. Prints one JSON line per configuration.
+//!
+//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N]
+
+use anyhow::{Context, Result};
+use gliznet::classifier::{Classifier, LabelSet, Method};
+use gliznet::scoring::ScoreMode;
+use std::time::Instant;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let reps: usize = match args.iter().position(|a| a == "--reps") {
+        Some(i) => args.get(i + 1).context("--reps N")?.parse()?,
+        None => 3,
+    };
+    let positional: Vec<&String> = args.iter().take_while(|a| *a != "--reps").collect();
+    let [model, labels_file, texts @ ..] = positional.as_slice() else {
+        anyhow::bail!("usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N]");
+    };
+    let classifier = Classifier::load(Some(model.as_str()), candle_core::Device::Cpu)?;
+    let all_labels =
+        gliznet::data::labels::read_label_file(std::path::Path::new(labels_file.as_str()))?;
+    for texts_file in texts.iter() {
+        let texts: Vec<String> = std::fs::read_to_string(texts_file.as_str())?
+            .lines()
+            .map(|l| {
+                Ok(serde_json::from_str::<serde_json::Value>(l)?["text"]
+                    .as_str()
+                    .context("text")?
+                    .to_string())
+            })
+            .collect::<Result<_>>()?;
+        for k in [5, 20, 50] {
+            let labels: LabelSet = classifier.label_set(all_labels[..k].to_vec())?;
+            for batch in [16, 1] {
+                let mut rates = Vec::new();
+                for _ in 0..reps {
+                    let start = Instant::now();
+                    for group in texts.chunks(batch) {
+                        let items: Vec<(&str, &LabelSet)> =
+                            group.iter().map(|t| (t.as_str(), &labels)).collect();
+                        classifier.scores(
+                            &items,
+                            ScoreMode::MultiLabel { threshold: 0.5 },
+                            Method::Gliznet,
+                            batch,
+                        )?;
+                    }
+                    rates.push(texts.len() as f64 / start.elapsed().as_secs_f64());
+                }
+                rates.sort_by(f64::total_cmp);
+                println!(
+                    "{}",
+                    serde_json::json!({"texts": texts_file, "k": k, "batch": batch, "texts_per_second": rates[rates.len() / 2], "runs": rates})
+                );
+            }
+        }
+    }
+    Ok(())
+}

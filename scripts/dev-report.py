@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Evaluates models on the corpus's dev sets with `gliznet eval` and prints a Markdown table.
+
+    scripts/dev-report.py --row NAME=MODEL[:METHOD] ... [--out DIR]
+
+MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder. Zero-shot
+sets are scored single-label (argmax over candidates, accuracy and macro-F1, the protocol of
+public zero-shot benchmarks); in-domain dev sets multi-label (macro-F1 at 0.5, micro AUC-ROC,
+and the best-F1 threshold). Reports land in --out (default runs/dev-report).
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEV = ROOT / "data" / "generated" / "dev"
+ZERO_SHOT = ["zeroshot-brown-fiction", "zeroshot-amazon-sentiment"]
+IN_DOMAIN = ["wordnet", "gcide", "foldoc", "brown-nonfiction", "tweets", "nytEditorialSnippets"]
+
+
+def evaluate(name, model, method, dataset, mode, out):
+    report = out / f"{name}--{dataset}.json"
+    cmd = [str(ROOT / "target/release/gliznet"), "eval", "--data", str(DEV / f"{dataset}.jsonl"),
+           "--method", method, f"--{mode}", "--report", str(report), "--batch-size", "32", "--device", "cpu"]
+    if model != "builtin":
+        cmd += ["--model", model]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(report.read_text())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--row", action="append", required=True, help="NAME=MODEL[:METHOD]")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "dev-report"))
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for spec in args.row:
+        name, _, target = spec.partition("=")
+        model, _, method = target.partition(":")
+        method = method or "gliznet"
+        print(f"evaluating {name} ...", file=sys.stderr)
+        zero = {d: evaluate(name, model, method, d, "single-label", out) for d in ZERO_SHOT}
+        dom = {d: evaluate(name, model, method, d, "multi-label", out) for d in IN_DOMAIN}
+        rows.append((name, zero, dom))
+
+    lines = ["Zero-shot dev sets (single-label: argmax over the candidates)", "",
+             "| model | " + " | ".join(f"{d} acc / macro-F1" for d in ZERO_SHOT) + " | mean macro-F1 |",
+             "|---|" + "---|" * (len(ZERO_SHOT) + 1)]
+    for name, zero, _ in rows:
+        cells = [f"{zero[d]['accuracy']:.3f} / {zero[d]['macro_f1']:.3f}" for d in ZERO_SHOT]
+        mean = sum(zero[d]["macro_f1"] for d in ZERO_SHOT) / len(ZERO_SHOT)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    lines += ["", "In-domain dev sets (multi-label: macro-F1 at 0.5 / micro AUC-ROC / best-F1 threshold)", "",
+              "| model | " + " | ".join(IN_DOMAIN) + " |", "|---|" + "---|" * len(IN_DOMAIN)]
+    for name, _, dom in rows:
+        cells = []
+        for d in IN_DOMAIN:
+            m = dom[d]["multi_label"]
+            auc = m["micro_auc_roc"]
+            cells.append(f"{m['macro_f1']:.3f} / {auc:.3f} / {dom[d]['best_threshold']['threshold']:.2f}" if auc is not None else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
