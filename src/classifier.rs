@@ -51,6 +51,29 @@ impl Classifier {
         Ok(Self { loaded, device })
     }
 
+    /// Loads a model on the device given as `auto|cpu|cuda[:N]`, warning on stderr when its
+    /// head is untrained and `method` would use it.
+    pub fn open(model: Option<&str>, device: &str, method: Method) -> Result<Self> {
+        let classifier = Self::load(model, crate::device::choose(device)?)?;
+        if !classifier.loaded.head_trained && method == Method::Gliznet {
+            eprintln!(
+                "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
+                 untrained head (cosine similarity of the encoder's vectors)",
+                classifier.loaded.name
+            );
+        }
+        Ok(classifier)
+    }
+
+    /// The multi-label threshold when the user gives none: the model's calibrated one for
+    /// GliZNet scores, 0.5 for bi-encoder cosines.
+    pub fn default_threshold(&self, method: Method) -> f32 {
+        match method {
+            Method::Gliznet => self.loaded.config.default_threshold(),
+            Method::BiEncoder => 0.5,
+        }
+    }
+
     pub fn label_set(&self, names: Vec<String>) -> Result<LabelSet> {
         let encoded = self.loaded.tokenizer.encode_labels(&names)?;
         Ok(LabelSet { names, encoded })

@@ -41,6 +41,15 @@ pub fn select(spec: &str) -> Result<(Device, Option<String>)> {
     }
 }
 
+/// [`select`], telling stderr when `auto` fell back to the CPU.
+pub fn choose(spec: &str) -> Result<Device> {
+    let (device, notice) = select(spec)?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
+    }
+    Ok(device)
+}
+
 fn bad_spec(spec: &str) -> anyhow::Error {
     input_error(format!(
         "--device {spec:?}: expected auto, cpu, cuda or cuda:N"

@@ -3,7 +3,6 @@
 use crate::classifier::{Classifier, LabelSet, Method};
 use crate::data::example::{Example, ExampleReader};
 use crate::data::labels::{parse_label_list, read_label_file};
-use crate::device;
 use crate::error::input_error;
 use crate::eval::report::{evaluate, EvalMode, Evaluated, Report};
 use crate::scoring::ScoreMode;
@@ -103,22 +102,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
 
-    let (device, notice) = device::select(&args.device)?;
-    if let Some(notice) = notice {
-        eprintln!("notice: {notice}");
-    }
-    let classifier = Classifier::load(args.model.as_deref(), device)?;
-    if !classifier.loaded.head_trained && args.method == Method::Gliznet {
-        eprintln!(
-            "warning: {} has no trained GliZNet head; scoring with an untrained head",
-            classifier.loaded.name
-        );
-    }
-    let threshold = match (args.threshold, args.method) {
-        (Some(t), _) => t,
-        (None, Method::Gliznet) => classifier.loaded.config.default_threshold(),
-        (None, Method::BiEncoder) => 0.5,
-    };
+    let classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    let threshold = args
+        .threshold
+        .unwrap_or_else(|| classifier.default_threshold(args.method));
     let score_mode = match mode {
         EvalMode::SingleLabel => ScoreMode::SingleLabel,
         EvalMode::MultiLabel => ScoreMode::MultiLabel { threshold },

@@ -80,10 +80,7 @@ pub fn run(args: MineArgs) -> Result<()> {
         Some(path) => read_label_file(path)?,
         None => labels_of(&args.input)?,
     };
-    let (device, notice) = device::select(&args.device)?;
-    if let Some(notice) = notice {
-        eprintln!("notice: {notice}");
-    }
+    let device = device::choose(&args.device)?;
     let loaded = checkpoint::load(args.model.as_deref(), &device)?;
     let embedder = Embedder {
         encoder: loaded.model.encoder(),

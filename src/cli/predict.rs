@@ -4,7 +4,6 @@ use crate::classifier::{Classifier, LabelSet, Method};
 use crate::cli::output::{Format, ResultWriter};
 use crate::data::jsonl::JsonlReader;
 use crate::data::labels::{parse_label_list, read_label_file};
-use crate::device;
 use crate::error::input_error;
 use crate::scoring::ScoreMode;
 use anyhow::{Context, Result};
@@ -105,27 +104,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
     }
-    let (device, notice) = device::select(&args.device)?;
-    if let Some(notice) = notice {
-        eprintln!("notice: {notice}");
-    }
-    let classifier = Classifier::load(args.model.as_deref(), device)?;
-    if !classifier.loaded.head_trained && args.method == Method::Gliznet {
-        eprintln!(
-            "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
-             untrained head (cosine similarity of the encoder's vectors)",
-            classifier.loaded.name
-        );
-    }
+    let classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
     let mode = if args.single_label {
         ScoreMode::SingleLabel
     } else {
-        let calibrated = match args.method {
-            Method::Gliznet => classifier.loaded.config.default_threshold(),
-            Method::BiEncoder => 0.5,
-        };
         ScoreMode::MultiLabel {
-            threshold: args.threshold.unwrap_or(calibrated),
+            threshold: args
+                .threshold
+                .unwrap_or_else(|| classifier.default_threshold(args.method)),
         }
     };
     let shared: Option<Rc<LabelSet>> = match shared_labels {

@@ -168,10 +168,7 @@ impl Trainer {
             (config, None, None)
         };
 
-        let (device, notice) = device::select(&config.device)?;
-        if let Some(notice) = notice {
-            eprintln!("notice: {notice}");
-        }
+        let device = device::choose(&config.device)?;
         let source = match &checkpoint {
             Some(dir) => Some(
                 dir.to_str()
