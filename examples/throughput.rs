@@ -1,7 +1,7 @@
 //! gliznet's side of the benchmark (bench/run.py): prediction throughput in one process, model
 //! loaded once. Prints one JSON line per configuration.
 //!
-//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N]
+//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device auto|cpu|cuda[:N]]
 
 use anyhow::{Context, Result};
 use gliznet::classifier::{Classifier, LabelSet, Method};
@@ -10,15 +10,14 @@ use std::time::Instant;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let reps: usize = match args.iter().position(|a| a == "--reps") {
-        Some(i) => args.get(i + 1).context("--reps N")?.parse()?,
-        None => 3,
-    };
-    let positional: Vec<&String> = args.iter().take_while(|a| *a != "--reps").collect();
+    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let reps: usize = option("--reps").map_or(Ok(3), |r| r.parse())?;
+    let device = gliznet::device::choose(option("--device").map_or("cpu", |d| d.as_str()))?;
+    let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
-        anyhow::bail!("usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N]");
+        anyhow::bail!("usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D]");
     };
-    let classifier = Classifier::load(Some(model.as_str()), candle_core::Device::Cpu)?;
+    let classifier = Classifier::load(Some(model.as_str()), device)?;
     let all_labels =
         gliznet::data::labels::read_label_file(std::path::Path::new(labels_file.as_str()))?;
     for texts_file in texts.iter() {
