@@ -199,7 +199,9 @@ def cmd_cross_encoder(args):
     models = {
         "bart-large-mnli shape": BartForSequenceClassification(BartConfig(
             vocab_size=50265, d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
-            decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, num_labels=3)),
+            decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, num_labels=3,
+            # BART pools at its end-of-sequence token: the MiniLM ids' [SEP] plays that role here.
+            bos_token_id=packer.cls, eos_token_id=packer.sep, pad_token_id=packer.pad)),
         "MiniLM-L6 cross-encoder": BertForSequenceClassification(BertConfig(
             vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
             num_labels=3)),

@@ -87,12 +87,17 @@ def main():
     labels = str(BENCH / "labels.txt")
     results = {"machine": machine()}
 
+    def save():
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
     print("prediction throughput ...", file=sys.stderr)
     texts = [str(p) for p in TEXTS.values()]
     ours = json_lines(run([str(ROOT / "target/release/examples/throughput"), str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
     ref = json_lines(run([python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
     results["predict"] = {"gliznet": ours, "pytorch": ref}
 
+    save()
     print("cold start and peak memory ...", file=sys.stderr)
     one = ["--text", "The central bank raised interest rates again", "--labels", "economy,sports,cooking"]
     results["cold_start_s"] = {
@@ -108,17 +113,18 @@ def main():
         "pytorch": max_rss_mb([python, str(BENCH / "reference.py"), "predict-file", str(MODEL), labels, long_texts, "--k", "20", "--batch", "16"]),
     }
 
+    save()
     print("training throughput ...", file=sys.stderr)
     results["train"] = {}
     for tokens, path in ((64, BENCH / "train-64.jsonl"), (128, BENCH / "train-128.jsonl")):
         ref_train = json_lines(run([python, str(BENCH / "reference.py"), "train", str(MODEL), str(path), "--max-length", str(tokens)]).stdout)[0]
         results["train"][tokens] = {"gliznet": gliznet_train_rate(tokens, path), "pytorch": ref_train["examples_per_second"], "mean_tokens": ref_train["mean_tokens"]}
 
+    save()
     print("NLI cross-encoder cost ...", file=sys.stderr)
     results["cross_encoder"] = json_lines(run([python, str(BENCH / "reference.py"), "cross-encoder", str(MODEL), *texts]).stdout)
 
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    save()
     print(table(results))
 
 

@@ -10,12 +10,18 @@ use std::time::Instant;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let reps: usize = option("--reps").map_or(Ok(3), |r| r.parse())?;
     let device = gliznet::device::choose(option("--device").map_or("cpu", |d| d.as_str()))?;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
-        anyhow::bail!("usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D]");
+        anyhow::bail!(
+            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D]"
+        );
     };
     let classifier = Classifier::load(Some(model.as_str()), device)?;
     let all_labels =

@@ -55,8 +55,8 @@ python3 "$root/scripts/corpus/build.py" extract --sources "$sources" --out "$out
 
 echo "== mine Brown genre negatives" >&2
 "$root/scripts/fetch-backbone.sh" >&2
-gliznet="$root/target/release/gliznet"
-[[ -x "$gliznet" ]] || (cd "$root" && cargo build --release --quiet)
+(cd "$root" && cargo build --release --quiet)
+gliznet="${CARGO_TARGET_DIR:-$root/target}/release/gliznet"
 "$gliznet" mine-negatives --model "$root/models/all-MiniLM-L6-v2" --device cpu \
   --input "$out/parts/brown.unmined.jsonl" --pool "$out/parts/brown-genres.txt" \
   --k 5 --output "$out/parts/brown.jsonl"
