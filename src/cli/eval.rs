@@ -1,7 +1,7 @@
 //! `gliznet eval`: score a labelled JSONL file and report the metrics practitioners read.
 
 use crate::classifier::{Classifier, LabelSet, Method};
-use crate::data::example::{Example, ExampleReader};
+use crate::data::example::{others, Example, ExampleReader};
 use crate::data::labels::{parse_label_list, read_label_file};
 use crate::error::input_error;
 use crate::eval::report::{evaluate, EvalMode, Evaluated, Report};
@@ -9,7 +9,6 @@ use crate::scoring::ScoreMode;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -190,23 +189,11 @@ fn read_eval_examples(path: &std::path::Path, shared: Option<&[String]>) -> Resu
             return Err(input_error(format!("{location}: no gold label")));
         }
         if let Some(candidates) = shared {
-            let candidate_set: HashSet<String> =
-                candidates.iter().map(|c| c.to_lowercase()).collect();
-            if let Some(missing) = example
-                .labels
-                .iter()
-                .find(|l| !candidate_set.contains(&l.to_lowercase()))
-            {
-                return Err(input_error(format!(
+            example.not_labels = others(&example.labels, candidates).map_err(|missing| {
+                input_error(format!(
                     "{location}: gold label {missing:?} is not among the --labels candidates"
-                )));
-            }
-            let gold: HashSet<String> = example.labels.iter().map(|l| l.to_lowercase()).collect();
-            example.not_labels = candidates
-                .iter()
-                .filter(|c| !gold.contains(&c.to_lowercase()))
-                .cloned()
-                .collect();
+                ))
+            })?;
         }
         examples.push(example);
     }

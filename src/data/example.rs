@@ -77,35 +77,18 @@ impl RawExample {
         ) {
             (labels, None, None, None) if self.candidates.is_some() => {
                 let labels = labels.unwrap_or_default();
-                let candidates = self.candidates.unwrap_or_default();
-                let candidate_set: HashSet<&str> = candidates.iter().map(|l| l.trim()).collect();
-                if let Some(missing) = labels.iter().find(|l| !candidate_set.contains(l.trim())) {
-                    return Err(format!(
-                        "gold label {missing:?} is not among the candidates"
-                    ));
-                }
-                let gold: HashSet<&str> = labels.iter().map(|l| l.trim()).collect();
-                let negatives = candidates
-                    .iter()
-                    .filter(|l| !gold.contains(l.trim()))
-                    .cloned()
-                    .collect();
+                let negatives =
+                    others(&labels, &self.candidates.unwrap_or_default()).map_err(|missing| {
+                        format!("gold label {missing:?} is not among the candidates")
+                    })?;
                 (labels, negatives)
             }
             (labels, not_labels, None, None) if self.candidates.is_none() => {
                 (labels.unwrap_or_default(), not_labels.unwrap_or_default())
             }
             (None, None, Some(all), Some(truth)) if self.candidates.is_none() => {
-                let truth_set: HashSet<&str> = truth.iter().map(|l| l.trim()).collect();
-                let all_set: HashSet<&str> = all.iter().map(|l| l.trim()).collect();
-                if let Some(missing) = truth.iter().find(|l| !all_set.contains(l.trim())) {
-                    return Err(format!("true label {missing:?} is not among all_labels"));
-                }
-                let negatives = all
-                    .iter()
-                    .filter(|l| !truth_set.contains(l.trim()))
-                    .cloned()
-                    .collect();
+                let negatives = others(&truth, &all)
+                    .map_err(|missing| format!("true label {missing:?} is not among all_labels"))?;
                 (truth, negatives)
             }
             _ => {
@@ -127,6 +110,22 @@ impl RawExample {
         example.validate()?;
         Ok(example)
     }
+}
+
+/// The candidates that are not gold (compared trimmed and case-insensitively, like every
+/// label check), or the first gold label missing from the candidates.
+pub fn others(gold: &[String], candidates: &[String]) -> Result<Vec<String>, String> {
+    let key = |l: &String| l.trim().to_lowercase();
+    let candidate_keys: HashSet<String> = candidates.iter().map(key).collect();
+    if let Some(missing) = gold.iter().find(|l| !candidate_keys.contains(&key(l))) {
+        return Err(missing.clone());
+    }
+    let gold_keys: HashSet<String> = gold.iter().map(key).collect();
+    Ok(candidates
+        .iter()
+        .filter(|c| !gold_keys.contains(&key(c)))
+        .cloned()
+        .collect())
 }
 
 impl Example {
