@@ -303,3 +303,29 @@ fn config_errors_exit_2_naming_the_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/train.jsonl"));
 }
+
+#[test]
+fn without_a_backbone_training_starts_from_the_built_in_model() {
+    let (dir, config) =
+        setup(serde_json::json!({"backbone": null, "similarity": "cosine", "projection_dim": 256}));
+    let version =
+        String::from_utf8(Command::new(BIN).arg("--version").output().unwrap().stdout).unwrap();
+    let out = train(&config, &["--stop-after-steps", "1"]);
+    if version.contains("built-in model: none") {
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no built-in model"));
+        return;
+    }
+    check(&out);
+    let checkpoint = dir.path().join("out/checkpoint");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(checkpoint.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["hidden_size"], 384, "the built-in model's encoder");
+    assert_eq!(config["gliznet"]["similarity"], "cosine");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 1);
+}
