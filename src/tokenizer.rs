@@ -145,10 +145,6 @@ impl LabelTokenizer {
         })
     }
 
-    pub fn limits(&self) -> PackingLimits {
-        self.limits
-    }
-
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }

@@ -26,12 +26,7 @@ pub const UNTRAINED_HEAD_SEED: u64 = 0;
 pub struct LoadedModel {
     pub model: GliZNet,
     pub tokenizer: LabelTokenizer,
-    pub bert: BertConfig,
     pub config: GliznetConfig,
-    /// The encoder config as read, written back unchanged (plus `gliznet`) on save.
-    pub encoder_config: serde_json::Value,
-    /// All tensors as loaded (encoder, head, and extras such as the pooler).
-    pub params: Params,
     /// The directory it came from, or the built-in model's name.
     pub name: String,
     /// False when the directory had no `gliznet` section: the head is freshly initialised.
@@ -234,7 +229,7 @@ pub fn load(model: Option<&str>, device: &Device) -> Result<LoadedModel> {
         name,
         bert,
         gliznet,
-        encoder_config,
+        encoder_config: _,
         mut params,
         tokenizer,
     } = files;
@@ -253,10 +248,7 @@ pub fn load(model: Option<&str>, device: &Device) -> Result<LoadedModel> {
     Ok(LoadedModel {
         model,
         tokenizer,
-        bert,
         config,
-        encoder_config,
-        params,
         name,
         head_trained,
     })

@@ -44,10 +44,6 @@ impl Params {
         self.tensors.insert(name.into(), tensor);
     }
 
-    pub fn tensors(&self) -> &HashMap<String, Tensor> {
-        &self.tensors
-    }
-
     pub fn into_tensors(self) -> HashMap<String, Tensor> {
         self.tensors
     }
