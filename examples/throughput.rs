@@ -1,7 +1,7 @@
 //! gliznet's side of the benchmark (bench/run.py): prediction throughput in one process, model
 //! loaded once. Prints one JSON line per configuration.
 //!
-//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device auto|cpu|cuda[:N]]
+//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device auto|cpu|cuda[:N]] [--quantize]
 
 use anyhow::{Context, Result};
 use gliznet::classifier::{Classifier, LabelSet, Method};
@@ -9,6 +9,7 @@ use gliznet::scoring::ScoreMode;
 use std::time::Instant;
 
 fn main() -> Result<()> {
+    gliznet::tune_malloc();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let option = |name: &str| {
         args.iter()
@@ -20,10 +21,13 @@ fn main() -> Result<()> {
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
         anyhow::bail!(
-            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D]"
+            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D] [--quantize]"
         );
     };
-    let classifier = Classifier::load(Some(model.as_str()), device)?;
+    let mut classifier = Classifier::load(Some(model.as_str()), device)?;
+    if args.iter().any(|a| a == "--quantize") {
+        classifier.quantize()?;
+    }
     let all_labels =
         gliznet::data::labels::read_label_file(std::path::Path::new(labels_file.as_str()))?;
     for texts_file in texts.iter() {

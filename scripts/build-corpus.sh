@@ -9,6 +9,8 @@ set -euo pipefail
 SEED="${1:-13}"
 BROWN_TGZ_SHA256="410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2"
 VADER_SDIST_SHA256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+MODELDATA_DEB_VERSION="1.1.0-1"
+MODELDATA_DEB_SHA256="66c2e08bb4bf695d972b1e72ea44d5af9ada3c42841793d3871017f7b896bf95"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/data/generated"
@@ -47,6 +49,18 @@ if [[ ! -f "$sources/vader/tweets_GroundTruth.txt" ]]; then
   mv "$tmp/hutto_ICWSM_2014" "$sources/vader"
   # Reserved for blind evaluation (DATA.md): never part of the corpus.
   rm -f "$sources/vader"/movieReviewSnippets_*
+  rm -rf "$tmp"
+fi
+
+if [[ ! -f "$sources/modeldata/data/Rdata.rdx" ]]; then
+  # Only the .deb: its data is read by scripts/corpus/rdata.py, so R itself is not installed.
+  (cd "$sources" && { apt-get download -qq "r-cran-modeldata=$MODELDATA_DEB_VERSION" 2>/dev/null ||
+    { apt-get update -qq && apt-get download -qq "r-cran-modeldata=$MODELDATA_DEB_VERSION"; }; })
+  check_sha256 "$sources/r-cran-modeldata_${MODELDATA_DEB_VERSION}_all.deb" "$MODELDATA_DEB_SHA256"
+  tmp="$(mktemp -d)"
+  dpkg-deb -x "$sources/r-cran-modeldata_${MODELDATA_DEB_VERSION}_all.deb" "$tmp"
+  rm -rf "$sources/modeldata"
+  mv "$tmp/usr/lib/R/site-library/modeldata" "$sources/modeldata"
   rm -rf "$tmp"
 fi
 

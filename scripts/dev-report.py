@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Evaluates models on the corpus's dev sets with `gliznet eval` and prints a Markdown table.
 
-    scripts/dev-report.py --row NAME=MODEL[:METHOD] ... [--out DIR]
+    scripts/dev-report.py --row NAME=MODEL[:METHOD[:quantize]] ... [--out DIR]
 
-MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder. Zero-shot
+MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder; "quantize"
+evaluates with `--quantize` (int8 encoder weights). Zero-shot
 sets are scored single-label (argmax over candidates, accuracy and macro-F1, the protocol of
 public zero-shot benchmarks); in-domain dev sets multi-label (micro-F1 at the model's
-threshold, micro AUC-ROC, and the best micro-F1 with its threshold). Reports land in --out
+threshold, micro AUC-ROC, and the best micro-F1 with its threshold). A last table gives the
+macro-F1 of every set, for comparing precisions. Reports land in --out
 (default runs/dev-report); --reuse skips evaluations whose report is already there.
 """
 
@@ -19,10 +21,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "generated" / "dev"
 ZERO_SHOT = ["zeroshot-brown-fiction", "zeroshot-amazon-sentiment"]
-IN_DOMAIN = ["wordnet", "gcide", "foldoc", "brown-nonfiction", "tweets", "nytEditorialSnippets"]
+IN_DOMAIN = ["wordnet", "gcide", "foldoc", "brown-nonfiction", "tweets", "nytEditorialSnippets", "fine-food"]
 
 
-def evaluate(name, model, method, dataset, mode, out, reuse):
+def evaluate(name, model, method, quantize, dataset, mode, out, reuse):
     report = out / f"{name}--{dataset}.json"
     if reuse and report.is_file():
         return json.loads(report.read_text())
@@ -30,13 +32,15 @@ def evaluate(name, model, method, dataset, mode, out, reuse):
            "--method", method, f"--{mode}", "--report", str(report), "--batch-size", "32", "--device", "cpu"]
     if model != "builtin":
         cmd += ["--model", model]
+    if quantize:
+        cmd.append("--quantize")
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(report.read_text())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", action="append", required=True, help="NAME=MODEL[:METHOD]")
+    parser.add_argument("--row", action="append", required=True, help="NAME=MODEL[:METHOD[:quantize]]")
     parser.add_argument("--out", default=str(ROOT / "runs" / "dev-report"))
     parser.add_argument("--reuse", action="store_true", help="reuse reports already in --out")
     args = parser.parse_args()
@@ -45,11 +49,13 @@ def main():
     rows = []
     for spec in args.row:
         name, _, target = spec.partition("=")
-        model, _, method = target.partition(":")
+        model, method, flag = (target.split(":") + ["", ""])[:3]
         method = method or "gliznet"
+        if flag not in ("", "quantize"):
+            sys.exit(f"--row {spec}: unknown flag {flag!r} (only quantize)")
         print(f"evaluating {name} ...", file=sys.stderr)
-        zero = {d: evaluate(name, model, method, d, "single-label", out, args.reuse) for d in ZERO_SHOT}
-        dom = {d: evaluate(name, model, method, d, "multi-label", out, args.reuse) for d in IN_DOMAIN}
+        zero = {d: evaluate(name, model, method, flag, d, "single-label", out, args.reuse) for d in ZERO_SHOT}
+        dom = {d: evaluate(name, model, method, flag, d, "multi-label", out, args.reuse) for d in IN_DOMAIN}
         rows.append((name, zero, dom))
 
     lines = ["Zero-shot dev sets (single-label: argmax over the candidates)", "",
@@ -70,6 +76,12 @@ def main():
             best = dom[d]["best_threshold"]
             cells.append(f"{m['micro_f1']:.3f} / {auc:.3f} / {best['f1']:.3f} at {best['threshold']:.2f}"
                          if auc is not None else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Macro-F1 per dev set (zero-shot: single-label; in-domain: multi-label at the model's threshold)", "",
+              "| model | " + " | ".join(ZERO_SHOT + IN_DOMAIN) + " |", "|---|" + "---|" * len(ZERO_SHOT + IN_DOMAIN)]
+    for name, zero, dom in rows:
+        cells = [f"{zero[d]['single_label']['macro_f1']:.4f}" for d in ZERO_SHOT]
+        cells += [f"{dom[d]['multi_label']['macro_f1']:.4f}" for d in IN_DOMAIN]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
 

@@ -65,6 +65,14 @@ impl Classifier {
         Ok(classifier)
     }
 
+    /// Int8 encoder weights (`--quantize`): see BENCHMARKS.md for speed and MODEL.md for the
+    /// accuracy change.
+    pub fn quantize(&mut self) -> Result<()> {
+        self.loaded.model.quantize()?;
+        self.loaded.name.push_str(" (int8)");
+        Ok(())
+    }
+
     /// The multi-label threshold when the user gives none: the model's calibrated one for
     /// GliZNet scores, 0.5 for bi-encoder cosines.
     pub fn default_threshold(&self, method: Method) -> f32 {

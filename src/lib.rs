@@ -18,3 +18,17 @@ pub mod scoring;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;
+
+/// candle allocates a fresh buffer for every tensor op; glibc's default thresholds hand large
+/// ones back to the kernel each time (mmap/munmap, page faults). Keeping them in the heap is
+/// measurably faster (see BENCHMARKS.md). Call it first thing in `main`, before any thread
+/// exists.
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}

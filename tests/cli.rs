@@ -559,3 +559,39 @@ fn the_models_calibrated_threshold_is_the_default() {
         "--threshold overrides it"
     );
 }
+
+#[test]
+fn quantize_names_int8_and_keeps_scores_close() {
+    let model = tiny_model(Similarity::Dot);
+    let predict = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "predict",
+            "--model",
+            path(model.path()),
+            "--format",
+            "json",
+            "--text",
+            "the cat sat on the mat",
+            "--labels",
+            "cat,dog house,bank,news",
+        ];
+        args.extend_from_slice(extra);
+        json(&gliznet(&args))[0].clone()
+    };
+    let exact = predict(&[]);
+    let int8 = predict(&["--quantize"]);
+    assert!(
+        int8["model"].as_str().unwrap().ends_with(" (int8)"),
+        "{int8}"
+    );
+    assert!(!exact["model"].as_str().unwrap().contains("int8"));
+    assert_eq!(label_names(&int8), label_names(&exact));
+    let (a, b) = (scores(&exact), scores(&int8));
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(max_diff < 0.02, "f32 {a:?} vs int8 {b:?}");
+    assert!(a != b, "--quantize changed nothing: {a:?}");
+}

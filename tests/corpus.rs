@@ -96,6 +96,20 @@ fn corpus_meets_the_size_and_shape_targets() {
             .unwrap();
     let by_source: HashMap<String, u64> =
         serde_json::from_value(manifest["by_source"].clone()).unwrap();
+    let mut sources: Vec<&str> = by_source.keys().map(String::as_str).collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            "brown",
+            "fine-food",
+            "foldoc",
+            "gcide",
+            "nytEditorialSnippets",
+            "tweets",
+            "wordnet"
+        ]
+    );
     let total: u64 = by_source.values().sum();
     assert_eq!(
         total as usize,
@@ -128,7 +142,7 @@ fn dev_and_zero_shot_sets_are_disjoint_from_training() {
         .map(|e| e.unwrap().path())
         .collect();
     dev_files.sort();
-    assert!(dev_files.len() >= 8, "{dev_files:?}");
+    assert!(dev_files.len() >= 9, "{dev_files:?}");
     for path in &dev_files {
         let rows = read(path);
         assert!(!rows.is_empty(), "{}", path.display());
@@ -143,6 +157,14 @@ fn dev_and_zero_shot_sets_are_disjoint_from_training() {
             path.display(),
             rows.len()
         );
+    }
+    let fine_food = read(&dir.join("dev/fine-food.jsonl"));
+    for gold in ["five-star review", "less than five stars"] {
+        let n = fine_food
+            .iter()
+            .filter(|r| labels(r, "labels") == [gold])
+            .count();
+        assert!(n >= 300, "fine-food dev: {n} examples of {gold:?}");
     }
     let fiction = read(&dir.join("dev/zeroshot-brown-fiction.jsonl"));
     for genre in [

@@ -140,6 +140,29 @@ fn encoder_matches_pytorch_in_inference_mode() {
     }
 }
 
+/// Int8 weights (`--quantize`) move the hidden states a little, not the direction of any
+/// token's vector: every token keeps a cosine above 0.99 with PyTorch's f32 states.
+#[test]
+fn quantized_encoder_stays_close_to_pytorch() {
+    let Some(dir) = backbone() else { return };
+    let cases = reference().cases;
+    let mut encoder = encoder(&dir, None);
+    encoder.quantize().unwrap();
+    let quantized = hidden_states(&encoder, &cases, None);
+    let mut worst = f32::INFINITY;
+    for (states, case) in quantized.iter().zip(&cases) {
+        for (a, e) in states.iter().zip(&case.last_hidden_state) {
+            let dot: f32 = a.iter().zip(e).map(|(x, y)| x * y).sum();
+            let norms = a.iter().map(|x| x * x).sum::<f32>().sqrt()
+                * e.iter().map(|x| x * x).sum::<f32>().sqrt();
+            worst = worst.min(dot / norms);
+        }
+    }
+    assert!(worst > 0.99, "lowest token cosine {worst}");
+    let diff = max_abs_diff(&quantized[0], &cases[0].last_hidden_state);
+    assert!(diff > TOLERANCE, "int8 states equal f32 ones: {diff}");
+}
+
 #[test]
 fn differentiable_training_path_matches_pytorch_without_dropout() {
     let Some(dir) = backbone() else { return };

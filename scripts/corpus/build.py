@@ -17,6 +17,8 @@ import random
 import re
 import sys
 
+import rdata
+
 LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
     "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
@@ -86,6 +88,15 @@ SENTIMENT = {
 NEUTRAL_DECOYS = ["neutral", "neutral tone", "factual statement"]
 SENTIMENT_MIN_ABS = 1.0  # ratings nearer zero than this are dropped
 
+# modeldata's small_fine_foods scores reviews "great" (5 stars) or "other" (1-4 stars), so the
+# labels say only what the score says: "other" reviews may still be favourable.
+FINE_FOOD = {
+    "great": ["five-star review", "rave review", "top rating", "highly recommended"],
+    "other": ["less than five stars", "not a perfect score", "below top rating"],
+}
+FINE_FOOD_DECOYS = {"great": ["negative review", "complaint", "one-star review", "not recommended"],
+                    "other": ["five-star review", "perfect score", "top rating"]}
+
 SOURCES = {
     "wordnet": {"package": "Debian wordnet-base 1:3.0-37", "licence": "WordNet 3.0 licence (Princeton University)",
                 "used_for": "noun and verb glosses; lemma, hypernym and lexicographer-file labels; sister-term negatives"},
@@ -97,6 +108,8 @@ SOURCES = {
               "used_for": "passages labelled with non-fiction genres, mined negatives; fiction held out as zero-shot dev"},
     "tweets, nytEditorialSnippets": {"package": "PyPI vaderSentiment==3.3.2 (sdist)", "licence": "MIT",
                                      "used_for": "sentiment with several wordings; amazonReviewSnippets held out as zero-shot dev; movieReviewSnippets reserved, never read"},
+    "fine-food": {"package": "Debian r-cran-modeldata 1.1.0-1 (small_fine_foods, read from the .deb without R)", "licence": "MIT",
+                  "used_for": "Amazon fine-food reviews scored great (5 stars) or other: rating labels in several wordings; its testing_data is the dev split"},
 }
 
 DEV_FRACTION = 0.03
@@ -332,6 +345,20 @@ def sentiment_example(positive, text, rng):
     return example(text, positives, negatives)
 
 
+# ---------------------------------------------------------------- fine-food reviews
+
+def fine_food_rows(modeldata_dir, name):
+    frame = rdata.columns(rdata.lazy_load(str(modeldata_dir / "data" / "Rdata"), name))
+    return [(score, " ".join(review.replace("<br />", " ").split()))
+            for score, review in zip(frame["score"], frame["review"]) if review and score]
+
+
+def fine_food_example(score, text, rng):
+    positives = rng.sample(FINE_FOOD[score], rng.randint(1, 2))
+    decoys = FINE_FOOD_DECOYS[score]
+    return example(text, positives, rng.sample(decoys, min(len(decoys), rng.randint(3, 4))))
+
+
 # ---------------------------------------------------------------- steps
 
 def split_dev(rows, rng):
@@ -387,6 +414,16 @@ def extract(args):
         write_jsonl(parts / f"{name}.jsonl", train)
         write_jsonl(dev / f"{name}.jsonl", held)
         counts[name] = len(train)
+    rng = random.Random(f"{args.seed}-fine-food")
+    modeldata = sources / "modeldata"
+    seen = set()
+    train = [fine_food_example(s, t, rng) for s, t in fine_food_rows(modeldata, "training_data")
+             if not (t in seen or seen.add(t))]
+    write_jsonl(parts / "fine-food.jsonl", train)
+    write_jsonl(dev / "fine-food.jsonl",
+                [example(t, [FINE_FOOD[s][0]], [FINE_FOOD["other" if s == "great" else "great"][0]])
+                 for s, t in fine_food_rows(modeldata, "testing_data") if t not in seen])
+    counts["fine-food"] = len(train)
     amazon = [example(t, ["positive" if p else "negative"], ["negative" if p else "positive"])
               for p, t in vader_rows(vader / "amazonReviewSnippets_GroundTruth.txt")]
     write_jsonl(dev / "zeroshot-amazon-sentiment.jsonl", amazon)
@@ -397,7 +434,7 @@ def merge(args):
     out = pathlib.Path(args.out)
     parts = out / "parts"
     rng = random.Random(f"{args.seed}-merge")
-    sources = ["wordnet", "gcide", "foldoc", "brown", "tweets", "nytEditorialSnippets"]
+    sources = ["wordnet", "gcide", "foldoc", "brown", "tweets", "nytEditorialSnippets", "fine-food"]
     rows_by_source = {}
     for name in sources:
         rows = [json.loads(l) for l in open(parts / f"{name}.jsonl", encoding="utf-8")]
@@ -422,7 +459,7 @@ def merge(args):
     write_jsonl(out / "train.jsonl", train)
     # A small mix of the in-domain dev splits for validation during training.
     validation = []
-    for name, n in (("wordnet", 100), ("gcide", 60), ("foldoc", 40), ("brown-nonfiction", 60), ("tweets", 20), ("nytEditorialSnippets", 20)):
+    for name, n in (("wordnet", 100), ("gcide", 60), ("foldoc", 40), ("brown-nonfiction", 60), ("tweets", 20), ("nytEditorialSnippets", 20), ("fine-food", 20)):
         rows = [json.loads(l) for l in open(out / "dev" / f"{name}.jsonl", encoding="utf-8")]
         validation.extend(rng.sample(rows, min(n, len(rows))))
     write_jsonl(out / "validation-mix.jsonl", validation)

@@ -68,6 +68,11 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
+
+    /// Int8 encoder weights (ggml Q8_0): scores differ slightly from f32; see BENCHMARKS.md
+    /// for the speed and MODEL.md for the accuracy change
+    #[arg(long)]
+    quantize: bool,
 }
 
 /// Texts scored per call, so that the progress bar moves.
@@ -101,7 +106,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
 
-    let classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    if args.quantize {
+        classifier.quantize()?;
+    }
     let threshold = args
         .threshold
         .unwrap_or_else(|| classifier.default_threshold(args.method));

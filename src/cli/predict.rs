@@ -72,6 +72,11 @@ pub struct PredictArgs {
     #[arg(long, default_value = "auto")]
     device: String,
 
+    /// Int8 encoder weights (ggml Q8_0): scores differ slightly from f32; see BENCHMARKS.md
+    /// for the speed and MODEL.md for the accuracy change
+    #[arg(long)]
+    quantize: bool,
+
     /// gliznet (joint encoding) or bi-encoder (cosine of mean-pooled embeddings; its scores
     /// are cosines, and --threshold applies to them)
     #[arg(long, value_enum, default_value_t = Method::Gliznet)]
@@ -104,7 +109,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
     }
-    let classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    if args.quantize {
+        classifier.quantize()?;
+    }
     let mode = if args.single_label {
         ScoreMode::SingleLabel
     } else {

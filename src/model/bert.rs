@@ -3,9 +3,11 @@
 //! mode it uses plain tensor ops (which have a backward pass) and applies dropout.
 
 use crate::error::input_error;
+use crate::model::gelu;
 use crate::model::params::Params;
 use crate::rng::Rng;
 use anyhow::Result;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Embedding, Linear};
 use serde::Deserialize;
@@ -74,9 +76,10 @@ impl Activation {
         }
     }
 
-    fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(self, x: &Tensor, training: bool) -> candle_core::Result<Tensor> {
         match self {
-            Self::GeluErf => x.gelu_erf(),
+            Self::GeluErf if training => x.gelu_erf(),
+            Self::GeluErf => gelu::gelu_erf(x),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
@@ -140,11 +143,77 @@ impl LayerNorm {
     }
 }
 
-fn linear(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
-        Some(params.get(&format!("{prefix}.bias"), outputs)?),
-    ))
+/// A dense layer with f32 weights, or int8 weights (`quantize`, inference only).
+enum Dense {
+    Float(Linear),
+    Int8 {
+        weight: QMatMul,
+        bias: Option<Tensor>,
+        /// Zero columns appended to the input (and the weight) to reach the input width the
+        /// fast int8 kernel needs.
+        pad: usize,
+    },
+}
+
+/// candle's int8 kernel for x86 VNNI CPUs (repacked Q8_0) takes inputs whose width is a
+/// multiple of 256; narrower ones fall back to a generic kernel that is slower than f32.
+const INT8_FAST_WIDTH: usize = 256;
+
+fn has_fast_int8_kernel(device: &candle_core::Device) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if device.is_cpu() {
+        return (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || is_x86_feature_detected!("avxvnni");
+    }
+    let _ = device;
+    false
+}
+
+impl Dense {
+    fn load(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Self> {
+        Ok(Self::Float(Linear::new(
+            params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
+            Some(params.get(&format!("{prefix}.bias"), outputs)?),
+        )))
+    }
+
+    /// Weights to ggml's Q8_0 (blocks of 32 int8 values with one f16 scale); the bias stays
+    /// f32, and candle quantizes the activations on the fly.
+    fn quantize(&mut self) -> Result<()> {
+        if let Self::Float(linear) = self {
+            let weight = linear.weight();
+            let width = weight.dim(1)?;
+            let pad = if has_fast_int8_kernel(weight.device()) {
+                width.next_multiple_of(INT8_FAST_WIDTH) - width
+            } else {
+                0
+            };
+            let weight = weight.pad_with_zeros(1, 0, pad)?;
+            *self = Self::Int8 {
+                weight: QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
+                bias: linear.bias().cloned(),
+                pad,
+            };
+        }
+        Ok(())
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Float(linear) => linear.forward(x),
+            Self::Int8 { weight, bias, pad } => {
+                let y = if *pad > 0 {
+                    weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
+                } else {
+                    weight.forward(x)?
+                };
+                match bias {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
 }
 
 struct Embeddings {
@@ -190,13 +259,13 @@ impl Embeddings {
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attention_output: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
     activation: Activation,
     heads: usize,
@@ -211,24 +280,38 @@ impl Layer {
         let i = cfg.intermediate_size;
         let eps = cfg.layer_norm_eps;
         Ok(Self {
-            query: linear(params, &format!("{p}.attention.self.query"), h, h)?,
-            key: linear(params, &format!("{p}.attention.self.key"), h, h)?,
-            value: linear(params, &format!("{p}.attention.self.value"), h, h)?,
-            attention_output: linear(params, &format!("{p}.attention.output.dense"), h, h)?,
+            query: Dense::load(params, &format!("{p}.attention.self.query"), h, h)?,
+            key: Dense::load(params, &format!("{p}.attention.self.key"), h, h)?,
+            value: Dense::load(params, &format!("{p}.attention.self.value"), h, h)?,
+            attention_output: Dense::load(params, &format!("{p}.attention.output.dense"), h, h)?,
             attention_norm: LayerNorm::load(
                 params,
                 &format!("{p}.attention.output.LayerNorm"),
                 h,
                 eps,
             )?,
-            intermediate: linear(params, &format!("{p}.intermediate.dense"), h, i)?,
-            output: linear(params, &format!("{p}.output.dense"), i, h)?,
+            intermediate: Dense::load(params, &format!("{p}.intermediate.dense"), h, i)?,
+            output: Dense::load(params, &format!("{p}.output.dense"), i, h)?,
             output_norm: LayerNorm::load(params, &format!("{p}.output.LayerNorm"), h, eps)?,
             activation: Activation::parse(&cfg.hidden_act).map_err(input_error)?,
             heads: cfg.num_attention_heads,
             hidden_dropout: cfg.hidden_dropout_prob,
             attention_dropout: cfg.attention_probs_dropout_prob,
         })
+    }
+
+    fn quantize(&mut self) -> Result<()> {
+        for dense in [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attention_output,
+            &mut self.intermediate,
+            &mut self.output,
+        ] {
+            dense.quantize()?;
+        }
+        Ok(())
     }
 
     /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
@@ -264,7 +347,7 @@ impl Layer {
         let attended = self.attention_norm.forward(&(attended + x)?, training)?;
         let inner = self
             .activation
-            .forward(&self.intermediate.forward(&attended)?)?;
+            .forward(&self.intermediate.forward(&attended)?, training)?;
         let out = dropout(&self.output.forward(&inner)?, self.hidden_dropout, rng)?;
         self.output_norm.forward(&(out + attended)?, training)
     }
@@ -284,6 +367,12 @@ impl BertEncoder {
                 .map(|i| Layer::load(params, cfg, i))
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Int8 weights for every dense layer of every block (embeddings and LayerNorms stay f32).
+    /// Inference only: a quantized encoder has no gradients.
+    pub fn quantize(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(Layer::quantize)
     }
 
     /// `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1.

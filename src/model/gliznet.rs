@@ -23,6 +23,11 @@ impl GliZNet {
         })
     }
 
+    /// Int8 encoder weights for faster CPU inference (`--quantize`); the head stays f32.
+    pub fn quantize(&mut self) -> Result<()> {
+        self.encoder.quantize()
+    }
+
     pub fn encoder(&self) -> &BertEncoder {
         &self.encoder
     }

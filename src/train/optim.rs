@@ -3,7 +3,7 @@
 //! clipping by global gradient norm. candle's own `AdamW` has none of these.
 
 use anyhow::{Context, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,8 +64,9 @@ impl AdamW {
         &self.params
     }
 
-    /// Applies one update with `grads` aligned to `params()`, at the base rates times `lr_factor`.
-    pub fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
+    /// Applies one update with `grads` aligned to `params()`, at the base rates times
+    /// `lr_factor`; every gradient is first multiplied by `grad_scale` (clipping's factor).
+    pub fn step(&mut self, grads: &[Tensor], lr_factor: f64, grad_scale: f64) -> Result<()> {
         anyhow::ensure!(
             grads.len() == self.params.len(),
             "one gradient per parameter"
@@ -73,8 +74,6 @@ impl AdamW {
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
-        let bias1 = 1.0 - c.beta1.powi(t);
-        let bias2 = 1.0 - c.beta2.powi(t);
         for (i, (param, grad)) in self.params.iter().zip(grads).enumerate() {
             let lr = lr_factor
                 * if param.is_head() {
@@ -82,14 +81,27 @@ impl AdamW {
                 } else {
                     c.encoder_lr
                 };
-            let m = ((&self.first_moment[i] * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
-            let v = ((&self.second_moment[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let update = ((&m / bias1)? / ((&v / bias2)?.sqrt()? + c.eps)?)?;
-            let mut value = param.var.as_tensor().detach();
-            if param.decays() && c.weight_decay > 0.0 {
-                value = (&value * (1.0 - lr * c.weight_decay))?;
-            }
-            param.var.set(&(value - (update * lr)?)?)?;
+            let update = Update {
+                lr,
+                decay: if param.decays() {
+                    1.0 - lr * c.weight_decay
+                } else {
+                    1.0
+                },
+                grad_scale,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                bias1: 1.0 - c.beta1.powi(t),
+                bias2: 1.0 - c.beta2.powi(t),
+                eps: c.eps,
+            };
+            let value = param.var.as_tensor();
+            let (m, v) = (&self.first_moment[i], &self.second_moment[i]);
+            let (value, m, v) = match update.fused_cpu(value, grad, m, v)? {
+                Some(updated) => updated,
+                None => update.with_tensor_ops(value, grad, m, v)?,
+            };
+            param.var.set(&value)?;
             self.first_moment[i] = m;
             self.second_moment[i] = v;
         }
@@ -122,11 +134,108 @@ impl AdamW {
     }
 }
 
-/// Scales `grads` in place so that their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping.
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+/// One AdamW update of one tensor: w ← w·decay − lr·m̂/(√v̂ + eps), with g scaled first.
+struct Update {
+    lr: f64,
+    decay: f64,
+    grad_scale: f64,
+    beta1: f64,
+    beta2: f64,
+    bias1: f64,
+    bias2: f64,
+    eps: f64,
+}
+
+impl Update {
+    /// New (value, first moment, second moment) from tensor ops: any device.
+    fn with_tensor_ops(
+        &self,
+        value: &Tensor,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let grad = (grad * self.grad_scale)?;
+        let m = ((m * self.beta1)? + (&grad * (1.0 - self.beta1))?)?;
+        let v = ((v * self.beta2)? + (grad.sqr()? * (1.0 - self.beta2))?)?;
+        let step = ((&m / self.bias1)? / ((&v / self.bias2)?.sqrt()? + self.eps)?)?;
+        let value = ((value.detach() * self.decay)? - (step * self.lr)?)?;
+        Ok((value, m, v))
+    }
+
+    /// The same update in one pass over contiguous f32 CPU tensors (the tensor-op form makes
+    /// about a dozen passes, each allocating a tensor the size of the parameter); `None` for
+    /// anything else.
+    fn fused_cpu(
+        &self,
+        value: &Tensor,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let (value_storage, value_layout) = value.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let (m_storage, m_layout) = m.storage_and_layout();
+        let (v_storage, v_layout) = v.storage_and_layout();
+        let (Some(w), Some(g), Some(m), Some(v)) = (
+            cpu_f32(&value_storage, value_layout),
+            cpu_f32(&grad_storage, grad_layout),
+            cpu_f32(&m_storage, m_layout),
+            cpu_f32(&v_storage, v_layout),
+        ) else {
+            return Ok(None);
+        };
+        let n = w.len();
+        if g.len() != n || m.len() != n || v.len() != n {
+            return Ok(None);
+        }
+        let [lr, decay, grad_scale, beta1, beta2, bias1, bias2, eps] = [
+            self.lr,
+            self.decay,
+            self.grad_scale,
+            self.beta1,
+            self.beta2,
+            self.bias1,
+            self.bias2,
+            self.eps,
+        ]
+        .map(|x| x as f32);
+        let (mut new_w, mut new_m, mut new_v) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for j in 0..n {
+            let g = g[j] * grad_scale;
+            let m = beta1 * m[j] + (1.0 - beta1) * g;
+            let v = beta2 * v[j] + (1.0 - beta2) * g * g;
+            new_w.push(w[j] * decay - lr * ((m / bias1) / ((v / bias2).sqrt() + eps)));
+            new_m.push(m);
+            new_v.push(v);
+        }
+        let shape = value.shape();
+        let device = value.device();
+        Ok(Some((
+            Tensor::from_vec(new_w, shape, device)?,
+            Tensor::from_vec(new_m, shape, device)?,
+            Tensor::from_vec(new_v, shape, device)?,
+        )))
+    }
+}
+
+fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(&data[start..end])
+}
+
+/// The global L2 norm of `grads`, and the factor that brings it down to `max_norm` (1 when it
+/// is already within).
+pub fn clip_scale(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
     let mut total = 0f64;
-    for g in grads.iter() {
+    for g in grads {
         total += g
             .sqr()?
             .sum_all()?
@@ -134,13 +243,12 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
             .to_scalar::<f64>()?;
     }
     let norm = total.sqrt();
-    if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut() {
-            *g = (&*g * scale)?;
-        }
-    }
-    Ok(norm)
+    let scale = if norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    Ok((norm, scale))
 }
 
 /// Learning-rate factor for update number `step` (0-based): linear warmup over
@@ -193,7 +301,7 @@ mod tests {
         let grads: Vec<Tensor> = (0..4)
             .map(|_| Tensor::new(&[2f32], &Device::Cpu).unwrap())
             .collect();
-        opt.step(&grads, 1.0).unwrap();
+        opt.step(&grads, 1.0, 1.0).unwrap();
         let p = opt.params();
         // Adam's first step is lr · sign(g); decay multiplies by (1 − lr · wd) first.
         assert!(
@@ -214,25 +322,66 @@ mod tests {
             let x = opt.params()[0].var.as_tensor().clone();
             let loss = (&x - 2.0).unwrap().sqr().unwrap().sum_all().unwrap();
             let grad = loss.backward().unwrap().get(&x).unwrap().clone();
-            opt.step(&[grad], 1.0).unwrap();
+            opt.step(&[grad], 1.0, 1.0).unwrap();
         }
         assert!((value(&opt.params()[0]) - 2.0).abs() < 0.05);
     }
 
     #[test]
-    fn clipping_bounds_the_global_norm() {
-        let mut grads = vec![
+    fn clipping_scales_the_global_norm_down_to_the_maximum() {
+        let grads = vec![
             Tensor::new(&[3f32], &Device::Cpu).unwrap(),
             Tensor::new(&[4f32], &Device::Cpu).unwrap(),
         ];
-        let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
+        let (norm, scale) = clip_scale(&grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-9);
-        let a = grads[0].to_vec1::<f32>().unwrap()[0];
-        let b = grads[1].to_vec1::<f32>().unwrap()[0];
-        assert!(((a * a + b * b).sqrt() - 1.0).abs() < 1e-5);
-        let mut small = vec![Tensor::new(&[0.3f32], &Device::Cpu).unwrap()];
-        clip_grad_norm(&mut small, 1.0).unwrap();
-        assert_eq!(small[0].to_vec1::<f32>().unwrap()[0], 0.3);
+        assert!((norm * scale - 1.0).abs() < 1e-6);
+        let small = vec![Tensor::new(&[0.3f32], &Device::Cpu).unwrap()];
+        assert_eq!(clip_scale(&small, 1.0).unwrap().1, 1.0);
+    }
+
+    #[test]
+    fn fused_update_matches_tensor_ops() {
+        let device = Device::Cpu;
+        let random = |seed: u64| {
+            let mut rng = crate::rng::Rng::new(seed);
+            let values: Vec<f32> = (0..1000).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+            Tensor::from_vec(values, (20, 50), &device).unwrap()
+        };
+        let (value, grad, m) = (random(1), random(2), random(3));
+        let v = random(4).abs().unwrap();
+        let update = Update {
+            lr: 0.01,
+            decay: 0.999,
+            grad_scale: 0.5,
+            beta1: 0.9,
+            beta2: 0.999,
+            bias1: 0.19,
+            bias2: 0.002,
+            eps: 1e-8,
+        };
+        let fused = update.fused_cpu(&value, &grad, &m, &v).unwrap().unwrap();
+        let plain = update.with_tensor_ops(&value, &grad, &m, &v).unwrap();
+        for (a, b) in [
+            (&fused.0, &plain.0),
+            (&fused.1, &plain.1),
+            (&fused.2, &plain.2),
+        ] {
+            let diff: f32 = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-6, "{diff}");
+        }
+        let transposed = value.t().unwrap();
+        assert!(update
+            .fused_cpu(&transposed, &grad.t().unwrap(), &m, &v)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

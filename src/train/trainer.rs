@@ -27,7 +27,7 @@ use crate::rng::Rng;
 use crate::scoring::sigmoid;
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding};
 use crate::train::loss::{bce_with_logit, masked_bce_with_logits};
-use crate::train::optim::{clip_grad_norm, lr_factor, AdamW, AdamWConfig, Param};
+use crate::train::optim::{clip_scale, lr_factor, AdamW, AdamWConfig, Param};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -455,10 +455,7 @@ impl Trainer {
             .iter()
             .map(|p| p.var.as_tensor().clone())
             .collect();
-        let mut grads: Vec<Tensor> = params
-            .iter()
-            .map(|p| p.zeros_like())
-            .collect::<candle_core::Result<_>>()?;
+        let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
         let micro_batches: Vec<&[usize]> = examples.chunks(self.config.batch_size).collect();
         let mut total_loss = 0.0;
         for (micro, indices) in micro_batches.iter().enumerate() {
@@ -496,15 +493,22 @@ impl Trainer {
                 if let Some(d) = backward.get(p) {
                     // Detached: a gradient still linked to this step's graph would keep the
                     // whole graph alive through the optimizer's moments.
-                    *g = (&*g + d.detach())?;
+                    let d = d.detach();
+                    *g = Some(match g.take() {
+                        Some(sum) => (sum + d)?,
+                        None => d,
+                    });
                 }
             }
         }
-        let grad_norm = match self.config.max_grad_norm {
-            Some(max) => clip_grad_norm(&mut grads, max)?,
-            None => clip_grad_norm(&mut grads, f64::INFINITY)?,
-        };
-        self.optimizer.step(&grads, lr)?;
+        let grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&params)
+            .map(|(g, p)| g.map_or_else(|| p.zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        let (grad_norm, grad_scale) =
+            clip_scale(&grads, self.config.max_grad_norm.unwrap_or(f64::INFINITY))?;
+        self.optimizer.step(&grads, lr, grad_scale)?;
         Ok((total_loss, grad_norm))
     }
 
