@@ -67,7 +67,9 @@ def gliznet_train_rate(max_length, train_file):
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    return f"{cpu}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    simd = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{cpu} ({simd}), {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
 
 
 def main():
@@ -93,9 +95,11 @@ def main():
 
     print("prediction throughput ...", file=sys.stderr)
     texts = [str(p) for p in TEXTS.values()]
-    ours = json_lines(run([str(ROOT / "target/release/examples/throughput"), str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
+    throughput = [str(ROOT / "target/release/examples/throughput"), str(MODEL), labels, *texts, "--reps", str(args.reps)]
+    ours = json_lines(run(throughput).stdout)
+    int8 = json_lines(run(throughput + ["--quantize"]).stdout)
     ref = json_lines(run([python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
-    results["predict"] = {"gliznet": ours, "pytorch": ref}
+    results["predict"] = {"gliznet": ours, "gliznet_int8": int8, "pytorch": ref}
 
     save()
     print("cold start and peak memory ...", file=sys.stderr)
@@ -129,12 +133,14 @@ def main():
 
 
 def table(r):
-    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32. Medians; ratio = gliznet / PyTorch.", ""]
-    out += ["| prediction (texts/s) | K | batch | gliznet | PyTorch | ratio |", "|---|---|---|---|---|---|"]
+    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians; "
+           "ratio = gliznet / PyTorch.", ""]
+    out += ["| prediction (texts/s) | K | batch | gliznet f32 | gliznet int8 | PyTorch f32 | ratio f32 | ratio int8 |",
+            "|---|---|---|---|---|---|---|---|"]
     names = {str(v): k for k, v in TEXTS.items()}
-    for ours, ref in zip(r["predict"]["gliznet"], r["predict"]["pytorch"]):
-        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {ours['texts_per_second']:.1f} | "
-                   f"{ref['texts_per_second']:.1f} | {ours['texts_per_second'] / ref['texts_per_second']:.2f} |")
+    for ours, int8, ref in zip(r["predict"]["gliznet"], r["predict"]["gliznet_int8"], r["predict"]["pytorch"]):
+        a, q, p = ours["texts_per_second"], int8["texts_per_second"], ref["texts_per_second"]
+        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {a:.1f} | {q:.1f} | {p:.1f} | {a / p:.2f} | {q / p:.2f} |")
     out += ["", "| other | gliznet | PyTorch | ratio |", "|---|---|---|---|"]
     c, m = r["cold_start_s"], r["peak_rss_mb"]
     out.append(f"| cold start, one text (s) | {c['gliznet']:.3f} | {c['pytorch']:.3f} | {c['gliznet'] / c['pytorch']:.2f} |")

@@ -3,7 +3,7 @@
 //! mode it uses plain tensor ops (which have a backward pass) and applies dropout.
 
 use crate::error::input_error;
-use crate::model::gelu;
+use crate::model::kernels;
 use crate::model::params::Params;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -76,10 +76,9 @@ impl Activation {
         }
     }
 
-    fn forward(self, x: &Tensor, training: bool) -> candle_core::Result<Tensor> {
+    fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::GeluErf if training => x.gelu_erf(),
-            Self::GeluErf => gelu::gelu_erf(x),
+            Self::GeluErf => kernels::gelu_erf(x),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
@@ -137,15 +136,16 @@ impl LayerNorm {
         let centered = x.broadcast_sub(&mean)?;
         let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+        Ok(kernels::scale_shift(&normed, &self.weight, &self.bias)?)
     }
 }
 
 /// A dense layer with f32 weights, or int8 weights (`quantize`, inference only).
 enum Dense {
-    Float(Linear),
+    Float {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
     Int8 {
         weight: QMatMul,
         bias: Option<Tensor>,
@@ -171,17 +171,16 @@ fn has_fast_int8_kernel(device: &candle_core::Device) -> bool {
 
 impl Dense {
     fn load(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Self> {
-        Ok(Self::Float(Linear::new(
-            params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
-            Some(params.get(&format!("{prefix}.bias"), outputs)?),
-        )))
+        Ok(Self::Float {
+            weight: params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
+            bias: Some(params.get(&format!("{prefix}.bias"), outputs)?),
+        })
     }
 
     /// Weights to ggml's Q8_0 (blocks of 32 int8 values with one f16 scale); the bias stays
     /// f32, and candle quantizes the activations on the fly.
     fn quantize(&mut self) -> Result<()> {
-        if let Self::Float(linear) = self {
-            let weight = linear.weight();
+        if let Self::Float { weight, bias } = self {
             let width = weight.dim(1)?;
             let pad = if has_fast_int8_kernel(weight.device()) {
                 width.next_multiple_of(INT8_FAST_WIDTH) - width
@@ -191,7 +190,7 @@ impl Dense {
             let weight = weight.pad_with_zeros(1, 0, pad)?;
             *self = Self::Int8 {
                 weight: QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
-                bias: linear.bias().cloned(),
+                bias: bias.take(),
                 pad,
             };
         }
@@ -199,19 +198,21 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Float(linear) => linear.forward(x),
+        let (y, bias) = match self {
+            // candle_nn::Linear's matmul without its bias add, whose gradient is slow on the CPU.
+            Self::Float { weight, bias } => (Linear::new(weight.clone(), None).forward(x)?, bias),
             Self::Int8 { weight, bias, pad } => {
                 let y = if *pad > 0 {
                     weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
                 } else {
                     weight.forward(x)?
                 };
-                match bias {
-                    Some(bias) => y.broadcast_add(bias),
-                    None => Ok(y),
-                }
+                (y, bias)
             }
+        };
+        match bias {
+            Some(bias) => kernels::add_bias(&y, bias),
+            None => Ok(y),
         }
     }
 }
@@ -327,12 +328,14 @@ impl Layer {
         let q = split_heads(self.query.forward(x)?)?;
         let k = split_heads(self.key.forward(x)?)?;
         let v = split_heads(self.value.forward(x)?)?;
-        let scores =
-            (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?.broadcast_add(mask_bias)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
         let probs = if training {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask_bias)?, D::Minus1)?
+        } else if let Some(probs) = kernels::masked_softmax(&scores, scale as f32, mask_bias)? {
+            probs
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
         };
         let probs = dropout(&probs, self.attention_dropout, rng.as_deref_mut())?;
         let context = probs
@@ -347,7 +350,7 @@ impl Layer {
         let attended = self.attention_norm.forward(&(attended + x)?, training)?;
         let inner = self
             .activation
-            .forward(&self.intermediate.forward(&attended)?, training)?;
+            .forward(&self.intermediate.forward(&attended)?)?;
         let out = dropout(&self.output.forward(&inner)?, self.hidden_dropout, rng)?;
         self.output_norm.forward(&(out + attended)?, training)
     }

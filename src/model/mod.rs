@@ -4,7 +4,7 @@ pub mod bert;
 pub mod builtin;
 pub mod checkpoint;
 pub mod config;
-mod gelu;
 pub mod gliznet;
 pub mod head;
+mod kernels;
 pub mod params;
