@@ -329,19 +329,24 @@ impl Layer {
         let k = split_heads(self.key.forward(x)?)?;
         let v = split_heads(self.value.forward(x)?)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?;
-        let probs = if training {
-            candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask_bias)?, D::Minus1)?
-        } else if let Some(probs) = kernels::masked_softmax(&scores, scale as f32, mask_bias)? {
-            probs
+        let fused = if training {
+            None
         } else {
-            candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)?
+            kernels::attention(&q, &k, &v, scale as f32, mask_bias)?
         };
-        let probs = dropout(&probs, self.attention_dropout, rng.as_deref_mut())?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq_len, hidden))?;
+        let context = match fused {
+            Some(context) => context,
+            None => {
+                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+                let probs = if training {
+                    candle_nn::ops::softmax(&scores, D::Minus1)?
+                } else {
+                    candle_nn::ops::softmax_last_dim(&scores)?
+                };
+                dropout(&probs, self.attention_dropout, rng.as_deref_mut())?.matmul(&v)?
+            }
+        };
+        let context = context.transpose(1, 2)?.reshape((batch, seq_len, hidden))?;
         let attended = dropout(
             &self.attention_output.forward(&context)?,
             self.hidden_dropout,

@@ -328,68 +328,142 @@ pub fn scale_shift(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::R
     }
 }
 
-/// Softmax over the last axis of scaled attention scores [batch, heads, queries, keys] plus
-/// a mask bias [batch, keys] (0 for tokens, a large negative value for padding).
-struct MaskedSoftmax {
-    scale: f32,
+/// `dst = lhs · rhs` for row-major `lhs` [m, k] and `dst` [m, n]; `rhs` [k, n] is read with
+/// the given strides, so a row-major [n, k] matrix passes as its transpose. Single-threaded:
+/// the callers run many of these in parallel.
+///
+/// # Safety
+/// `lhs` holds m·k values, `dst` m·n, and every `rhs` index `i·rhs_rs + j·rhs_cs` (i < k,
+/// j < n) is in bounds.
+unsafe fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+    dst: &mut [f32],
+) {
+    debug_assert!(lhs.len() >= m * k && dst.len() >= m * n);
+    debug_assert!(k == 0 || n == 0 || (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        1,
+        n as isize,
+        false,
+        lhs.as_ptr(),
+        1,
+        k as isize,
+        rhs.as_ptr(),
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
-impl CustomOp2 for MaskedSoftmax {
+/// Scaled dot-product attention over q, k, v [batch, heads, seq, head_dim] with a padding
+/// bias per key [batch, seq]: one parallel task per (sequence, head), where candle's batched
+/// matmul would synchronise its threads once per head for two small products.
+struct Attention {
+    scale: f32,
+    mask_bias: Vec<f32>,
+}
+
+impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
-        "masked-softmax"
+        "attention"
     }
 
     fn cpu_fwd(
         &self,
-        scores: &CpuStorage,
-        scores_layout: &Layout,
-        mask: &CpuStorage,
-        mask_layout: &Layout,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(scores, scores_layout)?;
-        let mask = contiguous_f32(mask, mask_layout)?;
-        let (batch, heads, queries, keys) = scores_layout.shape().dims4()?;
-        if mask.len() != batch * keys {
-            candle_core::bail!("mask has {} values for {batch}×{keys}", mask.len());
+        let (batch, heads, seq, head_dim) = q_layout.shape().dims4()?;
+        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+            candle_core::bail!("attention: q, k and v shapes differ");
         }
-        let rows_per_sequence = heads * queries;
-        let scale = self.scale;
-        let mut dst = vec![0.0; src.len()];
-        dst.par_chunks_mut(keys * rows_per_sequence)
-            .zip(src.par_chunks(keys * rows_per_sequence))
-            .zip(mask.par_chunks(keys))
-            .for_each(|((d, s), m)| {
-                with_avx2!(softmax_avx2(s: &[f32], scale: f32, m: &[f32], d: &mut [f32], keys: usize) {
-                    for (d, s) in d.chunks_mut(keys).zip(s.chunks(keys)) {
-                        masked_softmax_row(s, scale, m, d)
+        if self.mask_bias.len() != batch * seq {
+            candle_core::bail!(
+                "attention: mask has {} values for {batch}×{seq}",
+                self.mask_bias.len()
+            );
+        }
+        let (q, k, v) = (
+            contiguous_f32(q, q_layout)?,
+            contiguous_f32(k, k_layout)?,
+            contiguous_f32(v, v_layout)?,
+        );
+        let block = seq * head_dim;
+        let mut context = vec![0.0; q.len()];
+        context
+            .par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(index, out)| {
+                let range = index * block..(index + 1) * block;
+                let mask = &self.mask_bias[(index / heads) * seq..][..seq];
+                let mut score_buffer = vec![0.0; seq * seq];
+                // SAFETY: q and k blocks hold seq·head_dim values; k is read as its transpose
+                // (row stride 1, column stride head_dim), scores holds seq·seq.
+                unsafe {
+                    matmul_into(
+                        (seq, seq, head_dim),
+                        &q[range.clone()],
+                        (&k[range.clone()], 1, head_dim),
+                        &mut score_buffer,
+                    )
+                };
+                let mut prob_buffer = vec![0.0; seq * seq];
+                let (scores, probs, scale) = (&score_buffer[..], &mut prob_buffer[..], self.scale);
+                with_avx2!(softmax_rows_avx2(scores: &[f32], scale: f32, mask: &[f32], probs: &mut [f32], seq: usize) {
+                    for (p, s) in probs.chunks_mut(seq).zip(scores.chunks(seq)) {
+                        masked_softmax_row(s, scale, mask, p)
                     }
-                })
+                });
+                // SAFETY: probs holds seq·seq values, the v block seq·head_dim read row-major,
+                // out seq·head_dim.
+                unsafe { matmul_into((seq, head_dim, seq), probs, (&v[range], head_dim, 1), out) };
             });
-        Ok((CpuStorage::F32(dst), scores_layout.shape().clone()))
+        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
     }
 }
 
-/// Inference-only attention softmax of `scores · scale + mask_bias`: `scores` [batch, heads,
-/// queries, keys], `mask_bias` [batch, keys]. `None` where the CPU kernel does not apply.
-pub fn masked_softmax(
-    scores: &Tensor,
+/// Inference-only attention: softmax(q·kᵀ·scale + mask_bias)·v for q, k, v [batch, heads,
+/// seq, head_dim] and `mask_bias` [batch, seq]. `None` where the CPU kernel does not apply.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
     scale: f32,
     mask_bias: &Tensor,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !uses_cpu_kernels(scores) || mask_bias.dtype() != DType::F32 {
+    if !uses_cpu_kernels(q) || mask_bias.dtype() != DType::F32 {
         return Ok(None);
     }
-    let scores = scores.contiguous()?;
-    let mask_bias = mask_bias.contiguous()?;
-    Ok(Some(
-        scores.apply_op2_no_bwd(&mask_bias, &MaskedSoftmax { scale })?,
-    ))
+    let op = Attention {
+        scale,
+        mask_bias: mask_bias.flatten_all()?.to_vec1()?,
+    };
+    Ok(Some(q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &op,
+    )?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
+    use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
@@ -467,6 +541,34 @@ mod tests {
     }
 
     #[test]
+    fn attention_matches_candles_ops() {
+        let device = Device::Cpu;
+        let (batch, heads, seq, head_dim) = (3, 4, 9, 8);
+        let qkv: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1.0, (batch, heads, seq, head_dim), &device).unwrap())
+            .collect();
+        let mut mask = vec![0f32; batch * seq];
+        mask[seq - 3..seq].fill(-1e9);
+        let mask = Tensor::from_vec(mask, (batch, 1, 1, seq), &device).unwrap();
+        let fast = attention(&qkv[0], &qkv[1], &qkv[2], 0.25, &mask)
+            .unwrap()
+            .unwrap();
+        let scores = (qkv[0].matmul(&qkv[1].t().unwrap()).unwrap() * 0.25)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let plain = candle_nn::ops::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(&qkv[2])
+            .unwrap();
+        assert!(
+            max_diff(&fast, &plain) < 1e-5,
+            "{}",
+            max_diff(&fast, &plain)
+        );
+    }
+
+    #[test]
     fn gelu_keeps_shape_and_handles_views() {
         let x = Tensor::arange(-8f32, 8.0, &Device::Cpu)
             .unwrap()
@@ -477,36 +579,5 @@ mod tests {
         let fast = gelu_erf(&x).unwrap();
         assert_eq!(fast.dims(), &[4, 4]);
         assert!(max_diff(&fast, &x.gelu_erf().unwrap()) < 1e-5);
-    }
-
-    #[test]
-    fn masked_softmax_matches_candles_softmax_of_the_scaled_sum() {
-        let device = Device::Cpu;
-        let (batch, heads, queries, keys) = (3, 2, 5, 7);
-        let scores = Tensor::randn(0f32, 3.0, (batch, heads, queries, keys), &device).unwrap();
-        let mut mask = vec![0f32; batch * keys];
-        mask[keys - 2..keys].fill(-1e9); // the first sequence has two padding tokens
-        mask[2 * keys - 1] = -1e9;
-        let mask = Tensor::from_vec(mask, (batch, keys), &device).unwrap();
-        let fast = masked_softmax(&scores, 0.5, &mask).unwrap().unwrap();
-        let plain = candle_nn::ops::softmax(
-            &(&scores * 0.5)
-                .unwrap()
-                .broadcast_add(&mask.reshape((batch, 1, 1, keys)).unwrap())
-                .unwrap(),
-            D::Minus1,
-        )
-        .unwrap();
-        assert!(max_diff(&fast, &plain) < 1e-6);
-        let padded: f32 = fast
-            .narrow(0, 0, 1)
-            .unwrap()
-            .narrow(3, keys - 2, 2)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(padded, 0.0, "padding gets no attention");
     }
 }
