@@ -85,22 +85,36 @@ fn gelu_derivative_rows(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Softmax of `src · scale + mask` (`mask` as long as the row).
+/// Softmax of `src · scale + mask` (`mask` as long as the row). Written as separate passes
+/// (the reductions over eight lanes) so that each one vectorizes.
 #[inline(always)]
 fn masked_softmax_row(src: &[f32], scale: f32, mask: &[f32], dst: &mut [f32]) {
-    let max = src
-        .iter()
-        .zip(mask)
-        .fold(f32::NEG_INFINITY, |m, (x, b)| m.max(x * scale + b));
-    let mut sum = 0.0;
     for ((out, x), b) in dst.iter_mut().zip(src).zip(mask) {
-        *out = exp(x * scale + b - max);
-        sum += *out;
+        *out = x * scale + b;
     }
-    let inverse = 1.0 / sum;
+    let max = fold_lanes(dst, f32::NEG_INFINITY, f32::max);
+    for out in dst.iter_mut() {
+        *out = exp(*out - max);
+    }
+    let inverse = 1.0 / fold_lanes(dst, 0.0, |a, b| a + b);
     for out in dst.iter_mut() {
         *out *= inverse;
     }
+}
+
+/// Folds `values` with `f` in eight independent lanes, then folds the lanes.
+#[inline(always)]
+fn fold_lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder().iter().fold(init, |acc, &v| f(acc, v));
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = f(*lane, v);
+        }
+    }
+    lanes.into_iter().fold(rest, f)
 }
 
 /// Compiles `$body` (a call of the `#[inline(always)]` functions above) a second time with
