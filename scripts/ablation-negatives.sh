@@ -34,9 +34,8 @@ EOF
 case "$variant" in
   positives | hard) train="$work/$variant.jsonl" ;;
   random)
-    train="$work/random.jsonl"
-    if [[ ! -f "$train" ]]; then
-      python3 - "$corpus/train.jsonl" "$work/pool.txt" <<'EOF'
+    train="$work/random.jsonl"  # rebuilt every time: it must follow the current corpus
+    python3 - "$corpus/train.jsonl" "$work/pool.txt" <<'EOF'
 import json, sys
 labels = set()
 for line in open(sys.argv[1], encoding="utf-8"):
@@ -47,9 +46,8 @@ for label in sorted(labels):
     pool.setdefault(label.lower(), label)
 open(sys.argv[2], "w", encoding="utf-8").write("\n".join(pool.values()) + "\n")
 EOF
-      "$gliznet" mine-negatives --model "$root/models/all-MiniLM-L6-v2" --strategy random --k 6 \
-        --seed 13 --input "$work/positives.jsonl" --pool "$work/pool.txt" --output "$train"
-    fi
+    "$gliznet" mine-negatives --model "$root/models/all-MiniLM-L6-v2" --strategy random --k 6 \
+      --seed 13 --input "$work/positives.jsonl" --pool "$work/pool.txt" --output "$train"
     ;;
   *) echo "unknown variant: $variant (positives, random or hard)" >&2; exit 2 ;;
 esac

@@ -178,3 +178,13 @@ pub fn write_tiny_backbone(dir: &Path, seed: u64) -> Result<()> {
         .save(dir.join(checkpoint::TOKENIZER_FILE), false)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer: {e}"))
 }
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar())
+        .expect("tensors of one shape and dtype f32")
+}

@@ -54,6 +54,23 @@ fn assert_input_error(out: &Output, needle: &str) {
     assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
 }
 
+/// The JSON record `predict` prints for one text, with `extra` arguments appended.
+fn predict_one(model: &Path, text: &str, labels: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "predict",
+        "--model",
+        path(model),
+        "--format",
+        "json",
+        "--text",
+        text,
+        "--labels",
+        labels,
+    ];
+    args.extend_from_slice(extra);
+    json(&gliznet(&args))[0].clone()
+}
+
 fn label_names(record: &Value) -> Vec<String> {
     record["labels"]
         .as_array()
@@ -529,19 +546,7 @@ fn the_models_calibrated_threshold_is_the_default() {
     config["gliznet"]["threshold"] = serde_json::json!(0.0);
     std::fs::write(&config_path, config.to_string()).unwrap();
     let predicted = |extra: &[&str]| -> Vec<bool> {
-        let mut args = vec![
-            "predict",
-            "--model",
-            path(model.path()),
-            "--format",
-            "json",
-            "--text",
-            "the cat",
-            "--labels",
-            "cat,dog,bank",
-        ];
-        args.extend_from_slice(extra);
-        json(&gliznet(&args))[0]["labels"]
+        predict_one(model.path(), "the cat", "cat,dog,bank", extra)["labels"]
             .as_array()
             .unwrap()
             .iter()
@@ -563,20 +568,13 @@ fn the_models_calibrated_threshold_is_the_default() {
 #[test]
 fn quantize_names_int8_and_keeps_scores_close() {
     let model = tiny_model(Similarity::Dot);
-    let predict = |extra: &[&str]| -> Value {
-        let mut args = vec![
-            "predict",
-            "--model",
-            path(model.path()),
-            "--format",
-            "json",
-            "--text",
+    let predict = |extra: &[&str]| {
+        predict_one(
+            model.path(),
             "the cat sat on the mat",
-            "--labels",
             "cat,dog house,bank,news",
-        ];
-        args.extend_from_slice(extra);
-        json(&gliznet(&args))[0].clone()
+            extra,
+        )
     };
     let exact = predict(&[]);
     let int8 = predict(&["--quantize"]);

@@ -151,14 +151,7 @@ fn resumed_training_equals_uninterrupted_training() {
         let wb = weights(&b, sub);
         assert_eq!(wa.len(), wb.len());
         for (name, ta) in &wa {
-            let diff: f32 = (ta - &wb[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = gliznet::testing::max_abs_diff(ta, &wb[name]);
             assert!(diff < 1e-6, "{sub}/{name}: {diff}");
         }
     }

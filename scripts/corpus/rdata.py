@@ -73,7 +73,7 @@ class Reader:
         if kind == REF:
             index = flags >> 8 or self.int()
             return self.refs[index - 1]
-        if kind == PERSIST:
+        if kind in (PERSIST, NAMESPACE, PACKAGE):
             self.take(4)  # a string vector's leading 0
             value = [self.item() for _ in range(self.int())]
             self.refs.append(value)
@@ -82,11 +82,6 @@ class Reader:
             name = self.item()
             self.refs.append(name)
             return name
-        if kind in (NAMESPACE, PACKAGE):
-            self.take(4)
-            value = [self.item() for _ in range(self.int())]
-            self.refs.append(value)
-            return value
         if kind == ENV:
             env = RObject(ENV, None)
             self.int()  # locked

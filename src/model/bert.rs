@@ -140,15 +140,19 @@ impl LayerNorm {
     }
 }
 
-/// A dense layer with f32 weights, or int8 weights (`quantize`, inference only).
-enum Dense {
-    Float {
-        weight: Tensor,
-        bias: Option<Tensor>,
-    },
+/// A dense layer, `x·Wᵀ + bias`, with f32 weights or int8 ones (`quantize`, inference only).
+/// The bias is added by `kernels::add_bias`, whose gradient is fast on the CPU, not by the
+/// matmul layer.
+struct Dense {
+    weight: DenseWeight,
+    bias: Tensor,
+}
+
+enum DenseWeight {
+    /// candle_nn's Linear without a bias: its matmul picks the fast 2-D path.
+    Float(Linear),
     Int8 {
         weight: QMatMul,
-        bias: Option<Tensor>,
         /// Zero columns appended to the input (and the weight) to reach the input width the
         /// fast int8 kernel needs.
         pad: usize,
@@ -171,16 +175,20 @@ fn has_fast_int8_kernel(device: &candle_core::Device) -> bool {
 
 impl Dense {
     fn load(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Self> {
-        Ok(Self::Float {
-            weight: params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
-            bias: Some(params.get(&format!("{prefix}.bias"), outputs)?),
+        Ok(Self {
+            weight: DenseWeight::Float(Linear::new(
+                params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
+                None,
+            )),
+            bias: params.get(&format!("{prefix}.bias"), outputs)?,
         })
     }
 
     /// Weights to ggml's Q8_0 (blocks of 32 int8 values with one f16 scale); the bias stays
     /// f32, and candle quantizes the activations on the fly.
     fn quantize(&mut self) -> Result<()> {
-        if let Self::Float { weight, bias } = self {
+        if let DenseWeight::Float(linear) = &self.weight {
+            let weight = linear.weight();
             let width = weight.dim(1)?;
             let pad = if has_fast_int8_kernel(weight.device()) {
                 width.next_multiple_of(INT8_FAST_WIDTH) - width
@@ -188,9 +196,8 @@ impl Dense {
                 0
             };
             let weight = weight.pad_with_zeros(1, 0, pad)?;
-            *self = Self::Int8 {
+            self.weight = DenseWeight::Int8 {
                 weight: QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
-                bias: bias.take(),
                 pad,
             };
         }
@@ -198,22 +205,14 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (y, bias) = match self {
-            // candle_nn::Linear's matmul without its bias add, whose gradient is slow on the CPU.
-            Self::Float { weight, bias } => (Linear::new(weight.clone(), None).forward(x)?, bias),
-            Self::Int8 { weight, bias, pad } => {
-                let y = if *pad > 0 {
-                    weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
-                } else {
-                    weight.forward(x)?
-                };
-                (y, bias)
+        let y = match &self.weight {
+            DenseWeight::Float(linear) => linear.forward(x)?,
+            DenseWeight::Int8 { weight, pad: 0 } => weight.forward(x)?,
+            DenseWeight::Int8 { weight, pad } => {
+                weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
             }
         };
-        match bias {
-            Some(bias) => kernels::add_bias(&y, bias),
-            None => Ok(y),
-        }
+        kernels::add_bias(&y, &self.bias)
     }
 }
 

@@ -85,20 +85,20 @@ fn gelu_derivative_rows(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Softmax of `src · scale + mask` (`mask` as long as the row). Written as separate passes
-/// (the reductions over eight lanes) so that each one vectorizes.
+/// Replaces `row` by the softmax of `row · scale + mask` (`mask` as long as the row). Written
+/// as separate passes (the reductions over eight lanes) so that each one vectorizes.
 #[inline(always)]
-fn masked_softmax_row(src: &[f32], scale: f32, mask: &[f32], dst: &mut [f32]) {
-    for ((out, x), b) in dst.iter_mut().zip(src).zip(mask) {
-        *out = x * scale + b;
+fn masked_softmax_row(row: &mut [f32], scale: f32, mask: &[f32]) {
+    for (x, b) in row.iter_mut().zip(mask) {
+        *x = *x * scale + b;
     }
-    let max = fold_lanes(dst, f32::NEG_INFINITY, f32::max);
-    for out in dst.iter_mut() {
-        *out = exp(*out - max);
+    let max = fold_lanes(row, f32::NEG_INFINITY, f32::max);
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
     }
-    let inverse = 1.0 / fold_lanes(dst, 0.0, |a, b| a + b);
-    for out in dst.iter_mut() {
-        *out *= inverse;
+    let inverse = 1.0 / fold_lanes(row, 0.0, |a, b| a + b);
+    for x in row.iter_mut() {
+        *x *= inverse;
     }
 }
 
@@ -139,14 +139,6 @@ macro_rules! with_avx2 {
 /// Elements per task when an element-wise map is split across threads.
 const CHUNK: usize = 1 << 15;
 
-fn map_f32(src: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
-    let mut dst = vec![0.0; src.len()];
-    dst.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| kernel(s, d));
-    dst
-}
-
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("expected f32, got {:?}", storage.dtype())
@@ -155,6 +147,39 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::
         candle_core::bail!("expected a contiguous tensor")
     };
     Ok(&data[start..end])
+}
+
+/// The forward pass of an element-wise op: `kernel` over chunks of the input, in parallel.
+fn map_storage(
+    storage: &CpuStorage,
+    layout: &Layout,
+    kernel: fn(&[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let src = contiguous_f32(storage, layout)?;
+    let mut dst = vec![0.0; src.len()];
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| kernel(s, d));
+    Ok((CpuStorage::F32(dst), layout.shape().clone()))
+}
+
+fn gelu_kernel(src: &[f32], dst: &mut [f32]) {
+    with_avx2!(gelu_avx2(src: &[f32], dst: &mut [f32]) { gelu_rows(src, dst) })
+}
+
+fn gelu_derivative_kernel(src: &[f32], dst: &mut [f32]) {
+    with_avx2!(gelu_derivative_avx2(src: &[f32], dst: &mut [f32]) {
+        gelu_derivative_rows(src, dst)
+    })
+}
+
+/// Softmax of each `seq`-long row of `scores`, in place (see [`masked_softmax_row`]).
+fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
+    with_avx2!(softmax_rows_avx2(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
+        for row in scores.chunks_mut(seq) {
+            masked_softmax_row(row, scale, mask)
+        }
+    })
 }
 
 fn uses_cpu_kernels(x: &Tensor) -> bool {
@@ -173,12 +198,7 @@ impl CustomOp1 for Gelu {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout)?;
-        let dst = map_f32(
-            src,
-            |s, d| with_avx2!(gelu_avx2(s: &[f32], d: &mut [f32]) { gelu_rows(s, d) }),
-        );
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        map_storage(storage, layout, gelu_kernel)
     }
 
     fn bwd(
@@ -204,12 +224,7 @@ impl CustomOp1 for GeluDerivative {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout)?;
-        let dst = map_f32(
-            src,
-            |s, d| with_avx2!(derivative_avx2(s: &[f32], d: &mut [f32]) { gelu_derivative_rows(s, d) }),
-        );
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        map_storage(storage, layout, gelu_derivative_kernel)
     }
 }
 
@@ -425,7 +440,7 @@ impl CustomOp3 for Attention {
             .for_each(|(index, out)| {
                 let range = index * block..(index + 1) * block;
                 let mask = &self.mask_bias[(index / heads) * seq..][..seq];
-                let mut score_buffer = vec![0.0; seq * seq];
+                let mut scores = vec![0.0; seq * seq];
                 // SAFETY: q and k blocks hold seq·head_dim values; k is read as its transpose
                 // (row stride 1, column stride head_dim), scores holds seq·seq.
                 unsafe {
@@ -433,19 +448,15 @@ impl CustomOp3 for Attention {
                         (seq, seq, head_dim),
                         &q[range.clone()],
                         (&k[range.clone()], 1, head_dim),
-                        &mut score_buffer,
+                        &mut scores,
                     )
                 };
-                let mut prob_buffer = vec![0.0; seq * seq];
-                let (scores, probs, scale) = (&score_buffer[..], &mut prob_buffer[..], self.scale);
-                with_avx2!(softmax_rows_avx2(scores: &[f32], scale: f32, mask: &[f32], probs: &mut [f32], seq: usize) {
-                    for (p, s) in probs.chunks_mut(seq).zip(scores.chunks(seq)) {
-                        masked_softmax_row(s, scale, mask, p)
-                    }
-                });
-                // SAFETY: probs holds seq·seq values, the v block seq·head_dim read row-major,
-                // out seq·head_dim.
-                unsafe { matmul_into((seq, head_dim, seq), probs, (&v[range], head_dim, 1), out) };
+                softmax_rows(&mut scores, self.scale, mask, seq);
+                // SAFETY: the probabilities hold seq·seq values, the v block seq·head_dim read
+                // row-major, out seq·head_dim.
+                unsafe {
+                    matmul_into((seq, head_dim, seq), &scores, (&v[range], head_dim, 1), out)
+                };
             });
         Ok((CpuStorage::F32(context), q_layout.shape().clone()))
     }
@@ -477,20 +488,8 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn exp_is_within_one_ulp_or_so() {
@@ -521,7 +520,7 @@ mod tests {
         }
         let fast_grad = fast.sum_all().unwrap().backward().unwrap();
         let exact_grad = exact.sum_all().unwrap().backward().unwrap();
-        let diff = max_diff(fast_grad.get(x).unwrap(), exact_grad.get(x).unwrap());
+        let diff = max_abs_diff(fast_grad.get(x).unwrap(), exact_grad.get(x).unwrap());
         assert!(diff < 2e-6, "gradient differs by {diff}");
     }
 
@@ -541,12 +540,12 @@ mod tests {
             ),
         ];
         for (fast, plain) in cases {
-            assert!(max_diff(&fast, &plain) < 1e-6);
+            assert!(max_abs_diff(&fast, &plain) < 1e-6);
             let fast_grads = loss(fast).backward().unwrap();
             let plain_grads = loss(plain).backward().unwrap();
             for var in [&x, &w, &b] {
                 match (fast_grads.get(var), plain_grads.get(var)) {
-                    (Some(f), Some(p)) => assert!(max_diff(f, p) < 1e-5),
+                    (Some(f), Some(p)) => assert!(max_abs_diff(f, p) < 1e-5),
                     (None, None) => {}
                     (f, p) => panic!("gradient present in one only: {f:?} {p:?}"),
                 }
@@ -576,9 +575,9 @@ mod tests {
             .matmul(&qkv[2])
             .unwrap();
         assert!(
-            max_diff(&fast, &plain) < 1e-5,
+            max_abs_diff(&fast, &plain) < 1e-5,
             "{}",
-            max_diff(&fast, &plain)
+            max_abs_diff(&fast, &plain)
         );
     }
 
@@ -592,6 +591,6 @@ mod tests {
             .unwrap();
         let fast = gelu_erf(&x).unwrap();
         assert_eq!(fast.dims(), &[4, 4]);
-        assert!(max_diff(&fast, &x.gelu_erf().unwrap()) < 1e-5);
+        assert!(max_abs_diff(&fast, &x.gelu_erf().unwrap()) < 1e-5);
     }
 }

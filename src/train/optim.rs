@@ -74,6 +74,7 @@ impl AdamW {
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
+        let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for (i, (param, grad)) in self.params.iter().zip(grads).enumerate() {
             let lr = lr_factor
                 * if param.is_head() {
@@ -91,8 +92,8 @@ impl AdamW {
                 grad_scale,
                 beta1: c.beta1,
                 beta2: c.beta2,
-                bias1: 1.0 - c.beta1.powi(t),
-                bias2: 1.0 - c.beta2.powi(t),
+                bias1,
+                bias2,
                 eps: c.eps,
             };
             let value = param.var.as_tensor();
@@ -367,14 +368,7 @@ mod tests {
             (&fused.1, &plain.1),
             (&fused.2, &plain.2),
         ] {
-            let diff: f32 = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::testing::max_abs_diff(a, b);
             assert!(diff < 1e-6, "{diff}");
         }
         let transposed = value.t().unwrap();
