@@ -6,17 +6,25 @@ pub struct Rng {
     state: u64,
 }
 
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Moves the generator `draws` draws ahead at once (its state advances by a constant per
+    /// draw), so that separate stretches of one sequence can be drawn in parallel.
+    pub fn skip(&mut self, draws: u64) {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA.wrapping_mul(draws));
     }
 
     /// Uniform in [0, 1).
@@ -57,6 +65,18 @@ mod tests {
             assert!((0.0..1.0).contains(&x));
         }
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn skip_lands_where_drawing_would() {
+        let mut drawn = Rng::new(11);
+        let mut skipped = drawn.clone();
+        for _ in 0..1234 {
+            drawn.next_u64();
+        }
+        skipped.skip(1234);
+        assert_eq!(drawn, skipped);
+        assert_eq!(drawn.next_u64(), skipped.next_u64());
     }
 
     #[test]

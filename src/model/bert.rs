@@ -1,6 +1,8 @@
 //! A BERT encoder that is differentiable end to end, with Hugging Face parameter names (no
-//! `bert.` prefix). In inference mode it uses candle's fused LayerNorm and softmax; in training
-//! mode it uses plain tensor ops (which have a backward pass) and applies dropout.
+//! `bert.` prefix). On the CPU, dense layers, LayerNorm and attention are single kernels
+//! with their own backward passes (`kernels`); elsewhere they are built from candle's ops
+//! (candle's fused LayerNorm and softmax in inference mode, which have no backward pass).
+//! Training mode applies dropout.
 
 use crate::error::input_error;
 use crate::model::kernels;
@@ -9,7 +11,8 @@ use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Embedding, Linear};
+use candle_nn::Embedding;
+use rayon::prelude::*;
 use serde::Deserialize;
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder uses.
@@ -85,25 +88,37 @@ impl Activation {
     }
 }
 
-/// Inverted dropout drawn from the project's seeded generator; identity outside training.
+/// Inverted-dropout factors (0 or 1/keep) for `len` values, drawn from the project's seeded
+/// generator; `None` outside training or when `p` is 0.
+fn dropout_factors(len: usize, p: f32, rng: Option<&mut Rng>) -> Option<Vec<f32>> {
+    const CHUNK: usize = 1 << 16;
+    let rng = rng.filter(|_| p > 0.0)?;
+    let keep = 1.0 - p;
+    let start = rng.clone();
+    rng.skip(len as u64);
+    let mut factors = vec![0.0; len];
+    factors
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(chunk, factors)| {
+            let mut rng = start.clone();
+            rng.skip((chunk * CHUNK) as u64);
+            for factor in factors {
+                *factor = if rng.next_f32() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                };
+            }
+        });
+    Some(factors)
+}
+
 fn dropout(x: &Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
-    let Some(rng) = rng else {
+    let Some(factors) = dropout_factors(x.elem_count(), p, rng) else {
         return Ok(x.clone());
     };
-    if p <= 0.0 {
-        return Ok(x.clone());
-    }
-    let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if rng.next_f32() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    let mask = Tensor::from_vec(factors, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
 }
 
@@ -123,6 +138,9 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if let Some(y) = kernels::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+            return Ok(y);
+        }
         if !training {
             let x = x.contiguous()?;
             return Ok(candle_nn::ops::layer_norm(
@@ -136,21 +154,20 @@ impl LayerNorm {
         let centered = x.broadcast_sub(&mean)?;
         let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(kernels::scale_shift(&normed, &self.weight, &self.bias)?)
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
     }
 }
 
 /// A dense layer, `x·Wᵀ + bias`, with f32 weights or int8 ones (`quantize`, inference only).
-/// The bias is added by `kernels::add_bias`, whose gradient is fast on the CPU, not by the
-/// matmul layer.
 struct Dense {
     weight: DenseWeight,
     bias: Tensor,
 }
 
 enum DenseWeight {
-    /// candle_nn's Linear without a bias: its matmul picks the fast 2-D path.
-    Float(Linear),
+    Float(Tensor),
     Int8 {
         weight: QMatMul,
         /// Zero columns appended to the input (and the weight) to reach the input width the
@@ -176,10 +193,7 @@ fn has_fast_int8_kernel(device: &candle_core::Device) -> bool {
 impl Dense {
     fn load(params: &Params, prefix: &str, inputs: usize, outputs: usize) -> Result<Self> {
         Ok(Self {
-            weight: DenseWeight::Float(Linear::new(
-                params.get(&format!("{prefix}.weight"), (outputs, inputs))?,
-                None,
-            )),
+            weight: DenseWeight::Float(params.get(&format!("{prefix}.weight"), (outputs, inputs))?),
             bias: params.get(&format!("{prefix}.bias"), outputs)?,
         })
     }
@@ -187,8 +201,7 @@ impl Dense {
     /// Weights to ggml's Q8_0 (blocks of 32 int8 values with one f16 scale); the bias stays
     /// f32, and candle quantizes the activations on the fly.
     fn quantize(&mut self) -> Result<()> {
-        if let DenseWeight::Float(linear) = &self.weight {
-            let weight = linear.weight();
+        if let DenseWeight::Float(weight) = &self.weight {
             let width = weight.dim(1)?;
             let pad = if has_fast_int8_kernel(weight.device()) {
                 width.next_multiple_of(INT8_FAST_WIDTH) - width
@@ -206,7 +219,7 @@ impl Dense {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
-            DenseWeight::Float(linear) => linear.forward(x)?,
+            DenseWeight::Float(weight) => return kernels::linear(x, weight, &self.bias),
             DenseWeight::Int8 { weight, pad: 0 } => weight.forward(x)?,
             DenseWeight::Int8 { weight, pad } => {
                 weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
@@ -314,38 +327,55 @@ impl Layer {
         Ok(())
     }
 
-    /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
-        let training = rng.is_some();
-        let (batch, seq_len, hidden) = x.dims3()?;
+    /// Multi-head attention over q, k, v [batch, seq, hidden]; returns [batch, seq, hidden].
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask_bias: &Tensor,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (batch, seq_len, hidden) = q.dims3()?;
         let head_dim = hidden / self.heads;
-        let split_heads = |t: Tensor| -> candle_core::Result<Tensor> {
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let probs_len = batch * self.heads * seq_len * seq_len;
+        if kernels::uses_cpu_kernels(q) {
+            let dropout = dropout_factors(probs_len, self.attention_dropout, rng);
+            let scale = scale as f32;
+            return Ok(kernels::attention(
+                (q, k, v),
+                self.heads,
+                scale,
+                mask_bias,
+                dropout,
+            )?);
+        }
+        let split_heads = |t: &Tensor| -> candle_core::Result<Tensor> {
             t.reshape((batch, seq_len, self.heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split_heads(self.query.forward(x)?)?;
-        let k = split_heads(self.key.forward(x)?)?;
-        let v = split_heads(self.value.forward(x)?)?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let fused = if training {
-            None
+        let (q, k, v) = (split_heads(q)?, split_heads(k)?, split_heads(v)?);
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = if rng.is_some() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {
-            kernels::attention(&q, &k, &v, scale as f32, mask_bias)?
+            candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let context = match fused {
-            Some(context) => context,
-            None => {
-                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-                let probs = if training {
-                    candle_nn::ops::softmax(&scores, D::Minus1)?
-                } else {
-                    candle_nn::ops::softmax_last_dim(&scores)?
-                };
-                dropout(&probs, self.attention_dropout, rng.as_deref_mut())?.matmul(&v)?
-            }
-        };
-        let context = context.transpose(1, 2)?.reshape((batch, seq_len, hidden))?;
+        let context = dropout(&probs, self.attention_dropout, rng)?.matmul(&v)?;
+        Ok(context.transpose(1, 2)?.reshape((batch, seq_len, hidden))?)
+    }
+
+    /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let training = rng.is_some();
+        let (q, k, v) = (
+            self.query.forward(x)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
+        let context = self.attention(&q, &k, &v, mask_bias, rng.as_deref_mut())?;
         let attended = dropout(
             &self.attention_output.forward(&context)?,
             self.hidden_dropout,

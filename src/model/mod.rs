@@ -6,5 +6,5 @@ pub mod checkpoint;
 pub mod config;
 pub mod gliznet;
 pub mod head;
-mod kernels;
+pub(crate) mod kernels;
 pub mod params;

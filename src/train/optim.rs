@@ -2,8 +2,10 @@
 //! biases, LayerNorm weights or the logit scale), linear warmup then linear decay, and
 //! clipping by global gradient norm. candle's own `AdamW` has none of these.
 
+use crate::model::kernels::cpu_f32;
 use anyhow::{Context, Result};
-use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
+use candle_core::{Tensor, Var};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,19 +203,24 @@ impl Update {
             self.eps,
         ]
         .map(|x| x as f32);
-        let (mut new_w, mut new_m, mut new_v) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for j in 0..n {
-            let g = g[j] * grad_scale;
-            let m = beta1 * m[j] + (1.0 - beta1) * g;
-            let v = beta2 * v[j] + (1.0 - beta2) * g * g;
-            new_w.push(w[j] * decay - lr * ((m / bias1) / ((v / bias2).sqrt() + eps)));
-            new_m.push(m);
-            new_v.push(v);
-        }
+        let (mut new_w, mut new_m, mut new_v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        new_w
+            .par_chunks_mut(CHUNK)
+            .zip(new_m.par_chunks_mut(CHUNK))
+            .zip(new_v.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(chunk, ((new_w, new_m), new_v))| {
+                let start = chunk * CHUNK;
+                for j in 0..new_w.len() {
+                    let g = g[start + j] * grad_scale;
+                    let m = beta1 * m[start + j] + (1.0 - beta1) * g;
+                    let v = beta2 * v[start + j] + (1.0 - beta2) * g * g;
+                    new_w[j] =
+                        w[start + j] * decay - lr * ((m / bias1) / ((v / bias2).sqrt() + eps));
+                    new_m[j] = m;
+                    new_v[j] = v;
+                }
+            });
         let shape = value.shape();
         let device = value.device();
         Ok(Some((
@@ -224,12 +231,26 @@ impl Update {
     }
 }
 
-fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
-    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
-        return None;
-    };
-    let (start, end) = layout.contiguous_offsets()?;
-    Some(&data[start..end])
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 16;
+
+/// Σ g² over a tensor: in one parallel pass for contiguous f32 CPU tensors, summed in fixed
+/// chunks in order (so the result does not depend on scheduling); tensor ops otherwise.
+fn sum_of_squares(grad: &Tensor) -> Result<f64> {
+    let (storage, layout) = grad.storage_and_layout();
+    if let Some(values) = cpu_f32(&storage, layout) {
+        let partials: Vec<f64> = values
+            .par_chunks(CHUNK)
+            .map(|chunk| chunk.iter().map(|&x| (x as f64) * (x as f64)).sum())
+            .collect();
+        return Ok(partials.iter().sum());
+    }
+    drop(storage);
+    Ok(grad
+        .sqr()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 /// The global L2 norm of `grads`, and the factor that brings it down to `max_norm` (1 when it
@@ -237,11 +258,7 @@ fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
 pub fn clip_scale(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
     let mut total = 0f64;
     for g in grads {
-        total += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        total += sum_of_squares(g)?;
     }
     let norm = total.sqrt();
     let scale = if norm > max_norm {

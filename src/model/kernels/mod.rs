@@ -1,13 +1,13 @@
-//! CPU kernels for the encoder where candle's generic ops are slow: GELU (the erf form BERT
-//! uses, with its backward pass) and the attention softmax with its padding mask
-//! (inference), where candle calls scalar `erf`/`exp` per element; and per-feature bias and
-//! scale (dense layers, LayerNorm), whose gradients candle reduces element by element with
-//! index arithmetic. erf and exp are polynomials the compiler vectorizes (AVX2 where the CPU
-//! has it); rows are split across threads with rayon. Other devices and dtypes use candle's
-//! ops.
+//! CPU kernels for the encoder where candle's generic ops are slow, each with its backward
+//! pass where training needs one: GELU (the erf form BERT uses; candle calls scalar `erf`
+//! per element), dense layers, LayerNorm and multi-head attention as single ops (candle's
+//! autograd builds each from several broadcast ops and fills and adds a zero gradient per
+//! node), and a bias add for the int8 path. erf and exp are polynomials the compiler
+//! vectorizes (AVX2 where the CPU has it); work is split across threads with rayon. Other
+//! devices and dtypes use candle's ops.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// erf(x) ≈ x·P(x²)/Q(x²) on [-4, 4] (|erf| differs from 1 by < 2e-8 beyond): a least-squares
@@ -136,6 +136,15 @@ macro_rules! with_avx2 {
     }};
 }
 
+mod attention;
+mod layer_norm;
+mod linear;
+mod matmul;
+
+pub use attention::attention;
+pub use layer_norm::layer_norm;
+pub use linear::linear;
+
 /// Elements per task when an element-wise map is split across threads.
 const CHUNK: usize = 1 << 15;
 
@@ -147,6 +156,42 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::
         candle_core::bail!("expected a contiguous tensor")
     };
     Ok(&data[start..end])
+}
+
+/// The values of a contiguous f32 tensor on the CPU (as `storage_and_layout` gives it);
+/// `None` for any other tensor.
+pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(&data[start..end])
+}
+
+/// [`cpu_f32`] for a kernel's backward pass, whose tensors are its own CPU f32 ones.
+fn kernel_values<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    cpu_f32(storage, layout)
+        .ok_or_else(|| candle_core::Error::Msg("expected a contiguous CPU f32 tensor".into()))
+}
+
+/// Σ over the rows of `values` (rows of `width`), in fixed chunks summed in order so that
+/// the result does not depend on how rayon schedules them.
+fn column_sums(values: &[f32], width: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = values
+        .par_chunks(width * rows_per_task(width))
+        .map(|rows| {
+            let mut sums = vec![0.0; width];
+            for row in rows.chunks(width) {
+                sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+            sums
+        })
+        .collect();
+    let mut sums = vec![0.0; width];
+    for partial in &partials {
+        sums.iter_mut().zip(partial).for_each(|(s, v)| *s += v);
+    }
+    sums
 }
 
 /// The forward pass of an element-wise op: `kernel` over chunks of the input, in parallel.
@@ -182,7 +227,8 @@ fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
     })
 }
 
-fn uses_cpu_kernels(x: &Tensor) -> bool {
+/// Whether `x` is where these kernels run: an f32 tensor on the CPU.
+pub fn uses_cpu_kernels(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -242,14 +288,6 @@ fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
 }
 
-/// Σ over every axis but the last: [.., n] → [n], as one matrix product.
-fn sum_rows(t: &Tensor) -> candle_core::Result<Tensor> {
-    let width = t.dim(candle_core::D::Minus1)?;
-    let rows = t.elem_count() / width;
-    let ones = Tensor::ones((1, rows), t.dtype(), t.device())?;
-    ones.matmul(&t.reshape((rows, width))?)?.reshape(width)
-}
-
 struct BiasAdd;
 
 impl CustomOp2 for BiasAdd {
@@ -276,220 +314,23 @@ impl CustomOp2 for BiasAdd {
             });
         Ok((CpuStorage::F32(dst), x_layout.shape().clone()))
     }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.clone()), Some(sum_rows(grad)?)))
-    }
 }
 
-struct ScaleShift;
-
-impl CustomOp3 for ScaleShift {
-    fn name(&self) -> &'static str {
-        "scale-shift"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(x, x_layout)?;
-        let weight = contiguous_f32(weight, weight_layout)?;
-        let bias = contiguous_f32(bias, bias_layout)?;
-        let width = bias.len();
-        let mut dst = vec![0.0; x.len()];
-        dst.par_chunks_mut(width * rows_per_task(width))
-            .zip(x.par_chunks(width * rows_per_task(width)))
-            .for_each(|(out, x)| {
-                for (out, x) in out.chunks_mut(width).zip(x.chunks(width)) {
-                    for (((y, x), w), b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
-                        *y = x * w + b;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(dst), x_layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            Some(grad.broadcast_mul(weight)?),
-            Some(sum_rows(&(grad * x)?)?),
-            Some(sum_rows(grad)?),
-        ))
-    }
-}
-
-/// `x + bias` along the last axis, differentiable.
+/// `x + bias` along the last axis; inference only on the CPU (the int8 dense layers).
 pub fn add_bias(x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
     if uses_cpu_kernels(x) && bias.dtype() == DType::F32 && bias.rank() == 1 {
-        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
+        x.contiguous()?
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAdd)
     } else {
         x.broadcast_add(bias)
     }
-}
-
-/// `x · weight + bias` along the last axis, differentiable.
-pub fn scale_shift(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    let flat = |t: &Tensor| t.dtype() == DType::F32 && t.rank() == 1;
-    if uses_cpu_kernels(x) && flat(weight) && flat(bias) {
-        x.contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, ScaleShift)
-    } else {
-        x.broadcast_mul(weight)?.broadcast_add(bias)
-    }
-}
-
-/// `dst = lhs · rhs` for row-major `lhs` [m, k] and `dst` [m, n]; `rhs` [k, n] is read with
-/// the given strides, so a row-major [n, k] matrix passes as its transpose. Single-threaded:
-/// the callers run many of these in parallel.
-///
-/// # Safety
-/// `lhs` holds m·k values, `dst` m·n, and every `rhs` index `i·rhs_rs + j·rhs_cs` (i < k,
-/// j < n) is in bounds.
-unsafe fn matmul_into(
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
-    dst: &mut [f32],
-) {
-    debug_assert!(lhs.len() >= m * k && dst.len() >= m * n);
-    debug_assert!(k == 0 || n == 0 || (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.as_mut_ptr(),
-        1,
-        n as isize,
-        false,
-        lhs.as_ptr(),
-        1,
-        k as isize,
-        rhs.as_ptr(),
-        rhs_cs as isize,
-        rhs_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
-}
-
-/// Scaled dot-product attention over q, k, v [batch, heads, seq, head_dim] with a padding
-/// bias per key [batch, seq]: one parallel task per (sequence, head), where candle's batched
-/// matmul would synchronise its threads once per head for two small products.
-struct Attention {
-    scale: f32,
-    mask_bias: Vec<f32>,
-}
-
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        q_layout: &Layout,
-        k: &CpuStorage,
-        k_layout: &Layout,
-        v: &CpuStorage,
-        v_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, heads, seq, head_dim) = q_layout.shape().dims4()?;
-        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
-            candle_core::bail!("attention: q, k and v shapes differ");
-        }
-        if self.mask_bias.len() != batch * seq {
-            candle_core::bail!(
-                "attention: mask has {} values for {batch}×{seq}",
-                self.mask_bias.len()
-            );
-        }
-        let (q, k, v) = (
-            contiguous_f32(q, q_layout)?,
-            contiguous_f32(k, k_layout)?,
-            contiguous_f32(v, v_layout)?,
-        );
-        let block = seq * head_dim;
-        let mut context = vec![0.0; q.len()];
-        context
-            .par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(index, out)| {
-                let range = index * block..(index + 1) * block;
-                let mask = &self.mask_bias[(index / heads) * seq..][..seq];
-                let mut scores = vec![0.0; seq * seq];
-                // SAFETY: q and k blocks hold seq·head_dim values; k is read as its transpose
-                // (row stride 1, column stride head_dim), scores holds seq·seq.
-                unsafe {
-                    matmul_into(
-                        (seq, seq, head_dim),
-                        &q[range.clone()],
-                        (&k[range.clone()], 1, head_dim),
-                        &mut scores,
-                    )
-                };
-                softmax_rows(&mut scores, self.scale, mask, seq);
-                // SAFETY: the probabilities hold seq·seq values, the v block seq·head_dim read
-                // row-major, out seq·head_dim.
-                unsafe {
-                    matmul_into((seq, head_dim, seq), &scores, (&v[range], head_dim, 1), out)
-                };
-            });
-        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
-    }
-}
-
-/// Inference-only attention: softmax(q·kᵀ·scale + mask_bias)·v for q, k, v [batch, heads,
-/// seq, head_dim] and `mask_bias` [batch, seq]. `None` where the CPU kernel does not apply.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f32,
-    mask_bias: &Tensor,
-) -> candle_core::Result<Option<Tensor>> {
-    if !uses_cpu_kernels(q) || mask_bias.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let op = Attention {
-        scale,
-        mask_bias: mask_bias.flatten_all()?.to_vec1()?,
-    };
-    Ok(Some(q.contiguous()?.apply_op3_no_bwd(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        &op,
-    )?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::max_abs_diff;
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Var, D};
 
     #[test]
     fn exp_is_within_one_ulp_or_so() {
@@ -524,61 +365,110 @@ mod tests {
         assert!(diff < 2e-6, "gradient differs by {diff}");
     }
 
-    #[test]
-    fn bias_and_scale_shift_match_broadcast_ops_with_gradients() {
-        let device = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5, 8), &device).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, 8, &device).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 8, &device).unwrap()).unwrap();
-        let target = Tensor::randn(0f32, 1.0, (3, 5, 8), &device).unwrap();
-        let loss = |y: Tensor| (y * &target).unwrap().sum_all().unwrap();
-        let cases = [
-            (add_bias(&x, &b).unwrap(), x.broadcast_add(&b).unwrap()),
-            (
-                scale_shift(&x, &w, &b).unwrap(),
-                x.broadcast_mul(&w).unwrap().broadcast_add(&b).unwrap(),
-            ),
-        ];
-        for (fast, plain) in cases {
-            assert!(max_abs_diff(&fast, &plain) < 1e-6);
-            let fast_grads = loss(fast).backward().unwrap();
-            let plain_grads = loss(plain).backward().unwrap();
-            for var in [&x, &w, &b] {
-                match (fast_grads.get(var), plain_grads.get(var)) {
-                    (Some(f), Some(p)) => assert!(max_abs_diff(f, p) < 1e-5),
-                    (None, None) => {}
-                    (f, p) => panic!("gradient present in one only: {f:?} {p:?}"),
-                }
-            }
+    fn random_var(shape: impl Into<candle_core::Shape>) -> Var {
+        Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// `fast` equals `plain` within `tolerance`, and so does the gradient of a random linear
+    /// function of each with respect to every one of `vars`.
+    fn assert_same_with_gradients(fast: &Tensor, plain: &Tensor, vars: &[&Var], tolerance: f32) {
+        let diff = max_abs_diff(fast, plain);
+        assert!(diff < tolerance, "values differ by {diff}");
+        let weights = Tensor::randn(0f32, 1.0, fast.shape(), &Device::Cpu).unwrap();
+        let loss = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap();
+        let fast_grads = loss(fast).backward().unwrap();
+        let plain_grads = loss(plain).backward().unwrap();
+        for (index, var) in vars.iter().enumerate() {
+            let (f, p) = (fast_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+            let diff = max_abs_diff(f, p);
+            assert!(diff < tolerance, "gradient {index} differs by {diff}");
         }
     }
 
     #[test]
-    fn attention_matches_candles_ops() {
-        let device = Device::Cpu;
+    fn linear_matches_candles_ops_with_gradients() {
+        let (x, w, b) = (random_var((3, 5, 8)), random_var((6, 8)), random_var(6));
+        let fast = linear(&x, &w, &b).unwrap();
+        let plain = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        assert_eq!(fast.dims(), &[3, 5, 6]);
+        assert_same_with_gradients(&fast, &plain, &[&x, &w, &b], 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_matches_candles_ops_with_gradients() {
+        let (x, w, b) = (random_var((4, 7, 37)), random_var(37), random_var(37));
+        let x_shifted = (x.as_tensor() * 3.0).unwrap().affine(1.0, 5.0).unwrap();
+        let fast = layer_norm(&x_shifted, &w, &b, 1e-12).unwrap().unwrap();
+        let mean = x_shifted.mean_keepdim(D::Minus1).unwrap();
+        let centered = x_shifted.broadcast_sub(&mean).unwrap();
+        let variance = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let plain = centered
+            .broadcast_div(&(variance + 1e-12).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        assert_same_with_gradients(&fast, &plain, &[&x, &w, &b], 2e-5);
+        let fused = candle_nn::ops::layer_norm(&x_shifted, &w, &b, 1e-12).unwrap();
+        assert!(max_abs_diff(&fast, &fused) < 2e-5);
+    }
+
+    #[test]
+    fn attention_matches_candles_ops_with_gradients() {
         let (batch, heads, seq, head_dim) = (3, 4, 9, 8);
-        let qkv: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn(0f32, 1.0, (batch, heads, seq, head_dim), &device).unwrap())
-            .collect();
+        let hidden = heads * head_dim;
+        let (q, k, v) = (
+            random_var((batch, seq, hidden)),
+            random_var((batch, seq, hidden)),
+            random_var((batch, seq, hidden)),
+        );
         let mut mask = vec![0f32; batch * seq];
         mask[seq - 3..seq].fill(-1e9);
-        let mask = Tensor::from_vec(mask, (batch, 1, 1, seq), &device).unwrap();
-        let fast = attention(&qkv[0], &qkv[1], &qkv[2], 0.25, &mask)
-            .unwrap()
-            .unwrap();
-        let scores = (qkv[0].matmul(&qkv[1].t().unwrap()).unwrap() * 0.25)
-            .unwrap()
-            .broadcast_add(&mask)
-            .unwrap();
-        let plain = candle_nn::ops::softmax_last_dim(&scores)
-            .unwrap()
-            .matmul(&qkv[2])
-            .unwrap();
-        assert!(
-            max_abs_diff(&fast, &plain) < 1e-5,
-            "{}",
-            max_abs_diff(&fast, &plain)
-        );
+        let mask = Tensor::from_vec(mask, (batch, 1, 1, seq), &Device::Cpu).unwrap();
+        let mut rng = crate::rng::Rng::new(7);
+        let factors: Vec<f32> = (0..batch * heads * seq * seq)
+            .map(|_| if rng.next_f32() < 0.8 { 1.25 } else { 0.0 })
+            .collect();
+        for dropout in [None, Some(factors)] {
+            let fast = attention((&q, &k, &v), heads, 0.25, &mask, dropout.clone()).unwrap();
+            let split = |t: &Tensor| {
+                t.reshape((batch, seq, heads, head_dim))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let scores = (split(&q).matmul(&split(&k).t().unwrap()).unwrap() * 0.25)
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap();
+            let mut probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+            if let Some(factors) = dropout {
+                let factors = Tensor::from_vec(factors, probs.shape(), &Device::Cpu).unwrap();
+                probs = probs.mul(&factors).unwrap();
+            }
+            let plain = probs
+                .matmul(&split(&v))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((batch, seq, hidden))
+                .unwrap();
+            assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
+        }
+    }
+
+    #[test]
+    fn bias_add_matches_broadcast_add() {
+        let (x, b) = (random_var((3, 5, 8)), random_var(8));
+        let plain = x.broadcast_add(&b).unwrap();
+        assert!(max_abs_diff(&add_bias(&x, &b).unwrap(), &plain) < 1e-6);
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! Multi-head scaled dot-product attention on q, k, v in the layout the dense layers give,
+//! [batch, seq, heads·head_dim], with a padding bias per key and optional dropout on the
+//! probabilities. One parallel task per (sequence, head), each with single-threaded products
+//! (candle's batched matmul would synchronise its threads once per head for two small
+//! products). The backward pass recomputes the probabilities rather than keeping them.
+
+use super::matmul::{matmul, Matrix, SharedOutput, Threads};
+use super::{contiguous_f32, kernel_values, softmax_rows, uses_cpu_kernels};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+struct Attention {
+    heads: usize,
+    scale: f32,
+    /// [batch, seq]: added to every query's scores for that key.
+    mask_bias: Vec<f32>,
+    /// [batch, heads, seq, seq]: the factor each probability is multiplied by (0 or 1/keep).
+    dropout: Option<Vec<f32>>,
+}
+
+/// Where one (sequence, head) block lives in a [batch, seq, hidden] buffer.
+#[derive(Clone, Copy)]
+struct Block {
+    index: usize,
+    batch: usize,
+    offset: usize,
+    seq: usize,
+    head_dim: usize,
+    hidden: usize,
+}
+
+impl Attention {
+    fn blocks(&self, shape: &Shape) -> candle_core::Result<Vec<Block>> {
+        let (batch, seq, hidden) = shape.dims3()?;
+        if !hidden.is_multiple_of(self.heads) {
+            candle_core::bail!(
+                "attention: width {hidden} is not a multiple of {} heads",
+                self.heads
+            );
+        }
+        if self.mask_bias.len() != batch * seq {
+            candle_core::bail!(
+                "attention: mask has {} values for {batch}×{seq}",
+                self.mask_bias.len()
+            );
+        }
+        if let Some(dropout) = &self.dropout {
+            if dropout.len() != batch * self.heads * seq * seq {
+                candle_core::bail!("attention: dropout mask has {} values", dropout.len());
+            }
+        }
+        let head_dim = hidden / self.heads;
+        Ok((0..batch * self.heads)
+            .map(|index| Block {
+                index,
+                batch: index / self.heads,
+                offset: (index / self.heads) * seq * hidden + (index % self.heads) * head_dim,
+                seq,
+                head_dim,
+                hidden,
+            })
+            .collect())
+    }
+
+    fn head(data: &[f32], block: Block) -> Matrix {
+        Matrix::rows(
+            data,
+            block.offset,
+            (block.seq, block.head_dim),
+            block.hidden,
+        )
+    }
+
+    /// The attention probabilities of one block, before dropout, into `probs` (seq·seq).
+    fn probabilities(&self, q: &[f32], k: &[f32], block: Block, probs: &mut [f32]) {
+        let seq = block.seq;
+        matmul(
+            super::matmul::MatrixMut::rows(probs, 0, (seq, seq), seq),
+            Self::head(q, block),
+            Self::head(k, block).t(),
+            false,
+            Threads::One,
+        );
+        let mask = &self.mask_bias[block.batch * seq..][..seq];
+        softmax_rows(probs, self.scale, mask, seq);
+    }
+
+    fn dropout_factors(&self, block: Block) -> Option<&[f32]> {
+        let size = block.seq * block.seq;
+        self.dropout
+            .as_deref()
+            .map(|factors| &factors[block.index * size..][..size])
+    }
+}
+
+fn multiply(values: &mut [f32], factors: &[f32]) {
+    values.iter_mut().zip(factors).for_each(|(v, f)| *v *= f);
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+            candle_core::bail!("attention: q, k and v shapes differ");
+        }
+        let blocks = self.blocks(q_layout.shape())?;
+        let (q, k, v) = (
+            contiguous_f32(q, q_layout)?,
+            contiguous_f32(k, k_layout)?,
+            contiguous_f32(v, v_layout)?,
+        );
+        let mut context = vec![0.0; q.len()];
+        let output = SharedOutput::new(&mut context);
+        blocks.par_iter().for_each_init(Vec::new, |probs, &block| {
+            let seq = block.seq;
+            probs.resize(seq * seq, 0.0);
+            self.probabilities(q, k, block, probs);
+            if let Some(factors) = self.dropout_factors(block) {
+                multiply(probs, factors);
+            }
+            // SAFETY: each block writes its own head's columns of its own sequence.
+            let out = unsafe { output.view(block.offset, (seq, block.head_dim), block.hidden) };
+            matmul(
+                out,
+                Matrix::rows(probs, 0, (seq, seq), seq),
+                Self::head(v, block),
+                false,
+                Threads::One,
+            );
+        });
+        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _context: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let blocks = self.blocks(q.shape())?;
+        let (q_storage, q_layout) = q.storage_and_layout();
+        let (k_storage, k_layout) = k.storage_and_layout();
+        let (v_storage, v_layout) = v.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let q_values = kernel_values(&q_storage, q_layout)?;
+        let k_values = kernel_values(&k_storage, k_layout)?;
+        let v_values = kernel_values(&v_storage, v_layout)?;
+        let grad_values = kernel_values(&grad_storage, grad_layout)?;
+        let len = q_values.len();
+        let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        let outputs = [&mut dq, &mut dk, &mut dv].map(|buffer| SharedOutput::new(buffer));
+        blocks.par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(probs, dprobs), &block| {
+                let (seq, head_dim, hidden) = (block.seq, block.head_dim, block.hidden);
+                probs.resize(seq * seq, 0.0);
+                dprobs.resize(seq * seq, 0.0);
+                self.probabilities(q_values, k_values, block, probs);
+                let grad_head = Self::head(grad_values, block);
+                // SAFETY: each block writes its own head's columns of its own sequence.
+                let [dq_head, dk_head, dv_head] = outputs
+                    .each_ref()
+                    .map(|output| unsafe { output.view(block.offset, (seq, head_dim), hidden) });
+                let square = |data: &[f32]| Matrix::rows(data, 0, (seq, seq), seq);
+                let dropout = self.dropout_factors(block);
+                // dV = dropped(P)ᵀ·dC, with dprobs as scratch for dropped(P).
+                let dropped: &[f32] = match dropout {
+                    Some(factors) => {
+                        dprobs.copy_from_slice(probs);
+                        multiply(dprobs, factors);
+                        &dprobs[..]
+                    }
+                    None => &probs[..],
+                };
+                matmul(dv_head, square(dropped).t(), grad_head, false, Threads::One);
+                // dP = (dC·Vᵀ) ∘ dropout factors.
+                matmul(
+                    super::matmul::MatrixMut::rows(dprobs, 0, (seq, seq), seq),
+                    grad_head,
+                    Self::head(v_values, block).t(),
+                    false,
+                    Threads::One,
+                );
+                if let Some(factors) = dropout {
+                    multiply(dprobs, factors);
+                }
+                // dS = scale · P ∘ (dP − Σⱼ dPⱼ·Pⱼ), row by row.
+                for (dp_row, p_row) in dprobs.chunks_mut(seq).zip(probs.chunks(seq)) {
+                    let dot: f32 = dp_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
+                    for (d, p) in dp_row.iter_mut().zip(p_row) {
+                        *d = self.scale * p * (*d - dot);
+                    }
+                }
+                matmul(
+                    dq_head,
+                    square(dprobs),
+                    Self::head(k_values, block),
+                    false,
+                    Threads::One,
+                );
+                matmul(
+                    dk_head,
+                    square(dprobs).t(),
+                    Self::head(q_values, block),
+                    false,
+                    Threads::One,
+                );
+            },
+        );
+        let device = q.device();
+        let shape = q.shape();
+        Ok((
+            Some(Tensor::from_vec(dq, shape, device)?),
+            Some(Tensor::from_vec(dk, shape, device)?),
+            Some(Tensor::from_vec(dv, shape, device)?),
+        ))
+    }
+}
+
+/// softmax(q·kᵀ·scale + mask_bias)·v per head, differentiable, for CPU f32 q, k, v [batch,
+/// seq, heads·head_dim] (heads side by side, as the dense layers give them; see
+/// [`uses_cpu_kernels`]) and `mask_bias` [batch, seq] (any shape with that many values).
+/// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq].
+pub fn attention(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    heads: usize,
+    scale: f32,
+    mask_bias: &Tensor,
+    dropout: Option<Vec<f32>>,
+) -> candle_core::Result<Tensor> {
+    if !uses_cpu_kernels(q) {
+        candle_core::bail!("the attention kernel takes CPU f32 tensors");
+    }
+    let op = Attention {
+        heads,
+        scale,
+        mask_bias: mask_bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        dropout,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}

@@ -1,0 +1,189 @@
+//! LayerNorm over the last axis as one differentiable op. The backward pass recomputes each
+//! row's mean and deviation and uses the closed form
+//! dx = (ĝ − mean(ĝ) − x̂·mean(ĝ∘x̂)) / σ with ĝ = g∘w, where candle's autograd would chain
+//! eight broadcast ops and their gradients.
+
+use super::{contiguous_f32, fold_lanes, kernel_values, rows_per_task, uses_cpu_kernels};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+struct LayerNorm {
+    eps: f32,
+}
+
+/// The row's mean and 1/σ.
+#[inline(always)]
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let width = row.len() as f32;
+    let mean = fold_lanes(row, 0.0, |a, b| a + b) / width;
+    let mut squares = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let mut rest = 0.0;
+    for &x in chunks.remainder() {
+        rest += (x - mean) * (x - mean);
+    }
+    for chunk in chunks {
+        for (s, &x) in squares.iter_mut().zip(chunk) {
+            *s += (x - mean) * (x - mean);
+        }
+    }
+    let variance = (squares.iter().sum::<f32>() + rest) / width;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+#[inline(always)]
+fn normalize_rows(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
+    let width = weight.len();
+    for (x, y) in x.chunks(width).zip(y.chunks_mut(width)) {
+        let (mean, inverse_std) = moments(x, eps);
+        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(weight).zip(bias) {
+            *y = (x - mean) * inverse_std * w + b;
+        }
+    }
+}
+
+/// dx for the rows of `x` and `grad`; adds Σ g∘x̂ to `dweight` and Σ g to `dbias`.
+#[inline(always)]
+fn backward_rows(
+    (x, grad, weight): (&[f32], &[f32], &[f32]),
+    eps: f32,
+    dx: &mut [f32],
+    (dweight, dbias): (&mut [f32], &mut [f32]),
+) {
+    let width = weight.len();
+    let inverse_width = 1.0 / width as f32;
+    for ((x, g), dx) in x
+        .chunks(width)
+        .zip(grad.chunks(width))
+        .zip(dx.chunks_mut(width))
+    {
+        let (mean, inverse_std) = moments(x, eps);
+        let mut sum_g = 0.0;
+        let mut sum_gx = 0.0;
+        for (((&x, &g), &w), (dw, db)) in x
+            .iter()
+            .zip(g)
+            .zip(weight)
+            .zip(dweight.iter_mut().zip(dbias.iter_mut()))
+        {
+            let normed = (x - mean) * inverse_std;
+            let scaled = g * w;
+            sum_g += scaled;
+            sum_gx += scaled * normed;
+            *dw += g * normed;
+            *db += g;
+        }
+        let (mean_g, mean_gx) = (sum_g * inverse_width, sum_gx * inverse_width);
+        for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(weight) {
+            let normed = (x - mean) * inverse_std;
+            *dx = (g * w - mean_g - normed * mean_gx) * inverse_std;
+        }
+    }
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, weight, bias) = (
+            contiguous_f32(x, x_layout)?,
+            contiguous_f32(weight, weight_layout)?,
+            contiguous_f32(bias, bias_layout)?,
+        );
+        let width = weight.len();
+        if bias.len() != width || x_layout.shape().dims().last() != Some(&width) {
+            candle_core::bail!("layer norm: {:?} with {width} weights", x_layout.shape());
+        }
+        let eps = self.eps;
+        let chunk = width * rows_per_task(width);
+        let mut y = vec![0.0; x.len()];
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(y, x)| {
+                with_avx2!(normalize_avx2(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
+                    normalize_rows(x, weight, bias, eps, y)
+                })
+            });
+        Ok((CpuStorage::F32(y), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let x_values = kernel_values(&x_storage, x_layout)?;
+        let weight_values = kernel_values(&weight_storage, weight_layout)?;
+        let grad_values = kernel_values(&grad_storage, grad_layout)?;
+        let width = weight_values.len();
+        let eps = self.eps;
+        let chunk = width * rows_per_task(width);
+        let mut dx = vec![0.0; x_values.len()];
+        // Partial parameter gradients per fixed chunk of rows, summed in order afterwards, so
+        // that the result does not depend on how rayon schedules the chunks.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(chunk)
+            .zip(x_values.par_chunks(chunk).zip(grad_values.par_chunks(chunk)))
+            .map(|(dx, (x, g))| {
+                let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
+                let (w, dw, db) = (weight_values, &mut dweight[..], &mut dbias[..]);
+                with_avx2!(backward_avx2(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+                    backward_rows((x, g, w), eps, dx, (dw, db))
+                });
+                (dweight, dbias)
+            })
+            .collect();
+        let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
+        for (partial_weight, partial_bias) in &partials {
+            dweight
+                .iter_mut()
+                .zip(partial_weight)
+                .for_each(|(a, b)| *a += b);
+            dbias
+                .iter_mut()
+                .zip(partial_bias)
+                .for_each(|(a, b)| *a += b);
+        }
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dweight, weight.shape(), x.device())?),
+            Some(Tensor::from_vec(dbias, bias.shape(), x.device())?),
+        ))
+    }
+}
+
+/// LayerNorm of `x` over its last axis with `weight` and `bias`; `None` where the CPU
+/// kernel does not apply.
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    if !(uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias)) {
+        return Ok(None);
+    }
+    let op = LayerNorm { eps: eps as f32 };
+    Ok(Some(x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        op,
+    )?))
+}

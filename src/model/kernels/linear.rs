@@ -1,0 +1,112 @@
+//! A dense layer, `x·Wᵀ + b`, as one differentiable op: the bias is the product's starting
+//! value, and the backward pass is two products and a column sum (candle's autograd would
+//! build it from a reshape, a transpose, a matmul and a broadcast add, and fill and add a
+//! zero gradient for each).
+
+use super::matmul::{matmul, Matrix, MatrixMut, Threads};
+use super::{column_sums, contiguous_f32, kernel_values, uses_cpu_kernels};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+struct Linear;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (outputs, inputs) = weight_layout.shape().dims2()?;
+        let (x, weight, bias) = (
+            contiguous_f32(x, x_layout)?,
+            contiguous_f32(weight, weight_layout)?,
+            contiguous_f32(bias, bias_layout)?,
+        );
+        if bias.len() != outputs || x_layout.shape().dims().last() != Some(&inputs) {
+            candle_core::bail!(
+                "linear: {:?} · {:?}",
+                x_layout.shape(),
+                weight_layout.shape()
+            );
+        }
+        let rows = x.len() / inputs.max(1);
+        let mut y: Vec<f32> = bias.iter().copied().cycle().take(rows * outputs).collect();
+        matmul(
+            MatrixMut::rows(&mut y, 0, (rows, outputs), outputs),
+            Matrix::rows(x, 0, (rows, inputs), inputs),
+            Matrix::rows(weight, 0, (outputs, inputs), inputs).t(),
+            true,
+            Threads::All,
+        );
+        let mut shape = x_layout.shape().dims().to_vec();
+        *shape.last_mut().expect("checked above") = outputs;
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (outputs, inputs) = weight.dims2()?;
+        let rows = x.elem_count() / inputs.max(1);
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let x_values = kernel_values(&x_storage, x_layout)?;
+        let weight_values = kernel_values(&weight_storage, weight_layout)?;
+        let grad_values = kernel_values(&grad_storage, grad_layout)?;
+        let grad_matrix = Matrix::rows(grad_values, 0, (rows, outputs), outputs);
+        let mut dx = vec![0.0; rows * inputs];
+        matmul(
+            MatrixMut::rows(&mut dx, 0, (rows, inputs), inputs),
+            grad_matrix,
+            Matrix::rows(weight_values, 0, (outputs, inputs), inputs),
+            false,
+            Threads::All,
+        );
+        let mut dweight = vec![0.0; outputs * inputs];
+        matmul(
+            MatrixMut::rows(&mut dweight, 0, (outputs, inputs), inputs),
+            grad_matrix.t(),
+            Matrix::rows(x_values, 0, (rows, inputs), inputs),
+            false,
+            Threads::All,
+        );
+        let dbias = column_sums(grad_values, outputs);
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dweight, weight.shape(), x.device())?),
+            Some(Tensor::from_vec(dbias, bias.shape(), x.device())?),
+        ))
+    }
+}
+
+/// `x·weightᵀ + bias` for x [.., in], weight [out, in], bias [out]; differentiable.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    if uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias) {
+        return x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Linear);
+    }
+    let Some((&inputs, batch_dims)) = x.dims().split_last() else {
+        candle_core::bail!("linear: a scalar input")
+    };
+    let mut shape = batch_dims.to_vec();
+    shape.push(weight.dim(0)?);
+    x.reshape((x.elem_count() / inputs.max(1), inputs))?
+        .matmul(&weight.t()?)?
+        .reshape(shape)?
+        .broadcast_add(bias)
+}
