@@ -122,6 +122,15 @@ fn dropout(x: &Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
     Ok(x.mul(&mask)?)
 }
 
+/// `dropout(y) + residual`.
+fn dropout_add(y: &Tensor, residual: &Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
+    if kernels::uses_cpu_kernels(y) {
+        let factors = dropout_factors(y.elem_count(), p, rng);
+        return Ok(kernels::dropout_add(y, residual, factors)?);
+    }
+    Ok((dropout(y, p, rng)? + residual)?)
+}
+
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -376,17 +385,23 @@ impl Layer {
             self.value.forward(x)?,
         );
         let context = self.attention(&q, &k, &v, mask_bias, rng.as_deref_mut())?;
-        let attended = dropout(
+        let attended = dropout_add(
             &self.attention_output.forward(&context)?,
+            x,
             self.hidden_dropout,
             rng.as_deref_mut(),
         )?;
-        let attended = self.attention_norm.forward(&(attended + x)?, training)?;
+        let attended = self.attention_norm.forward(&attended, training)?;
         let inner = self
             .activation
             .forward(&self.intermediate.forward(&attended)?)?;
-        let out = dropout(&self.output.forward(&inner)?, self.hidden_dropout, rng)?;
-        self.output_norm.forward(&(out + attended)?, training)
+        let out = dropout_add(
+            &self.output.forward(&inner)?,
+            &attended,
+            self.hidden_dropout,
+            rng,
+        )?;
+        self.output_norm.forward(&out, training)
     }
 }
 

@@ -4,8 +4,9 @@
 //! zero gradient for each).
 
 use super::matmul::{matmul, Matrix, MatrixMut, Threads};
-use super::{column_sums, contiguous_f32, kernel_values, uses_cpu_kernels};
+use super::{column_sums, contiguous_f32, kernel_values, rows_per_task, uses_cpu_kernels};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 struct Linear;
 
@@ -37,7 +38,13 @@ impl CustomOp3 for Linear {
             );
         }
         let rows = x.len() / inputs.max(1);
-        let mut y: Vec<f32> = bias.iter().copied().cycle().take(rows * outputs).collect();
+        let mut y = vec![0.0; rows * outputs];
+        y.par_chunks_mut(outputs * rows_per_task(outputs))
+            .for_each(|chunk| {
+                chunk
+                    .chunks_mut(outputs)
+                    .for_each(|row| row.copy_from_slice(bias))
+            });
         matmul(
             MatrixMut::rows(&mut y, 0, (rows, outputs), outputs),
             Matrix::rows(x, 0, (rows, inputs), inputs),

@@ -140,10 +140,12 @@ mod attention;
 mod layer_norm;
 mod linear;
 mod matmul;
+mod residual;
 
 pub use attention::attention;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use residual::dropout_add;
 
 /// Elements per task when an element-wise map is split across threads.
 const CHUNK: usize = 1 << 15;
@@ -462,6 +464,19 @@ mod tests {
                 .unwrap();
             assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
         }
+    }
+
+    #[test]
+    fn dropout_add_matches_candles_ops_with_gradients() {
+        let (y, residual) = (random_var((3, 5, 8)), random_var((3, 5, 8)));
+        let factors: Vec<f32> = (0..120).map(|i| [0.0, 1.25][i % 3 / 2]).collect();
+        let mask = Tensor::from_vec(factors.clone(), (3, 5, 8), &Device::Cpu).unwrap();
+        let plain = (y.mul(&mask).unwrap() + residual.as_tensor()).unwrap();
+        let fast = dropout_add(&y, &residual, Some(factors)).unwrap();
+        assert_same_with_gradients(&fast, &plain, &[&y, &residual], 1e-6);
+        let plain = (y.as_tensor() + residual.as_tensor()).unwrap();
+        let fast = dropout_add(&y, &residual, None).unwrap();
+        assert_same_with_gradients(&fast, &plain, &[&y, &residual], 1e-6);
     }
 
     #[test]

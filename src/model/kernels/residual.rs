@@ -1,0 +1,85 @@
+//! A sublayer's output with inverted dropout, added to the sublayer's input, as one
+//! differentiable op: candle would make a multiply (also differentiating the constant
+//! dropout mask) and an add, each with its own zero-filled gradient buffers.
+
+use super::{contiguous_f32, rows_per_task, uses_cpu_kernels};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+struct DropoutAdd {
+    /// One factor (0 or 1/keep) per element of the output; `None`: no dropout.
+    factors: Option<Vec<f32>>,
+}
+
+impl CustomOp2 for DropoutAdd {
+    fn name(&self) -> &'static str {
+        "dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        y_layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, residual) = (
+            contiguous_f32(y, y_layout)?,
+            contiguous_f32(residual, residual_layout)?,
+        );
+        if y.len() != residual.len() || self.factors.as_ref().is_some_and(|f| f.len() != y.len()) {
+            candle_core::bail!(
+                "dropout-add: {:?} + {:?}",
+                y_layout.shape(),
+                residual_layout.shape()
+            );
+        }
+        let chunk = rows_per_task(1);
+        let mut out = residual.to_vec();
+        match &self.factors {
+            Some(factors) => out
+                .par_chunks_mut(chunk)
+                .zip(y.par_chunks(chunk).zip(factors.par_chunks(chunk)))
+                .for_each(|(out, (y, factors))| {
+                    for ((o, y), f) in out.iter_mut().zip(y).zip(factors) {
+                        *o += y * f;
+                    }
+                }),
+            None => out
+                .par_chunks_mut(chunk)
+                .zip(y.par_chunks(chunk))
+                .for_each(|(out, y)| out.iter_mut().zip(y).for_each(|(o, y)| *o += y)),
+        }
+        Ok((CpuStorage::F32(out), y_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _residual: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_y = match &self.factors {
+            Some(factors) => {
+                grad.mul(&Tensor::from_slice(factors, grad.shape(), grad.device())?)?
+            }
+            None => grad.clone(),
+        };
+        Ok((Some(grad_y), Some(grad.clone())))
+    }
+}
+
+/// `y ∘ factors + residual` (`y + residual` without factors), differentiable, for CPU f32
+/// tensors (see [`uses_cpu_kernels`]).
+pub fn dropout_add(
+    y: &Tensor,
+    residual: &Tensor,
+    factors: Option<Vec<f32>>,
+) -> candle_core::Result<Tensor> {
+    if !(uses_cpu_kernels(y) && uses_cpu_kernels(residual)) {
+        candle_core::bail!("the dropout-add kernel takes CPU f32 tensors");
+    }
+    y.contiguous()?
+        .apply_op2(&residual.contiguous()?, DropoutAdd { factors })
+}
