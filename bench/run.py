@@ -64,6 +64,16 @@ def gliznet_train_rate(max_length, train_file):
         return [l for l in log if l["event"] == "train"][-1]["examples_per_second"]
 
 
+def combine_rounds(rounds):
+    """Cells measured in several rounds: each cell's median over the rounds, with every run."""
+    cells = []
+    for i, first in enumerate(rounds[0]):
+        rates = [r[i]["texts_per_second"] for r in rounds]
+        cells.append({**first, "texts_per_second": statistics.median(rates),
+                      "runs": sorted(x for r in rounds for x in r[i]["runs"])})
+    return cells
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
@@ -75,7 +85,9 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="also write the raw numbers here")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds that alternate gliznet and PyTorch; ratios are medians of per-round ratios")
     args = parser.parse_args()
     python = os.environ.get("BENCH_PYTHON", str(BENCH / ".venv" / "bin" / "python"))
     if not pathlib.Path(python).exists():
@@ -96,10 +108,17 @@ def main():
     print("prediction throughput ...", file=sys.stderr)
     texts = [str(p) for p in TEXTS.values()]
     throughput = [str(ROOT / "target/release/examples/throughput"), str(MODEL), labels, *texts, "--reps", str(args.reps)]
-    ours = json_lines(run(throughput).stdout)
-    int8 = json_lines(run(throughput + ["--quantize"]).stdout)
-    ref = json_lines(run([python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)]).stdout)
-    results["predict"] = {"gliznet": ours, "gliznet_int8": int8, "pytorch": ref}
+    commands = {
+        "gliznet": throughput,
+        "gliznet_int8": throughput + ["--quantize"],
+        "pytorch": [python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)],
+    }
+    rounds = [{name: json_lines(run(cmd).stdout) for name, cmd in commands.items()} for _ in range(args.rounds)]
+    results["predict"] = {name: combine_rounds([r[name] for r in rounds]) for name in commands}
+    for name in ("gliznet", "gliznet_int8"):
+        for i, cell in enumerate(results["predict"][name]):
+            cell["ratio"] = statistics.median(
+                r[name][i]["texts_per_second"] / r["pytorch"][i]["texts_per_second"] for r in rounds)
 
     save()
     print("cold start and peak memory ...", file=sys.stderr)
@@ -121,8 +140,13 @@ def main():
     print("training throughput ...", file=sys.stderr)
     results["train"] = {}
     for tokens, path in ((64, BENCH / "train-64.jsonl"), (128, BENCH / "train-128.jsonl")):
-        ref_train = json_lines(run([python, str(BENCH / "reference.py"), "train", str(MODEL), str(path), "--max-length", str(tokens)]).stdout)[0]
-        results["train"][tokens] = {"gliznet": gliznet_train_rate(tokens, path), "pytorch": ref_train["examples_per_second"], "mean_tokens": ref_train["mean_tokens"]}
+        pairs = []
+        for _ in range(args.rounds):
+            ref_train = json_lines(run([python, str(BENCH / "reference.py"), "train", str(MODEL), str(path), "--max-length", str(tokens)]).stdout)[0]
+            pairs.append((gliznet_train_rate(tokens, path), ref_train["examples_per_second"]))
+        results["train"][tokens] = {
+            "gliznet": statistics.median(g for g, _ in pairs), "pytorch": statistics.median(p for _, p in pairs),
+            "ratio": statistics.median(g / p for g, p in pairs), "runs": pairs, "mean_tokens": ref_train["mean_tokens"]}
 
     save()
     print("NLI cross-encoder cost ...", file=sys.stderr)
@@ -133,20 +157,20 @@ def main():
 
 
 def table(r):
-    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians; "
-           "ratio = gliznet / PyTorch.", ""]
+    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians over "
+           "rounds that alternate the implementations; ratio = median of the per-round gliznet / PyTorch ratios.", ""]
     out += ["| prediction (texts/s) | K | batch | gliznet f32 | gliznet int8 | PyTorch f32 | ratio f32 | ratio int8 |",
             "|---|---|---|---|---|---|---|---|"]
     names = {str(v): k for k, v in TEXTS.items()}
     for ours, int8, ref in zip(r["predict"]["gliznet"], r["predict"]["gliznet_int8"], r["predict"]["pytorch"]):
         a, q, p = ours["texts_per_second"], int8["texts_per_second"], ref["texts_per_second"]
-        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {a:.1f} | {q:.1f} | {p:.1f} | {a / p:.2f} | {q / p:.2f} |")
+        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {a:.1f} | {q:.1f} | {p:.1f} | {ours['ratio']:.2f} | {int8['ratio']:.2f} |")
     out += ["", "| other | gliznet | PyTorch | ratio |", "|---|---|---|---|"]
     c, m = r["cold_start_s"], r["peak_rss_mb"]
     out.append(f"| cold start, one text (s) | {c['gliznet']:.3f} | {c['pytorch']:.3f} | {c['gliznet'] / c['pytorch']:.2f} |")
     out.append(f"| peak RSS, 32 long texts × 20 labels (MB) | {m['gliznet']:.0f} | {m['pytorch']:.0f} | {m['gliznet'] / m['pytorch']:.2f} |")
     for tokens, t in r["train"].items():
-        out.append(f"| training, batch 16, ~{t['mean_tokens']:.0f} tokens (examples/s) | {t['gliznet']:.1f} | {t['pytorch']:.1f} | {t['gliznet'] / t['pytorch']:.2f} |")
+        out.append(f"| training, batch 16, ~{t['mean_tokens']:.0f} tokens (examples/s) | {t['gliznet']:.1f} | {t['pytorch']:.1f} | {t['ratio']:.2f} |")
     out += ["", "| NLI cross-encoder, PyTorch, random weights (texts/s) | texts | K=5 | K=20 | K=50 |", "|---|---|---|---|---|"]
     for x in r["cross_encoder"]:
         t = x["texts_per_second"]
