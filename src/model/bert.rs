@@ -138,6 +138,13 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
+    fn affine(&self) -> kernels::Affine {
+        kernels::Affine {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+        }
+    }
+
     fn load(params: &Params, prefix: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: params.get(&format!("{prefix}.weight"), size)?,
@@ -224,6 +231,17 @@ impl Dense {
             };
         }
         Ok(())
+    }
+
+    /// The f32 weight and bias (`None` once quantized).
+    fn affine(&self) -> Option<kernels::Affine> {
+        match &self.weight {
+            DenseWeight::Float(weight) => Some(kernels::Affine {
+                weight: weight.clone(),
+                bias: self.bias.clone(),
+            }),
+            DenseWeight::Int8 { .. } => None,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -376,8 +394,51 @@ impl Layer {
         Ok(context.transpose(1, 2)?.reshape((batch, seq_len, hidden))?)
     }
 
+    /// The block's parameters for `kernels::encoder_block`, where it applies: CPU f32
+    /// tensors, f32 weights, GELU with erf.
+    fn block_params(&self, x: &Tensor) -> Option<kernels::BlockParams> {
+        if !kernels::uses_cpu_kernels(x) || !matches!(self.activation, Activation::GeluErf) {
+            return None;
+        }
+        Some(kernels::BlockParams {
+            query: self.query.affine()?,
+            key: self.key.affine()?,
+            value: self.value.affine()?,
+            attention_output: self.attention_output.affine()?,
+            attention_norm: self.attention_norm.affine(),
+            intermediate: self.intermediate.affine()?,
+            output: self.output.affine()?,
+            output_norm: self.output_norm.affine(),
+            heads: self.heads,
+            eps: self.attention_norm.eps as f32,
+        })
+    }
+
     /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+    /// In CPU training the block is one kernel whose parameter gradients go to `grads`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        mut rng: Option<&mut Rng>,
+        grads: &kernels::ParamGrads,
+    ) -> Result<Tensor> {
+        if let (Some(rng), Some(params)) = (rng.as_deref_mut(), self.block_params(x)) {
+            let (batch, seq_len, _) = x.dims3()?;
+            let probs_len = batch * self.heads * seq_len * seq_len;
+            let dropout = kernels::BlockDropout {
+                attention: dropout_factors(probs_len, self.attention_dropout, Some(&mut *rng)),
+                attention_output: dropout_factors(
+                    x.elem_count(),
+                    self.hidden_dropout,
+                    Some(&mut *rng),
+                ),
+                output: dropout_factors(x.elem_count(), self.hidden_dropout, Some(rng)),
+            };
+            return Ok(kernels::encoder_block(
+                x, params, mask_bias, dropout, grads,
+            )?);
+        }
         let training = rng.is_some();
         let (q, k, v) = (
             self.query.forward(x)?,
@@ -408,6 +469,8 @@ impl Layer {
 pub struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// Gradients of the blocks that ran as one kernel, until [`BertEncoder::merge_gradients`].
+    block_grads: kernels::ParamGrads,
 }
 
 impl BertEncoder {
@@ -418,6 +481,7 @@ impl BertEncoder {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::load(params, cfg, i))
                 .collect::<Result<_>>()?,
+            block_grads: kernels::ParamGrads::default(),
         })
     }
 
@@ -425,6 +489,12 @@ impl BertEncoder {
     /// Inference only: a quantized encoder has no gradients.
     pub fn quantize(&mut self) -> Result<()> {
         self.layers.iter_mut().try_for_each(Layer::quantize)
+    }
+
+    /// Adds the parameter gradients of the last backward pass that candle's `GradStore`
+    /// lacks (those of blocks that ran as one kernel) to `grads`.
+    pub fn merge_gradients(&self, grads: &mut candle_core::backprop::GradStore) -> Result<()> {
+        Ok(self.block_grads.merge_into(grads)?)
     }
 
     /// `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1.
@@ -440,7 +510,7 @@ impl BertEncoder {
             .reshape((batch, 1, 1, seq_len))?;
         let mut x = self.embeddings.forward(input_ids, rng.as_deref_mut())?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask_bias, rng.as_deref_mut())?;
+            x = layer.forward(&x, &mask_bias, rng.as_deref_mut(), &self.block_grads)?;
         }
         Ok(x)
     }

@@ -32,6 +32,14 @@ impl GliZNet {
         &self.encoder
     }
 
+    /// The gradients of `loss` with respect to every parameter (candle's backward pass, plus
+    /// those the encoder's training kernels computed themselves).
+    pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
+        let mut grads = loss.backward()?;
+        self.encoder.merge_gradients(&mut grads)?;
+        Ok(grads)
+    }
+
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
     /// and must be masked with `batch.label_mask`. `rng` is `Some` in training mode.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
@@ -102,7 +110,7 @@ mod tests {
                 .unwrap()
                 .sum_all()
                 .unwrap();
-            let grads = loss.backward().unwrap();
+            let grads = model.backward(&loss).unwrap();
             for (name, var) in &vars {
                 let grad = grads
                     .get(var.as_tensor())

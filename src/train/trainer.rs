@@ -488,7 +488,7 @@ impl Trainer {
             let loss = masked_bce_with_logits(&logits, &targets, &batch.label_mask)?;
             let weight = indices.len() as f64 / examples.len() as f64;
             total_loss += loss.to_scalar::<f32>()? as f64 * weight;
-            let backward = (loss * weight)?.backward()?;
+            let backward = self.model.backward(&(loss * weight)?)?;
             for (g, p) in grads.iter_mut().zip(&params) {
                 if let Some(d) = backward.get(p) {
                     // Detached: a gradient still linked to this step's graph would keep the

@@ -9,13 +9,13 @@ use super::{contiguous_f32, kernel_values, softmax_rows, uses_cpu_kernels};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-struct Attention {
-    heads: usize,
-    scale: f32,
+pub(super) struct Attention {
+    pub heads: usize,
+    pub scale: f32,
     /// [batch, seq]: added to every query's scores for that key.
-    mask_bias: Vec<f32>,
+    pub mask_bias: Vec<f32>,
     /// [batch, heads, seq, seq]: the factor each probability is multiplied by (0 or 1/keep).
-    dropout: Option<Vec<f32>>,
+    pub dropout: Option<Vec<f32>>,
 }
 
 /// Where one (sequence, head) block lives in a [batch, seq, hidden] buffer.
@@ -85,41 +85,13 @@ impl Attention {
         softmax_rows(probs, self.scale, mask, seq);
     }
 
-    fn dropout_factors(&self, block: Block) -> Option<&[f32]> {
-        let size = block.seq * block.seq;
-        self.dropout
-            .as_deref()
-            .map(|factors| &factors[block.index * size..][..size])
-    }
-}
-
-fn multiply(values: &mut [f32], factors: &[f32]) {
-    values.iter_mut().zip(factors).for_each(|(v, f)| *v *= f);
-}
-
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
-
-    fn cpu_fwd(
+    /// The context [batch, seq, hidden] for q, k, v of `shape` [batch, seq, hidden].
+    pub fn forward(
         &self,
-        q: &CpuStorage,
-        q_layout: &Layout,
-        k: &CpuStorage,
-        k_layout: &Layout,
-        v: &CpuStorage,
-        v_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
-            candle_core::bail!("attention: q, k and v shapes differ");
-        }
-        let blocks = self.blocks(q_layout.shape())?;
-        let (q, k, v) = (
-            contiguous_f32(q, q_layout)?,
-            contiguous_f32(k, k_layout)?,
-            contiguous_f32(v, v_layout)?,
-        );
+        shape: &Shape,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+    ) -> candle_core::Result<Vec<f32>> {
+        let blocks = self.blocks(shape)?;
         let mut context = vec![0.0; q.len()];
         let output = SharedOutput::new(&mut context);
         blocks.par_iter().for_each_init(Vec::new, |probs, &block| {
@@ -139,27 +111,17 @@ impl CustomOp3 for Attention {
                 Threads::One,
             );
         });
-        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
+        Ok(context)
     }
 
-    fn bwd(
+    /// (dq, dk, dv) for the context gradient `grad_values`.
+    pub fn backward(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _context: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let blocks = self.blocks(q.shape())?;
-        let (q_storage, q_layout) = q.storage_and_layout();
-        let (k_storage, k_layout) = k.storage_and_layout();
-        let (v_storage, v_layout) = v.storage_and_layout();
-        let (grad_storage, grad_layout) = grad.storage_and_layout();
-        let q_values = kernel_values(&q_storage, q_layout)?;
-        let k_values = kernel_values(&k_storage, k_layout)?;
-        let v_values = kernel_values(&v_storage, v_layout)?;
-        let grad_values = kernel_values(&grad_storage, grad_layout)?;
+        shape: &Shape,
+        (q_values, k_values, v_values): (&[f32], &[f32], &[f32]),
+        grad_values: &[f32],
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let blocks = self.blocks(shape)?;
         let len = q_values.len();
         let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
         let outputs = [&mut dq, &mut dk, &mut dv].map(|buffer| SharedOutput::new(buffer));
@@ -221,6 +183,69 @@ impl CustomOp3 for Attention {
                 );
             },
         );
+        Ok((dq, dk, dv))
+    }
+
+    fn dropout_factors(&self, block: Block) -> Option<&[f32]> {
+        let size = block.seq * block.seq;
+        self.dropout
+            .as_deref()
+            .map(|factors| &factors[block.index * size..][..size])
+    }
+}
+
+fn multiply(values: &mut [f32], factors: &[f32]) {
+    values.iter_mut().zip(factors).for_each(|(v, f)| *v *= f);
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+            candle_core::bail!("attention: q, k and v shapes differ");
+        }
+        let (q, k, v) = (
+            contiguous_f32(q, q_layout)?,
+            contiguous_f32(k, k_layout)?,
+            contiguous_f32(v, v_layout)?,
+        );
+        let context = self.forward(q_layout.shape(), (q, k, v))?;
+        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _context: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (q_storage, q_layout) = q.storage_and_layout();
+        let (k_storage, k_layout) = k.storage_and_layout();
+        let (v_storage, v_layout) = v.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let (dq, dk, dv) = self.backward(
+            q.shape(),
+            (
+                kernel_values(&q_storage, q_layout)?,
+                kernel_values(&k_storage, k_layout)?,
+                kernel_values(&v_storage, v_layout)?,
+            ),
+            kernel_values(&grad_storage, grad_layout)?,
+        )?;
         let device = q.device();
         let shape = q.shape();
         Ok((

@@ -81,6 +81,64 @@ fn backward_rows(
     }
 }
 
+/// A LayerNorm's weight and bias.
+#[derive(Clone, Copy)]
+pub(super) struct NormValues<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub eps: f32,
+}
+
+impl NormValues<'_> {
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let (weight, bias, eps) = (self.weight, self.bias, self.eps);
+        let chunk = weight.len() * rows_per_task(weight.len());
+        let mut y = vec![0.0; x.len()];
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(y, x)| {
+                with_avx2!(normalize_avx2(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
+                    normalize_rows(x, weight, bias, eps, y)
+                })
+            });
+        y
+    }
+
+    /// (dx, dW, db) for output gradient `grad`.
+    pub fn backward(&self, x: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (w, eps) = (self.weight, self.eps);
+        let width = w.len();
+        let chunk = width * rows_per_task(width);
+        let mut dx = vec![0.0; x.len()];
+        // Partial parameter gradients per fixed chunk of rows, summed in order afterwards, so
+        // that the result does not depend on how rayon schedules the chunks.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(grad.par_chunks(chunk)))
+            .map(|(dx, (x, g))| {
+                let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
+                let (dw, db) = (&mut dweight[..], &mut dbias[..]);
+                with_avx2!(backward_avx2(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+                    backward_rows((x, g, w), eps, dx, (dw, db))
+                });
+                (dweight, dbias)
+            })
+            .collect();
+        let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
+        for (partial_weight, partial_bias) in &partials {
+            dweight
+                .iter_mut()
+                .zip(partial_weight)
+                .for_each(|(a, b)| *a += b);
+            dbias
+                .iter_mut()
+                .zip(partial_bias)
+                .for_each(|(a, b)| *a += b);
+        }
+        (dx, dweight, dbias)
+    }
+}
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "layer-norm"
@@ -104,17 +162,12 @@ impl CustomOp3 for LayerNorm {
         if bias.len() != width || x_layout.shape().dims().last() != Some(&width) {
             candle_core::bail!("layer norm: {:?} with {width} weights", x_layout.shape());
         }
-        let eps = self.eps;
-        let chunk = width * rows_per_task(width);
-        let mut y = vec![0.0; x.len()];
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                with_avx2!(normalize_avx2(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
-                    normalize_rows(x, weight, bias, eps, y)
-                })
-            });
-        Ok((CpuStorage::F32(y), x_layout.shape().clone()))
+        let norm = NormValues {
+            weight,
+            bias,
+            eps: self.eps,
+        };
+        Ok((CpuStorage::F32(norm.forward(x)), x_layout.shape().clone()))
     }
 
     fn bwd(
@@ -128,39 +181,17 @@ impl CustomOp3 for LayerNorm {
         let grad = grad.contiguous()?;
         let (x_storage, x_layout) = x.storage_and_layout();
         let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (bias_storage, bias_layout) = bias.storage_and_layout();
         let (grad_storage, grad_layout) = grad.storage_and_layout();
-        let x_values = kernel_values(&x_storage, x_layout)?;
-        let weight_values = kernel_values(&weight_storage, weight_layout)?;
-        let grad_values = kernel_values(&grad_storage, grad_layout)?;
-        let width = weight_values.len();
-        let eps = self.eps;
-        let chunk = width * rows_per_task(width);
-        let mut dx = vec![0.0; x_values.len()];
-        // Partial parameter gradients per fixed chunk of rows, summed in order afterwards, so
-        // that the result does not depend on how rayon schedules the chunks.
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-            .par_chunks_mut(chunk)
-            .zip(x_values.par_chunks(chunk).zip(grad_values.par_chunks(chunk)))
-            .map(|(dx, (x, g))| {
-                let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
-                let (w, dw, db) = (weight_values, &mut dweight[..], &mut dbias[..]);
-                with_avx2!(backward_avx2(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
-                    backward_rows((x, g, w), eps, dx, (dw, db))
-                });
-                (dweight, dbias)
-            })
-            .collect();
-        let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
-        for (partial_weight, partial_bias) in &partials {
-            dweight
-                .iter_mut()
-                .zip(partial_weight)
-                .for_each(|(a, b)| *a += b);
-            dbias
-                .iter_mut()
-                .zip(partial_bias)
-                .for_each(|(a, b)| *a += b);
-        }
+        let norm = NormValues {
+            weight: kernel_values(&weight_storage, weight_layout)?,
+            bias: kernel_values(&bias_storage, bias_layout)?,
+            eps: self.eps,
+        };
+        let (dx, dweight, dbias) = norm.backward(
+            kernel_values(&x_storage, x_layout)?,
+            kernel_values(&grad_storage, grad_layout)?,
+        );
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dweight, weight.shape(), x.device())?),

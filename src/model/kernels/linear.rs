@@ -8,6 +8,68 @@ use super::{column_sums, contiguous_f32, kernel_values, rows_per_task, uses_cpu_
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+/// A dense layer's weight [outputs, inputs] and bias [outputs].
+#[derive(Clone, Copy)]
+pub(super) struct DenseValues<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl DenseValues<'_> {
+    /// `x·Wᵀ + b` for the rows of `x`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let (inputs, outputs) = (self.inputs, self.outputs);
+        let rows = x.len() / inputs.max(1);
+        let mut y = vec![0.0; rows * outputs];
+        y.par_chunks_mut(outputs * rows_per_task(outputs))
+            .for_each(|chunk| {
+                chunk
+                    .chunks_mut(outputs)
+                    .for_each(|row| row.copy_from_slice(self.bias))
+            });
+        matmul(
+            MatrixMut::rows(&mut y, 0, (rows, outputs), outputs),
+            Matrix::rows(x, 0, (rows, inputs), inputs),
+            Matrix::rows(self.weight, 0, (outputs, inputs), inputs).t(),
+            true,
+            Threads::All,
+        );
+        y
+    }
+
+    /// The gradients for output gradient `grad`: `dx` is written to (or, with `accumulate`,
+    /// added to) `dx`; returns (dW, db).
+    pub fn backward(
+        &self,
+        x: &[f32],
+        grad: &[f32],
+        dx: &mut [f32],
+        accumulate: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (inputs, outputs) = (self.inputs, self.outputs);
+        let rows = x.len() / inputs.max(1);
+        let grad_matrix = Matrix::rows(grad, 0, (rows, outputs), outputs);
+        matmul(
+            MatrixMut::rows(dx, 0, (rows, inputs), inputs),
+            grad_matrix,
+            Matrix::rows(self.weight, 0, (outputs, inputs), inputs),
+            accumulate,
+            Threads::All,
+        );
+        let mut dweight = vec![0.0; outputs * inputs];
+        matmul(
+            MatrixMut::rows(&mut dweight, 0, (outputs, inputs), inputs),
+            grad_matrix.t(),
+            Matrix::rows(x, 0, (rows, inputs), inputs),
+            false,
+            Threads::All,
+        );
+        (dweight, column_sums(grad, outputs))
+    }
+}
+
 struct Linear;
 
 impl CustomOp3 for Linear {
@@ -37,24 +99,15 @@ impl CustomOp3 for Linear {
                 weight_layout.shape()
             );
         }
-        let rows = x.len() / inputs.max(1);
-        let mut y = vec![0.0; rows * outputs];
-        y.par_chunks_mut(outputs * rows_per_task(outputs))
-            .for_each(|chunk| {
-                chunk
-                    .chunks_mut(outputs)
-                    .for_each(|row| row.copy_from_slice(bias))
-            });
-        matmul(
-            MatrixMut::rows(&mut y, 0, (rows, outputs), outputs),
-            Matrix::rows(x, 0, (rows, inputs), inputs),
-            Matrix::rows(weight, 0, (outputs, inputs), inputs).t(),
-            true,
-            Threads::All,
-        );
+        let dense = DenseValues {
+            weight,
+            bias,
+            inputs,
+            outputs,
+        };
         let mut shape = x_layout.shape().dims().to_vec();
         *shape.last_mut().expect("checked above") = outputs;
-        Ok((CpuStorage::F32(y), Shape::from(shape)))
+        Ok((CpuStorage::F32(dense.forward(x)), Shape::from(shape)))
     }
 
     fn bwd(
@@ -67,31 +120,24 @@ impl CustomOp3 for Linear {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let (outputs, inputs) = weight.dims2()?;
-        let rows = x.elem_count() / inputs.max(1);
         let (x_storage, x_layout) = x.storage_and_layout();
         let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (bias_storage, bias_layout) = bias.storage_and_layout();
         let (grad_storage, grad_layout) = grad.storage_and_layout();
         let x_values = kernel_values(&x_storage, x_layout)?;
-        let weight_values = kernel_values(&weight_storage, weight_layout)?;
-        let grad_values = kernel_values(&grad_storage, grad_layout)?;
-        let grad_matrix = Matrix::rows(grad_values, 0, (rows, outputs), outputs);
-        let mut dx = vec![0.0; rows * inputs];
-        matmul(
-            MatrixMut::rows(&mut dx, 0, (rows, inputs), inputs),
-            grad_matrix,
-            Matrix::rows(weight_values, 0, (outputs, inputs), inputs),
+        let dense = DenseValues {
+            weight: kernel_values(&weight_storage, weight_layout)?,
+            bias: kernel_values(&bias_storage, bias_layout)?,
+            inputs,
+            outputs,
+        };
+        let mut dx = vec![0.0; x_values.len()];
+        let (dweight, dbias) = dense.backward(
+            x_values,
+            kernel_values(&grad_storage, grad_layout)?,
+            &mut dx,
             false,
-            Threads::All,
         );
-        let mut dweight = vec![0.0; outputs * inputs];
-        matmul(
-            MatrixMut::rows(&mut dweight, 0, (outputs, inputs), inputs),
-            grad_matrix.t(),
-            Matrix::rows(x_values, 0, (rows, inputs), inputs),
-            false,
-            Threads::All,
-        );
-        let dbias = column_sums(grad_values, outputs);
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dweight, weight.shape(), x.device())?),

@@ -137,12 +137,14 @@ macro_rules! with_avx2 {
 }
 
 mod attention;
+mod block;
 mod layer_norm;
 mod linear;
 mod matmul;
 mod residual;
 
 pub use attention::attention;
+pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use residual::dropout_add;
@@ -203,11 +205,19 @@ fn map_storage(
     kernel: fn(&[f32], &mut [f32]),
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     let src = contiguous_f32(storage, layout)?;
+    Ok((
+        CpuStorage::F32(map_values(src, kernel)),
+        layout.shape().clone(),
+    ))
+}
+
+/// `kernel` over chunks of `src`, in parallel.
+fn map_values(src: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut dst = vec![0.0; src.len()];
     dst.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
         .for_each(|(d, s)| kernel(s, d));
-    Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    dst
 }
 
 fn gelu_kernel(src: &[f32], dst: &mut [f32]) {
@@ -477,6 +487,107 @@ mod tests {
         let plain = (y.as_tensor() + residual.as_tensor()).unwrap();
         let fast = dropout_add(&y, &residual, None).unwrap();
         assert_same_with_gradients(&fast, &plain, &[&y, &residual], 1e-6);
+    }
+
+    #[test]
+    fn encoder_block_matches_the_per_op_kernels_with_gradients() {
+        let (batch, seq, hidden, heads, inner) = (2, 5, 16, 4, 32);
+        let x = random_var((batch, seq, hidden));
+        let shapes = [
+            (hidden, hidden),
+            (hidden, hidden),
+            (hidden, hidden),
+            (hidden, hidden),
+            (0, hidden),
+            (inner, hidden),
+            (hidden, inner),
+            (0, hidden),
+        ];
+        let affines: Vec<(Var, Var)> = shapes
+            .iter()
+            .map(|&(outputs, inputs)| match outputs {
+                0 => (random_var(inputs), random_var(inputs)),
+                _ => (random_var((outputs, inputs)), random_var(outputs)),
+            })
+            .collect();
+        let affine = |i: usize| Affine {
+            weight: affines[i].0.as_tensor().clone(),
+            bias: affines[i].1.as_tensor().clone(),
+        };
+        let mut mask = vec![0f32; batch * seq];
+        mask[2 * seq - 2..].fill(-1e9);
+        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+        let mut rng = crate::rng::Rng::new(5);
+        let mut factors = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| if rng.next_f32() < 0.8 { 1.25 } else { 0.0 })
+                .collect()
+        };
+        let dropout = BlockDropout {
+            attention: Some(factors(batch * heads * seq * seq)),
+            attention_output: Some(factors(batch * seq * hidden)),
+            output: Some(factors(batch * seq * hidden)),
+        };
+        let eps = 1e-12;
+        let params = BlockParams {
+            query: affine(0),
+            key: affine(1),
+            value: affine(2),
+            attention_output: affine(3),
+            attention_norm: affine(4),
+            intermediate: affine(5),
+            output: affine(6),
+            output_norm: affine(7),
+            heads,
+            eps: eps as f32,
+        };
+        let block_grads = ParamGrads::default();
+        let fused = encoder_block(
+            &x,
+            params,
+            &mask,
+            BlockDropout {
+                attention: dropout.attention.clone(),
+                attention_output: dropout.attention_output.clone(),
+                output: dropout.output.clone(),
+            },
+            &block_grads,
+        )
+        .unwrap();
+
+        let dense = |i: usize, input: &Tensor| {
+            linear(input, affines[i].0.as_tensor(), affines[i].1.as_tensor()).unwrap()
+        };
+        let norm = |i: usize, input: &Tensor| {
+            layer_norm(
+                input,
+                affines[i].0.as_tensor(),
+                affines[i].1.as_tensor(),
+                eps,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
+        let scale = (1.0 / ((hidden / heads) as f64).sqrt()) as f32;
+        let context = attention((&q, &k, &v), heads, scale, &mask, dropout.attention).unwrap();
+        let attention_sum = dropout_add(&dense(3, &context), &x, dropout.attention_output).unwrap();
+        let attended = norm(4, &attention_sum);
+        let output = dense(6, &gelu_erf(&dense(5, &attended)).unwrap());
+        let plain = norm(7, &dropout_add(&output, &attended, dropout.output).unwrap());
+
+        assert!(max_abs_diff(&fused, &plain) < 1e-5);
+        let weights = Tensor::randn(0f32, 1.0, fused.shape(), &Device::Cpu).unwrap();
+        let loss = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap();
+        let mut fused_grads = loss(&fused).backward().unwrap();
+        block_grads.merge_into(&mut fused_grads).unwrap();
+        let plain_grads = loss(&plain).backward().unwrap();
+        let vars = std::iter::once(&x).chain(affines.iter().flat_map(|(w, b)| [w, b]));
+        for (index, var) in vars.enumerate() {
+            let (f, p) = (fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+            let diff = max_abs_diff(f, p);
+            assert!(diff < 1e-4, "gradient {index} differs by {diff}");
+        }
     }
 
     #[test]

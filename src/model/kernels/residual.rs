@@ -11,6 +11,37 @@ struct DropoutAdd {
     factors: Option<Vec<f32>>,
 }
 
+/// `y ∘ factors + residual` (`y + residual` without factors).
+pub(super) fn dropout_add_values(y: &[f32], residual: &[f32], factors: Option<&[f32]>) -> Vec<f32> {
+    let chunk = rows_per_task(1);
+    let mut out = residual.to_vec();
+    match factors {
+        Some(factors) => out
+            .par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(factors.par_chunks(chunk)))
+            .for_each(|(out, (y, factors))| {
+                for ((o, y), f) in out.iter_mut().zip(y).zip(factors) {
+                    *o += y * f;
+                }
+            }),
+        None => out
+            .par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk))
+            .for_each(|(out, y)| out.iter_mut().zip(y).for_each(|(o, y)| *o += y)),
+    }
+    out
+}
+
+/// `values ∘ factors`, in parallel.
+pub(super) fn multiply_values(values: &[f32], factors: &[f32]) -> Vec<f32> {
+    let chunk = rows_per_task(1);
+    let mut out = values.to_vec();
+    out.par_chunks_mut(chunk)
+        .zip(factors.par_chunks(chunk))
+        .for_each(|(out, factors)| out.iter_mut().zip(factors).for_each(|(o, f)| *o *= f));
+    out
+}
+
 impl CustomOp2 for DropoutAdd {
     fn name(&self) -> &'static str {
         "dropout-add"
@@ -34,22 +65,7 @@ impl CustomOp2 for DropoutAdd {
                 residual_layout.shape()
             );
         }
-        let chunk = rows_per_task(1);
-        let mut out = residual.to_vec();
-        match &self.factors {
-            Some(factors) => out
-                .par_chunks_mut(chunk)
-                .zip(y.par_chunks(chunk).zip(factors.par_chunks(chunk)))
-                .for_each(|(out, (y, factors))| {
-                    for ((o, y), f) in out.iter_mut().zip(y).zip(factors) {
-                        *o += y * f;
-                    }
-                }),
-            None => out
-                .par_chunks_mut(chunk)
-                .zip(y.par_chunks(chunk))
-                .for_each(|(out, y)| out.iter_mut().zip(y).for_each(|(o, y)| *o += y)),
-        }
+        let out = dropout_add_values(y, residual, self.factors.as_deref());
         Ok((CpuStorage::F32(out), y_layout.shape().clone()))
     }
 

@@ -1,0 +1,349 @@
+//! One encoder block for CPU training as a single differentiable op: attention, its output
+//! projection, dropout, residual and LayerNorm, then the GELU feed-forward with the same.
+//! candle's autograd would hold a dozen nodes per block and, for each, fill and add a
+//! zero gradient buffer the size of the activations; here the backward pass is written
+//! out, keeps its intermediate buffers, and sums the three q/k/v input gradients in place.
+//! The op's only candle input is the block's input; the parameters' gradients go to a
+//! [`ParamGrads`] store, which the model merges into candle's `GradStore` after
+//! `backward` (see `GliZNet::backward`).
+
+use super::attention::Attention;
+use super::layer_norm::NormValues;
+use super::linear::DenseValues;
+use super::residual::{dropout_add_values, multiply_values};
+use super::{
+    contiguous_f32, gelu_derivative_kernel, gelu_kernel, kernel_values, map_values,
+    uses_cpu_kernels,
+};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// A dense layer's or a LayerNorm's weight and bias.
+pub struct Affine {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// The parameters of one block, with Hugging Face BERT's structure.
+pub struct BlockParams {
+    pub query: Affine,
+    pub key: Affine,
+    pub value: Affine,
+    pub attention_output: Affine,
+    pub attention_norm: Affine,
+    pub intermediate: Affine,
+    pub output: Affine,
+    pub output_norm: Affine,
+    pub heads: usize,
+    pub eps: f32,
+}
+
+impl BlockParams {
+    fn affines(&self) -> [&Affine; 8] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_output,
+            &self.attention_norm,
+            &self.intermediate,
+            &self.output,
+            &self.output_norm,
+        ]
+    }
+}
+
+/// The dropout factors (0 or 1/keep) of one block in training: on the attention
+/// probabilities [batch, heads, seq, seq], and on the attention and feed-forward outputs
+/// [batch, seq, hidden].
+pub struct BlockDropout {
+    pub attention: Option<Vec<f32>>,
+    pub attention_output: Option<Vec<f32>>,
+    pub output: Option<Vec<f32>>,
+}
+
+/// Parameter gradients from [`encoder_block`]'s backward passes, kept apart from candle's
+/// `GradStore` until [`ParamGrads::merge_into`].
+#[derive(Clone, Default)]
+pub struct ParamGrads(Arc<Mutex<Vec<(Tensor, Tensor)>>>);
+
+impl ParamGrads {
+    fn push(&self, param: &Tensor, grad: Tensor) {
+        let mut grads = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        grads.push((param.clone(), grad));
+    }
+
+    /// Adds the gradients gathered so far to `store` (summing with any it already holds for
+    /// the same tensor) and forgets them.
+    pub fn merge_into(&self, store: &mut GradStore) -> candle_core::Result<()> {
+        let grads = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for (param, grad) in grads {
+            let sum = match store.get(&param) {
+                Some(existing) => (existing + grad)?,
+                None => grad,
+            };
+            store.insert(&param, sum);
+        }
+        Ok(())
+    }
+}
+
+/// The block's activations that its backward pass reads.
+struct Saved {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    context: Vec<f32>,
+    attention_sum: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+    output_sum: Vec<f32>,
+}
+
+struct EncoderBlock {
+    params: BlockParams,
+    attention: Attention,
+    attention_output_dropout: Option<Vec<f32>>,
+    output_dropout: Option<Vec<f32>>,
+    saved: Mutex<Option<Saved>>,
+    grads: ParamGrads,
+}
+
+/// The parameter values, read from their tensors' storage.
+struct Values<'a> {
+    query: DenseValues<'a>,
+    key: DenseValues<'a>,
+    value: DenseValues<'a>,
+    attention_output: DenseValues<'a>,
+    attention_norm: NormValues<'a>,
+    intermediate: DenseValues<'a>,
+    output: DenseValues<'a>,
+    output_norm: NormValues<'a>,
+}
+
+impl EncoderBlock {
+    /// Runs `f` with the parameter values (the tensors' storage stays read-locked meanwhile).
+    fn with_values<R>(
+        &self,
+        f: impl FnOnce(&Values) -> candle_core::Result<R>,
+    ) -> candle_core::Result<R> {
+        let tensors = self.params.affines().map(|a| [&a.weight, &a.bias]);
+        let guards: Vec<_> = tensors
+            .iter()
+            .flatten()
+            .map(|t| t.storage_and_layout())
+            .collect();
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| kernel_values(storage, layout))
+            .collect::<candle_core::Result<Vec<&[f32]>>>()?;
+        let dense = |i: usize| -> candle_core::Result<DenseValues> {
+            let (outputs, inputs) = tensors[i][0].dims2()?;
+            Ok(DenseValues {
+                weight: slices[2 * i],
+                bias: slices[2 * i + 1],
+                inputs,
+                outputs,
+            })
+        };
+        let norm = |i: usize| NormValues {
+            weight: slices[2 * i],
+            bias: slices[2 * i + 1],
+            eps: self.params.eps,
+        };
+        f(&Values {
+            query: dense(0)?,
+            key: dense(1)?,
+            value: dense(2)?,
+            attention_output: dense(3)?,
+            attention_norm: norm(4),
+            intermediate: dense(5)?,
+            output: dense(6)?,
+            output_norm: norm(7),
+        })
+    }
+}
+
+impl CustomOp1 for EncoderBlock {
+    fn name(&self) -> &'static str {
+        "encoder-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout)?;
+        let shape = layout.shape();
+        self.with_values(|p| {
+            let (q, k, v) = (p.query.forward(x), p.key.forward(x), p.value.forward(x));
+            let context = self.attention.forward(shape, (&q, &k, &v))?;
+            let attention_sum = dropout_add_values(
+                &p.attention_output.forward(&context),
+                x,
+                self.attention_output_dropout.as_deref(),
+            );
+            let attended = p.attention_norm.forward(&attention_sum);
+            let inner = p.intermediate.forward(&attended);
+            let output_sum = dropout_add_values(
+                &p.output.forward(&map_values(&inner, gelu_kernel)),
+                &attended,
+                self.output_dropout.as_deref(),
+            );
+            let y = p.output_norm.forward(&output_sum);
+            *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved {
+                q,
+                k,
+                v,
+                context,
+                attention_sum,
+                attended,
+                inner,
+                output_sum,
+            });
+            Ok((CpuStorage::F32(y), shape.clone()))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = saved.as_ref() else {
+            candle_core::bail!("encoder block: backward before forward");
+        };
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (grad_storage, grad_layout) = grad.storage_and_layout();
+        let x_values = kernel_values(&x_storage, x_layout)?;
+        let dy = kernel_values(&grad_storage, grad_layout)?;
+        let dx = self.with_values(|p| {
+            let mut param_grads = Vec::with_capacity(16);
+            let (d_output_sum, d_norm_w, d_norm_b) = p.output_norm.backward(&s.output_sum, dy);
+            param_grads.push([d_norm_w, d_norm_b]);
+            let d_output = match &self.output_dropout {
+                Some(factors) => multiply_values(&d_output_sum, factors),
+                None => d_output_sum.clone(),
+            };
+            let mut d_gelu = vec![0.0; s.inner.len()];
+            let gelu = map_values(&s.inner, gelu_kernel);
+            param_grads.push(
+                p.output
+                    .backward(&gelu, &d_output, &mut d_gelu, false)
+                    .into(),
+            );
+            let derivative = map_values(&s.inner, gelu_derivative_kernel);
+            let d_inner = multiply_values(&d_gelu, &derivative);
+            let mut d_attended = d_output_sum;
+            param_grads.push(
+                p.intermediate
+                    .backward(&s.attended, &d_inner, &mut d_attended, true)
+                    .into(),
+            );
+            let (d_attention_sum, d_norm_w, d_norm_b) =
+                p.attention_norm.backward(&s.attention_sum, &d_attended);
+            param_grads.push([d_norm_w, d_norm_b]);
+            let d_attention_output = match &self.attention_output_dropout {
+                Some(factors) => multiply_values(&d_attention_sum, factors),
+                None => d_attention_sum.clone(),
+            };
+            let mut d_context = vec![0.0; s.context.len()];
+            param_grads.push(
+                p.attention_output
+                    .backward(&s.context, &d_attention_output, &mut d_context, false)
+                    .into(),
+            );
+            let (dq, dk, dv) =
+                self.attention
+                    .backward(x.shape(), (&s.q, &s.k, &s.v), &d_context)?;
+            let mut dx = d_attention_sum;
+            for (dense, d) in [(&p.query, &dq), (&p.key, &dk), (&p.value, &dv)] {
+                param_grads.push(dense.backward(x_values, d, &mut dx, true).into());
+            }
+            // In the order pushed: output norm, output, intermediate, attention norm,
+            // attention output, query, key, value.
+            let affines = &self.params;
+            let order = [
+                &affines.output_norm,
+                &affines.output,
+                &affines.intermediate,
+                &affines.attention_norm,
+                &affines.attention_output,
+                &affines.query,
+                &affines.key,
+                &affines.value,
+            ];
+            for (affine, [d_weight, d_bias]) in order.into_iter().zip(param_grads) {
+                let device = affine.weight.device();
+                let d_weight = Tensor::from_vec(d_weight, affine.weight.shape(), device)?;
+                self.grads.push(&affine.weight, d_weight);
+                let d_bias = Tensor::from_vec(d_bias, affine.bias.shape(), device)?;
+                self.grads.push(&affine.bias, d_bias);
+            }
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// One encoder block in training mode on the CPU (f32 tensors; GELU with erf), for x
+/// [batch, seq, hidden] and `mask_bias` [batch, seq]. The parameters' gradients go to
+/// `grads` when the result is differentiated.
+pub fn encoder_block(
+    x: &Tensor,
+    params: BlockParams,
+    mask_bias: &Tensor,
+    dropout: BlockDropout,
+    grads: &ParamGrads,
+) -> candle_core::Result<Tensor> {
+    let tensors = params.affines().map(|a| [&a.weight, &a.bias]);
+    if !uses_cpu_kernels(x) || !tensors.iter().flatten().all(|t| uses_cpu_kernels(t)) {
+        candle_core::bail!("the encoder block kernel takes CPU f32 tensors");
+    }
+    let hidden = x.dim(candle_core::D::Minus1)?;
+    let head_dim = hidden / params.heads.max(1);
+    let op = EncoderBlock {
+        attention: Attention {
+            heads: params.heads,
+            scale: (1.0 / (head_dim as f64).sqrt()) as f32,
+            mask_bias: mask_bias
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+            dropout: dropout.attention,
+        },
+        params: BlockParams {
+            query: contiguous(params.query)?,
+            key: contiguous(params.key)?,
+            value: contiguous(params.value)?,
+            attention_output: contiguous(params.attention_output)?,
+            attention_norm: contiguous(params.attention_norm)?,
+            intermediate: contiguous(params.intermediate)?,
+            output: contiguous(params.output)?,
+            output_norm: contiguous(params.output_norm)?,
+            ..params
+        },
+        attention_output_dropout: dropout.attention_output,
+        output_dropout: dropout.output,
+        saved: Mutex::new(None),
+        grads: grads.clone(),
+    };
+    x.contiguous()?.apply_op1(op)
+}
+
+/// Parameters are contiguous as loaded; `contiguous` returns the same tensor then, so the
+/// gradients stay keyed by the parameters' own ids.
+fn contiguous(affine: Affine) -> candle_core::Result<Affine> {
+    Ok(Affine {
+        weight: affine.weight.contiguous()?,
+        bias: affine.bias.contiguous()?,
+    })
+}
