@@ -203,11 +203,16 @@ impl Update {
             self.eps,
         ]
         .map(|x| x as f32);
-        let (mut new_w, mut new_m, mut new_v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        new_w
+        // Written in full below, so not zero-filled first.
+        let (mut new_w, mut new_m, mut new_v) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        new_w.spare_capacity_mut()[..n]
             .par_chunks_mut(CHUNK)
-            .zip(new_m.par_chunks_mut(CHUNK))
-            .zip(new_v.par_chunks_mut(CHUNK))
+            .zip(new_m.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+            .zip(new_v.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(chunk, ((new_w, new_m), new_v))| {
                 let start = chunk * CHUNK;
@@ -215,12 +220,19 @@ impl Update {
                     let g = g[start + j] * grad_scale;
                     let m = beta1 * m[start + j] + (1.0 - beta1) * g;
                     let v = beta2 * v[start + j] + (1.0 - beta2) * g * g;
-                    new_w[j] =
-                        w[start + j] * decay - lr * ((m / bias1) / ((v / bias2).sqrt() + eps));
-                    new_m[j] = m;
-                    new_v[j] = v;
+                    new_w[j].write(
+                        w[start + j] * decay - lr * ((m / bias1) / ((v / bias2).sqrt() + eps)),
+                    );
+                    new_m[j].write(m);
+                    new_v[j].write(v);
                 }
             });
+        // SAFETY: the chunks above cover all n elements of each vector and wrote every one.
+        unsafe {
+            new_w.set_len(n);
+            new_m.set_len(n);
+            new_v.set_len(n);
+        }
         let shape = value.shape();
         let device = value.device();
         Ok(Some((

@@ -85,22 +85,29 @@ impl Attention {
         softmax_rows(probs, self.scale, mask, seq);
     }
 
-    /// The context [batch, seq, hidden] for q, k, v of `shape` [batch, seq, hidden].
+    /// The context [batch, seq, hidden] for q, k, v of `shape` [batch, seq, hidden], and
+    /// with `keep_probs` the probabilities before dropout, [batch, heads, seq, seq], for
+    /// [`Attention::backward`].
     pub fn forward(
         &self,
         shape: &Shape,
         (q, k, v): (&[f32], &[f32], &[f32]),
-    ) -> candle_core::Result<Vec<f32>> {
+        keep_probs: bool,
+    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
         let blocks = self.blocks(shape)?;
         let mut context = vec![0.0; q.len()];
         let output = SharedOutput::new(&mut context);
-        blocks.par_iter().for_each_init(Vec::new, |probs, &block| {
+        let attend = |probs: &mut [f32], dropped: &mut Vec<f32>, block: Block| {
             let seq = block.seq;
-            probs.resize(seq * seq, 0.0);
             self.probabilities(q, k, block, probs);
-            if let Some(factors) = self.dropout_factors(block) {
-                multiply(probs, factors);
-            }
+            let probs: &[f32] = match self.dropout_factors(block) {
+                Some(factors) => {
+                    dropped.clear();
+                    dropped.extend(probs.iter().zip(factors).map(|(p, f)| p * f));
+                    dropped
+                }
+                None => probs,
+            };
             // SAFETY: each block writes its own head's columns of its own sequence.
             let out = unsafe { output.view(block.offset, (seq, block.head_dim), block.hidden) };
             matmul(
@@ -110,15 +117,34 @@ impl Attention {
                 false,
                 Threads::One,
             );
-        });
-        Ok(context)
+        };
+        let Some(&Block { seq, .. }) = blocks.first() else {
+            return Ok((context, keep_probs.then(Vec::new)));
+        };
+        if keep_probs {
+            let mut all_probs = vec![0.0; blocks.len() * seq * seq];
+            all_probs
+                .par_chunks_mut(seq * seq)
+                .zip(blocks.par_iter())
+                .for_each_init(Vec::new, |dropped, (probs, &block)| {
+                    attend(probs, dropped, block)
+                });
+            return Ok((context, Some(all_probs)));
+        }
+        blocks.par_iter().for_each_init(
+            || (vec![0.0; seq * seq], Vec::new()),
+            |(probs, dropped), &block| attend(probs, dropped, block),
+        );
+        Ok((context, None))
     }
 
-    /// (dq, dk, dv) for the context gradient `grad_values`.
+    /// (dq, dk, dv) for the context gradient `grad_values`; `saved_probs` from
+    /// [`Attention::forward`], recomputed when `None`.
     pub fn backward(
         &self,
         shape: &Shape,
         (q_values, k_values, v_values): (&[f32], &[f32], &[f32]),
+        saved_probs: Option<&[f32]>,
         grad_values: &[f32],
     ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let blocks = self.blocks(shape)?;
@@ -129,9 +155,15 @@ impl Attention {
             || (Vec::new(), Vec::new()),
             |(probs, dprobs), &block| {
                 let (seq, head_dim, hidden) = (block.seq, block.head_dim, block.hidden);
-                probs.resize(seq * seq, 0.0);
                 dprobs.resize(seq * seq, 0.0);
-                self.probabilities(q_values, k_values, block, probs);
+                let probs: &[f32] = match saved_probs {
+                    Some(saved) => &saved[block.index * seq * seq..][..seq * seq],
+                    None => {
+                        probs.resize(seq * seq, 0.0);
+                        self.probabilities(q_values, k_values, block, probs);
+                        probs
+                    }
+                };
                 let grad_head = Self::head(grad_values, block);
                 // SAFETY: each block writes its own head's columns of its own sequence.
                 let [dq_head, dk_head, dv_head] = outputs
@@ -146,7 +178,7 @@ impl Attention {
                         multiply(dprobs, factors);
                         &dprobs[..]
                     }
-                    None => &probs[..],
+                    None => probs,
                 };
                 matmul(dv_head, square(dropped).t(), grad_head, false, Threads::One);
                 // dP = (dC·Vᵀ) ∘ dropout factors.
@@ -220,7 +252,7 @@ impl CustomOp3 for Attention {
             contiguous_f32(k, k_layout)?,
             contiguous_f32(v, v_layout)?,
         );
-        let context = self.forward(q_layout.shape(), (q, k, v))?;
+        let (context, _) = self.forward(q_layout.shape(), (q, k, v), false)?;
         Ok((CpuStorage::F32(context), q_layout.shape().clone()))
     }
 
@@ -244,6 +276,7 @@ impl CustomOp3 for Attention {
                 kernel_values(&k_storage, k_layout)?,
                 kernel_values(&v_storage, v_layout)?,
             ),
+            None,
             kernel_values(&grad_storage, grad_layout)?,
         )?;
         let device = q.device();

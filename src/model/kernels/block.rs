@@ -102,10 +102,13 @@ struct Saved {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The attention probabilities before dropout, [batch, heads, seq, seq].
+    probs: Vec<f32>,
     context: Vec<f32>,
     attention_sum: Vec<f32>,
     attended: Vec<f32>,
     inner: Vec<f32>,
+    gelu: Vec<f32>,
     output_sum: Vec<f32>,
 }
 
@@ -187,7 +190,8 @@ impl CustomOp1 for EncoderBlock {
         let shape = layout.shape();
         self.with_values(|p| {
             let (q, k, v) = (p.query.forward(x), p.key.forward(x), p.value.forward(x));
-            let context = self.attention.forward(shape, (&q, &k, &v))?;
+            let (context, probs) = self.attention.forward(shape, (&q, &k, &v), true)?;
+            let probs = probs.unwrap_or_default();
             let attention_sum = dropout_add_values(
                 &p.attention_output.forward(&context),
                 x,
@@ -195,8 +199,9 @@ impl CustomOp1 for EncoderBlock {
             );
             let attended = p.attention_norm.forward(&attention_sum);
             let inner = p.intermediate.forward(&attended);
+            let gelu = map_values(&inner, gelu_kernel);
             let output_sum = dropout_add_values(
-                &p.output.forward(&map_values(&inner, gelu_kernel)),
+                &p.output.forward(&gelu),
                 &attended,
                 self.output_dropout.as_deref(),
             );
@@ -205,10 +210,12 @@ impl CustomOp1 for EncoderBlock {
                 q,
                 k,
                 v,
+                probs,
                 context,
                 attention_sum,
                 attended,
                 inner,
+                gelu,
                 output_sum,
             });
             Ok((CpuStorage::F32(y), shape.clone()))
@@ -234,10 +241,9 @@ impl CustomOp1 for EncoderBlock {
                 None => d_output_sum.clone(),
             };
             let mut d_gelu = vec![0.0; s.inner.len()];
-            let gelu = map_values(&s.inner, gelu_kernel);
             param_grads.push(
                 p.output
-                    .backward(&gelu, &d_output, &mut d_gelu, false)
+                    .backward(&s.gelu, &d_output, &mut d_gelu, false)
                     .into(),
             );
             let derivative = map_values(&s.inner, gelu_derivative_kernel);
@@ -261,9 +267,12 @@ impl CustomOp1 for EncoderBlock {
                     .backward(&s.context, &d_attention_output, &mut d_context, false)
                     .into(),
             );
-            let (dq, dk, dv) =
-                self.attention
-                    .backward(x.shape(), (&s.q, &s.k, &s.v), &d_context)?;
+            let (dq, dk, dv) = self.attention.backward(
+                x.shape(),
+                (&s.q, &s.k, &s.v),
+                Some(&s.probs),
+                &d_context,
+            )?;
             let mut dx = d_attention_sum;
             for (dense, d) in [(&p.query, &dq), (&p.key, &dk), (&p.value, &dv)] {
                 param_grads.push(dense.backward(x_values, d, &mut dx, true).into());
