@@ -234,12 +234,13 @@ impl CustomOp1 for EncoderBlock {
         let dy = kernel_values(&grad_storage, grad_layout)?;
         let dx = self.with_values(|p| {
             let mut param_grads = Vec::with_capacity(16);
-            let (d_output_sum, d_norm_w, d_norm_b) = p.output_norm.backward(&s.output_sum, dy);
-            param_grads.push([d_norm_w, d_norm_b]);
-            let d_output = match &self.output_dropout {
-                Some(factors) => multiply_values(&d_output_sum, factors),
-                None => d_output_sum.clone(),
-            };
+            let (d_output_sum, d_output, norm_grads) = residual_norm_backward(
+                &p.output_norm,
+                &s.output_sum,
+                dy,
+                self.output_dropout.as_deref(),
+            );
+            param_grads.push(norm_grads);
             let mut d_gelu = vec![0.0; s.inner.len()];
             param_grads.push(
                 p.output
@@ -254,13 +255,13 @@ impl CustomOp1 for EncoderBlock {
                     .backward(&s.attended, &d_inner, &mut d_attended, true)
                     .into(),
             );
-            let (d_attention_sum, d_norm_w, d_norm_b) =
-                p.attention_norm.backward(&s.attention_sum, &d_attended);
-            param_grads.push([d_norm_w, d_norm_b]);
-            let d_attention_output = match &self.attention_output_dropout {
-                Some(factors) => multiply_values(&d_attention_sum, factors),
-                None => d_attention_sum.clone(),
-            };
+            let (d_attention_sum, d_attention_output, norm_grads) = residual_norm_backward(
+                &p.attention_norm,
+                &s.attention_sum,
+                &d_attended,
+                self.attention_output_dropout.as_deref(),
+            );
+            param_grads.push(norm_grads);
             let mut d_context = vec![0.0; s.context.len()];
             param_grads.push(
                 p.attention_output
@@ -301,6 +302,23 @@ impl CustomOp1 for EncoderBlock {
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// Back through `norm(branch ∘ factors + residual)` for the output gradient `grad`: the
+/// gradient of the sum (which is also the residual's), the branch's, and the norm's
+/// parameter gradients.
+fn residual_norm_backward(
+    norm: &NormValues,
+    sum: &[f32],
+    grad: &[f32],
+    factors: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, [Vec<f32>; 2]) {
+    let (d_sum, d_weight, d_bias) = norm.backward(sum, grad);
+    let d_branch = match factors {
+        Some(factors) => multiply_values(&d_sum, factors),
+        None => d_sum.clone(),
+    };
+    (d_sum, d_branch, [d_weight, d_bias])
 }
 
 /// One encoder block in training mode on the CPU (f32 tensors; GELU with erf), for x
