@@ -1,8 +1,9 @@
 //! A BERT encoder that is differentiable end to end, with Hugging Face parameter names (no
 //! `bert.` prefix). On the CPU, dense layers, LayerNorm and attention are single kernels
-//! with their own backward passes (`kernels`); elsewhere they are built from candle's ops
-//! (candle's fused LayerNorm and softmax in inference mode, which have no backward pass).
-//! Training mode applies dropout.
+//! with their own backward passes (`kernels`), and in training each block is one kernel
+//! whose parameter gradients reach candle's `GradStore` through `merge_gradients`;
+//! elsewhere they are built from candle's ops (candle's fused LayerNorm and softmax in
+//! inference mode, which have no backward pass). Training mode applies dropout.
 
 use crate::error::input_error;
 use crate::model::kernels;

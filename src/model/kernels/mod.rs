@@ -2,7 +2,8 @@
 //! pass where training needs one: GELU (the erf form BERT uses; candle calls scalar `erf`
 //! per element), dense layers, LayerNorm and multi-head attention as single ops (candle's
 //! autograd builds each from several broadcast ops and fills and adds a zero gradient per
-//! node), and a bias add for the int8 path. erf and exp are polynomials the compiler
+//! node), a whole encoder block as one op for training (`block`), and a bias add for the
+//! int8 path. erf and exp are polynomials the compiler
 //! vectorizes (AVX2 where the CPU has it); work is split across threads with rayon. Other
 //! devices and dtypes use candle's ops.
 
