@@ -4,7 +4,7 @@
 //! (candle's batched matmul would synchronise its threads once per head for two small
 //! products). The backward pass recomputes the probabilities rather than keeping them.
 
-use super::matmul::{matmul, Matrix, SharedOutput, Threads};
+use super::matmul::{matmul, Matrix, MatrixMut, SharedOutput, Threads};
 use super::{contiguous_f32, kernel_values, softmax_rows, uses_cpu_kernels};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -75,7 +75,7 @@ impl Attention {
     fn probabilities(&self, q: &[f32], k: &[f32], block: Block, probs: &mut [f32]) {
         let seq = block.seq;
         matmul(
-            super::matmul::MatrixMut::rows(probs, 0, (seq, seq), seq),
+            MatrixMut::rows(probs, 0, (seq, seq), seq),
             Self::head(q, block),
             Self::head(k, block).t(),
             false,
@@ -183,7 +183,7 @@ impl Attention {
                 matmul(dv_head, square(dropped).t(), grad_head, false, Threads::One);
                 // dP = (dC·Vᵀ) ∘ dropout factors.
                 matmul(
-                    super::matmul::MatrixMut::rows(dprobs, 0, (seq, seq), seq),
+                    MatrixMut::rows(dprobs, 0, (seq, seq), seq),
                     grad_head,
                     Self::head(v_values, block).t(),
                     false,

@@ -233,41 +233,30 @@ impl CustomOp1 for EncoderBlock {
         let x_values = kernel_values(&x_storage, x_layout)?;
         let dy = kernel_values(&grad_storage, grad_layout)?;
         let dx = self.with_values(|p| {
-            let mut param_grads = Vec::with_capacity(16);
-            let (d_output_sum, d_output, norm_grads) = residual_norm_backward(
+            let (d_output_sum, d_output, output_norm) = residual_norm_backward(
                 &p.output_norm,
                 &s.output_sum,
                 dy,
                 self.output_dropout.as_deref(),
             );
-            param_grads.push(norm_grads);
             let mut d_gelu = vec![0.0; s.inner.len()];
-            param_grads.push(
-                p.output
-                    .backward(&s.gelu, &d_output, &mut d_gelu, false)
-                    .into(),
-            );
+            let output = p.output.backward(&s.gelu, &d_output, &mut d_gelu, false);
             let derivative = map_values(&s.inner, gelu_derivative_kernel);
             let d_inner = multiply_values(&d_gelu, &derivative);
             let mut d_attended = d_output_sum;
-            param_grads.push(
+            let intermediate =
                 p.intermediate
-                    .backward(&s.attended, &d_inner, &mut d_attended, true)
-                    .into(),
-            );
-            let (d_attention_sum, d_attention_output, norm_grads) = residual_norm_backward(
+                    .backward(&s.attended, &d_inner, &mut d_attended, true);
+            let (d_attention_sum, d_attention_output, attention_norm) = residual_norm_backward(
                 &p.attention_norm,
                 &s.attention_sum,
                 &d_attended,
                 self.attention_output_dropout.as_deref(),
             );
-            param_grads.push(norm_grads);
             let mut d_context = vec![0.0; s.context.len()];
-            param_grads.push(
+            let attention_output =
                 p.attention_output
-                    .backward(&s.context, &d_attention_output, &mut d_context, false)
-                    .into(),
-            );
+                    .backward(&s.context, &d_attention_output, &mut d_context, false);
             let (dq, dk, dv) = self.attention.backward(
                 x.shape(),
                 (&s.q, &s.k, &s.v),
@@ -275,23 +264,21 @@ impl CustomOp1 for EncoderBlock {
                 &d_context,
             )?;
             let mut dx = d_attention_sum;
-            for (dense, d) in [(&p.query, &dq), (&p.key, &dk), (&p.value, &dv)] {
-                param_grads.push(dense.backward(x_values, d, &mut dx, true).into());
-            }
-            // In the order pushed: output norm, output, intermediate, attention norm,
-            // attention output, query, key, value.
-            let affines = &self.params;
-            let order = [
-                &affines.output_norm,
-                &affines.output,
-                &affines.intermediate,
-                &affines.attention_norm,
-                &affines.attention_output,
-                &affines.query,
-                &affines.key,
-                &affines.value,
+            let query = p.query.backward(x_values, &dq, &mut dx, true);
+            let key = p.key.backward(x_values, &dk, &mut dx, true);
+            let value = p.value.backward(x_values, &dv, &mut dx, true);
+            // In the order of `BlockParams::affines`.
+            let param_grads = [
+                query,
+                key,
+                value,
+                attention_output,
+                attention_norm,
+                intermediate,
+                output,
+                output_norm,
             ];
-            for (affine, [d_weight, d_bias]) in order.into_iter().zip(param_grads) {
+            for (affine, (d_weight, d_bias)) in self.params.affines().into_iter().zip(param_grads) {
                 let device = affine.weight.device();
                 let d_weight = Tensor::from_vec(d_weight, affine.weight.shape(), device)?;
                 self.grads.push(&affine.weight, d_weight);
@@ -304,6 +291,9 @@ impl CustomOp1 for EncoderBlock {
     }
 }
 
+/// The gradients (weight, bias) of one [`Affine`].
+type AffineGrads = (Vec<f32>, Vec<f32>);
+
 /// Back through `norm(branch ∘ factors + residual)` for the output gradient `grad`: the
 /// gradient of the sum (which is also the residual's), the branch's, and the norm's
 /// parameter gradients.
@@ -312,13 +302,13 @@ fn residual_norm_backward(
     sum: &[f32],
     grad: &[f32],
     factors: Option<&[f32]>,
-) -> (Vec<f32>, Vec<f32>, [Vec<f32>; 2]) {
+) -> (Vec<f32>, Vec<f32>, AffineGrads) {
     let (d_sum, d_weight, d_bias) = norm.backward(sum, grad);
     let d_branch = match factors {
         Some(factors) => multiply_values(&d_sum, factors),
         None => d_sum.clone(),
     };
-    (d_sum, d_branch, [d_weight, d_bias])
+    (d_sum, d_branch, (d_weight, d_bias))
 }
 
 /// One encoder block in training mode on the CPU (f32 tensors; GELU with erf), for x

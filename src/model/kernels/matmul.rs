@@ -24,31 +24,21 @@ fn check_bounds(len: usize, offset: usize, (rows, cols): (usize, usize), strides
 }
 
 impl Matrix {
-    pub(super) fn new(
-        data: &[f32],
-        offset: usize,
-        shape: (usize, usize),
-        (row_stride, col_stride): (usize, usize),
-    ) -> Self {
-        check_bounds(data.len(), offset, shape, (row_stride, col_stride));
-        Self {
-            // SAFETY: in bounds (or unused when the matrix is empty).
-            ptr: data.as_ptr().wrapping_add(offset),
-            rows: shape.0,
-            cols: shape.1,
-            row_stride,
-            col_stride,
-        }
-    }
-
-    /// `rows × cols` values stored row by row, `row_stride` apart.
+    /// `rows × cols` values stored row by row, `row_stride` apart, from `data[offset]`.
     pub(super) fn rows(
         data: &[f32],
         offset: usize,
         shape: (usize, usize),
         row_stride: usize,
     ) -> Self {
-        Self::new(data, offset, shape, (row_stride, 1))
+        check_bounds(data.len(), offset, shape, (row_stride, 1));
+        Self {
+            ptr: data.as_ptr().wrapping_add(offset),
+            rows: shape.0,
+            cols: shape.1,
+            row_stride,
+            col_stride: 1,
+        }
     }
 
     pub(super) fn t(self) -> Self {
