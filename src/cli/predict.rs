@@ -72,7 +72,7 @@ pub struct PredictArgs {
     #[arg(long, default_value = "auto")]
     device: String,
 
-    /// Int8 encoder weights (ggml Q8_0): scores differ slightly from f32; see BENCHMARKS.md
+    /// Int8 encoder weights (CPU only): scores differ slightly from f32; see BENCHMARKS.md
     /// for the speed and MODEL.md for the accuracy change
     #[arg(long)]
     quantize: bool,

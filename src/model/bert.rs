@@ -10,7 +10,6 @@ use crate::model::kernels;
 use crate::model::params::Params;
 use crate::rng::Rng;
 use anyhow::Result;
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::Embedding;
 use rayon::prelude::*;
@@ -185,26 +184,7 @@ struct Dense {
 
 enum DenseWeight {
     Float(Tensor),
-    Int8 {
-        weight: QMatMul,
-        /// Zero columns appended to the input (and the weight) to reach the input width the
-        /// fast int8 kernel needs.
-        pad: usize,
-    },
-}
-
-/// candle's int8 kernel for x86 VNNI CPUs (repacked Q8_0) takes inputs whose width is a
-/// multiple of 256; narrower ones fall back to a generic kernel that is slower than f32.
-const INT8_FAST_WIDTH: usize = 256;
-
-fn has_fast_int8_kernel(device: &candle_core::Device) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if device.is_cpu() {
-        return (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
-            || is_x86_feature_detected!("avxvnni");
-    }
-    let _ = device;
-    false
+    Int8(kernels::Int8Dense),
 }
 
 impl Dense {
@@ -215,21 +195,21 @@ impl Dense {
         })
     }
 
-    /// Weights to ggml's Q8_0 (blocks of 32 int8 values with one f16 scale); the bias stays
-    /// f32, and candle quantizes the activations on the fly.
-    fn quantize(&mut self) -> Result<()> {
+    /// Int8 weights (see `kernels::Int8Dense`), with `activation` fused where the kernel has
+    /// it: CPU only.
+    fn quantize(&mut self, activation: Option<Activation>) -> Result<()> {
         if let DenseWeight::Float(weight) = &self.weight {
-            let width = weight.dim(1)?;
-            let pad = if has_fast_int8_kernel(weight.device()) {
-                width.next_multiple_of(INT8_FAST_WIDTH) - width
-            } else {
-                0
-            };
-            let weight = weight.pad_with_zeros(1, 0, pad)?;
-            self.weight = DenseWeight::Int8 {
-                weight: QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
-                pad,
-            };
+            if !kernels::uses_cpu_kernels(weight) {
+                anyhow::bail!("int8 weights (--quantize) run on the CPU only");
+            }
+            let (outputs, inputs) = weight.dims2()?;
+            self.weight = DenseWeight::Int8(kernels::Int8Dense::new(
+                &weight.flatten_all()?.to_vec1::<f32>()?,
+                &self.bias.to_vec1::<f32>()?,
+                inputs,
+                outputs,
+                matches!(activation, Some(Activation::GeluErf)),
+            ));
         }
         Ok(())
     }
@@ -241,19 +221,23 @@ impl Dense {
                 weight: weight.clone(),
                 bias: self.bias.clone(),
             }),
-            DenseWeight::Int8 { .. } => None,
+            DenseWeight::Int8(_) => None,
         }
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.weight {
-            DenseWeight::Float(weight) => return kernels::linear(x, weight, &self.bias),
-            DenseWeight::Int8 { weight, pad: 0 } => weight.forward(x)?,
-            DenseWeight::Int8 { weight, pad } => {
-                weight.forward(&x.pad_with_zeros(D::Minus1, 0, *pad)?)?
-            }
-        };
-        kernels::add_bias(&y, &self.bias)
+        match &self.weight {
+            DenseWeight::Float(weight) => kernels::linear(x, weight, &self.bias),
+            DenseWeight::Int8(weight) => x.contiguous()?.apply_op1_no_bwd(weight),
+        }
+    }
+
+    /// `activation(x·Wᵀ + bias)`.
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+        match &self.weight {
+            DenseWeight::Int8(weight) if weight.has_gelu() => self.forward(x),
+            _ => activation.forward(&self.forward(x)?),
+        }
     }
 }
 
@@ -347,15 +331,15 @@ impl Layer {
             &mut self.key,
             &mut self.value,
             &mut self.attention_output,
-            &mut self.intermediate,
             &mut self.output,
         ] {
-            dense.quantize()?;
+            dense.quantize(None)?;
         }
-        Ok(())
+        self.intermediate.quantize(Some(self.activation))
     }
 
-    /// Multi-head attention over q, k, v [batch, seq, hidden]; returns [batch, seq, hidden].
+    /// Multi-head attention for q [batch, queries, hidden] over k, v [batch, seq, hidden];
+    /// returns [batch, queries, hidden].
     fn attention(
         &self,
         q: &Tensor,
@@ -364,10 +348,11 @@ impl Layer {
         mask_bias: &Tensor,
         rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let (batch, seq_len, hidden) = q.dims3()?;
+        let (batch, queries, hidden) = q.dims3()?;
+        let seq_len = k.dim(1)?;
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let probs_len = batch * self.heads * seq_len * seq_len;
+        let probs_len = batch * self.heads * queries * seq_len;
         if kernels::uses_cpu_kernels(q) {
             let dropout = dropout_factors(probs_len, self.attention_dropout, rng);
             let scale = scale as f32;
@@ -380,7 +365,7 @@ impl Layer {
             )?);
         }
         let split_heads = |t: &Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((batch, seq_len, self.heads, head_dim))?
+            t.reshape((batch, t.dim(1)?, self.heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
@@ -392,7 +377,7 @@ impl Layer {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let context = dropout(&probs, self.attention_dropout, rng)?.matmul(&v)?;
-        Ok(context.transpose(1, 2)?.reshape((batch, seq_len, hidden))?)
+        Ok(context.transpose(1, 2)?.reshape((batch, queries, hidden))?)
     }
 
     /// The block's parameters for `kernels::encoder_block`, where it applies: CPU f32
@@ -440,23 +425,35 @@ impl Layer {
                 x, params, mask_bias, dropout, grads,
             )?);
         }
+        self.forward_queries(x, x, mask_bias, rng)
+    }
+
+    /// The block's output for the rows `queries` [batch, queries, hidden] of `x` [batch, seq,
+    /// hidden], which attend over all of `x` (all rows: the plain forward pass).
+    fn forward_queries(
+        &self,
+        x: &Tensor,
+        queries: &Tensor,
+        mask_bias: &Tensor,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         let training = rng.is_some();
         let (q, k, v) = (
-            self.query.forward(x)?,
+            self.query.forward(queries)?,
             self.key.forward(x)?,
             self.value.forward(x)?,
         );
         let context = self.attention(&q, &k, &v, mask_bias, rng.as_deref_mut())?;
         let attended = dropout_add(
             &self.attention_output.forward(&context)?,
-            x,
+            queries,
             self.hidden_dropout,
             rng.as_deref_mut(),
         )?;
         let attended = self.attention_norm.forward(&attended, training)?;
         let inner = self
-            .activation
-            .forward(&self.intermediate.forward(&attended)?)?;
+            .intermediate
+            .forward_activated(&attended, self.activation)?;
         let out = dropout_add(
             &self.output.forward(&inner)?,
             &attended,
@@ -514,5 +511,36 @@ impl BertEncoder {
             x = layer.forward(&x, &mask_bias, rng.as_deref_mut(), &self.block_grads)?;
         }
         Ok(x)
+    }
+
+    /// Inference: the last hidden states of `rows` only, [batch, queries, hidden]. `rows`
+    /// holds `queries` row indices per sequence into the flattened [batch·seq] states,
+    /// sequence by sequence (row `b·seq + position`). The last layer computes just those rows
+    /// (its keys and values still come from every token), which is exact and saves most of
+    /// that layer when the rows are few.
+    pub fn forward_rows(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        rows: &Tensor,
+        queries: usize,
+    ) -> Result<Tensor> {
+        let (batch, seq_len) = input_ids.dims2()?;
+        let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
+            .reshape((batch, 1, 1, seq_len))?;
+        let mut x = self.embeddings.forward(input_ids, None)?;
+        let select = |x: &Tensor| -> Result<Tensor> {
+            let hidden = x.dim(2)?;
+            Ok(x.reshape((batch * seq_len, hidden))?
+                .index_select(rows, 0)?
+                .reshape((batch, queries, hidden))?)
+        };
+        let Some((last, rest)) = self.layers.split_last() else {
+            return select(&x);
+        };
+        for layer in rest {
+            x = layer.forward(&x, &mask_bias, None, &self.block_grads)?;
+        }
+        last.forward_queries(&x, &select(&x)?, &mask_bias, None)
     }
 }

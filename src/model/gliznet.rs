@@ -43,6 +43,14 @@ impl GliZNet {
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
     /// and must be masked with `batch.label_mask`. `rng` is `Some` in training mode.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
+        match rng {
+            None => self.infer(batch),
+            Some(rng) => self.forward_all_rows(batch, Some(rng)),
+        }
+    }
+
+    /// The forward pass with the encoder computing every row of every layer.
+    fn forward_all_rows(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
         let hidden = self
             .encoder
             .forward(&batch.input_ids, &batch.attention_mask, rng)?;
@@ -54,6 +62,29 @@ impl GliZNet {
             .reshape((b, batch.max_labels, d))?;
         self.head.forward(&text, &labels)
     }
+
+    /// [`GliZNet::forward`] in inference mode, the encoder's last layer computing only the
+    /// rows the head reads: each sequence's `[CLS]` and label positions.
+    fn infer(&self, batch: &Batch) -> Result<Tensor> {
+        let (b, s) = batch.input_ids.dims2()?;
+        let labels = batch.max_labels;
+        let label_rows: Vec<u32> = batch.label_rows.to_vec1()?;
+        let rows: Vec<u32> = (0..b)
+            .flat_map(|i| {
+                std::iter::once((i * s) as u32).chain(label_rows[i * labels..][..labels].to_vec())
+            })
+            .collect();
+        let rows = Tensor::from_vec(rows, b * (1 + labels), batch.input_ids.device())?;
+        let hidden = self.encoder.forward_rows(
+            &batch.input_ids,
+            &batch.attention_mask,
+            &rows,
+            1 + labels,
+        )?;
+        let text = hidden.i((.., 0))?;
+        let label_states = hidden.narrow(1, 1, labels)?.contiguous()?;
+        self.head.forward(&text, &label_states)
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +94,59 @@ mod tests {
     use crate::testing::{random_encoder_weights, tiny_bert_config, tiny_tokenizer};
     use crate::tokenizer::{LabelTokenizer, SequenceEncoding};
     use candle_core::{Device, Var};
+
+    fn tiny_model(similarity: Similarity) -> (GliZNet, LabelTokenizer) {
+        let device = Device::Cpu;
+        let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        let config = GliznetConfig {
+            similarity,
+            projection_dim: Some(8),
+            ..GliznetConfig::untrained_default(64)
+        };
+        let mut tensors = random_encoder_weights(&bert, 5, &device).unwrap();
+        tensors
+            .extend(head::init_params(&config.head_shape(bert.hidden_size), 6, &device).unwrap());
+        let params = Params::new(tensors, "test");
+        let model = GliZNet::load(&params, &bert, &config).unwrap();
+        let tokenizer = LabelTokenizer::new(tiny_tokenizer(), config.limits()).unwrap();
+        (model, tokenizer)
+    }
+
+    /// Inference computes only the `[CLS]` and label rows in the last layer; the logits must
+    /// be those of the pass over every row, for sequences of different lengths and label
+    /// counts (padding in both), in f32 and int8.
+    #[test]
+    fn inference_on_the_head_rows_equals_the_full_pass() {
+        let (mut model, tokenizer) = tiny_model(Similarity::Dot);
+        let labels: Vec<String> = ["cat", "dog house", "news", "bank", "the mat"]
+            .map(String::from)
+            .to_vec();
+        let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
+        let b = tokenizer.encode("bank", &labels[..2]).unwrap();
+        let c = tokenizer.encode("news of the dog", &labels[2..]).unwrap();
+        let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0], &c.chunks[0]];
+        let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+        for precision in ["f32", "int8"] {
+            let all: Vec<Vec<f32>> = model
+                .forward_all_rows(&batch, None)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let head_rows: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
+            let mask: Vec<Vec<f32>> = batch.label_mask.to_vec2().unwrap();
+            for ((all, head_rows), mask) in all.iter().zip(&head_rows).zip(&mask) {
+                for ((x, y), m) in all.iter().zip(head_rows).zip(mask) {
+                    if *m > 0.0 {
+                        assert!(
+                            (x - y).abs() < 1e-5,
+                            "{precision}: {all:?} vs {head_rows:?}"
+                        );
+                    }
+                }
+            }
+            model.quantize().unwrap();
+        }
+    }
 
     /// Every encoder and head tensor must receive a non-zero gradient in training mode: the
     /// trap this guards against is a fused op without backward that silently stops gradients.

@@ -18,19 +18,24 @@ pub(super) struct Attention {
     pub dropout: Option<Vec<f32>>,
 }
 
-/// Where one (sequence, head) block lives in a [batch, seq, hidden] buffer.
+/// Where one (sequence, head) block lives in the [batch, seq, hidden] key and value buffers
+/// and the [batch, queries, hidden] query and context buffers.
 #[derive(Clone, Copy)]
 struct Block {
     index: usize,
     batch: usize,
     offset: usize,
     seq: usize,
+    query_offset: usize,
+    queries: usize,
     head_dim: usize,
     hidden: usize,
 }
 
 impl Attention {
-    fn blocks(&self, shape: &Shape) -> candle_core::Result<Vec<Block>> {
+    /// The blocks for keys and values of `shape` [batch, seq, hidden] and `queries` query
+    /// rows per sequence.
+    fn blocks(&self, shape: &Shape, queries: usize) -> candle_core::Result<Vec<Block>> {
         let (batch, seq, hidden) = shape.dims3()?;
         if !hidden.is_multiple_of(self.heads) {
             candle_core::bail!(
@@ -45,19 +50,24 @@ impl Attention {
             );
         }
         if let Some(dropout) = &self.dropout {
-            if dropout.len() != batch * self.heads * seq * seq {
+            if dropout.len() != batch * self.heads * queries * seq {
                 candle_core::bail!("attention: dropout mask has {} values", dropout.len());
             }
         }
         let head_dim = hidden / self.heads;
         Ok((0..batch * self.heads)
-            .map(|index| Block {
-                index,
-                batch: index / self.heads,
-                offset: (index / self.heads) * seq * hidden + (index % self.heads) * head_dim,
-                seq,
-                head_dim,
-                hidden,
+            .map(|index| {
+                let (sequence, head) = (index / self.heads, index % self.heads);
+                Block {
+                    index,
+                    batch: sequence,
+                    offset: sequence * seq * hidden + head * head_dim,
+                    seq,
+                    query_offset: sequence * queries * hidden + head * head_dim,
+                    queries,
+                    head_dim,
+                    hidden,
+                }
             })
             .collect())
     }
@@ -71,12 +81,21 @@ impl Attention {
         )
     }
 
-    /// The attention probabilities of one block, before dropout, into `probs` (seq·seq).
+    fn query_head(data: &[f32], block: Block) -> Matrix {
+        Matrix::rows(
+            data,
+            block.query_offset,
+            (block.queries, block.head_dim),
+            block.hidden,
+        )
+    }
+
+    /// The attention probabilities of one block, before dropout, into `probs` (queries·seq).
     fn probabilities(&self, q: &[f32], k: &[f32], block: Block, probs: &mut [f32]) {
         let seq = block.seq;
         matmul(
-            MatrixMut::rows(probs, 0, (seq, seq), seq),
-            Self::head(q, block),
+            MatrixMut::rows(probs, 0, (block.queries, seq), seq),
+            Self::query_head(q, block),
             Self::head(k, block).t(),
             false,
             Threads::One,
@@ -91,14 +110,26 @@ impl Attention {
     pub fn forward(
         &self,
         shape: &Shape,
+        qkv: (&[f32], &[f32], &[f32]),
+        keep_probs: bool,
+    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
+        self.forward_queries(shape, shape.dims3()?.1, qkv, keep_probs)
+    }
+
+    /// [`Attention::forward`] for `queries` query rows per sequence (q and the context
+    /// [batch, queries, hidden]); k and v are of `shape` [batch, seq, hidden].
+    fn forward_queries(
+        &self,
+        shape: &Shape,
+        queries: usize,
         (q, k, v): (&[f32], &[f32], &[f32]),
         keep_probs: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let blocks = self.blocks(shape)?;
+        let blocks = self.blocks(shape, queries)?;
         let mut context = vec![0.0; q.len()];
         let output = SharedOutput::new(&mut context);
         let attend = |probs: &mut [f32], dropped: &mut Vec<f32>, block: Block| {
-            let seq = block.seq;
+            let (seq, queries) = (block.seq, block.queries);
             self.probabilities(q, k, block, probs);
             let probs: &[f32] = match self.dropout_factors(block) {
                 Some(factors) => {
@@ -109,10 +140,11 @@ impl Attention {
                 None => probs,
             };
             // SAFETY: each block writes its own head's columns of its own sequence.
-            let out = unsafe { output.view(block.offset, (seq, block.head_dim), block.hidden) };
+            let out =
+                unsafe { output.view(block.query_offset, (queries, block.head_dim), block.hidden) };
             matmul(
                 out,
-                Matrix::rows(probs, 0, (seq, seq), seq),
+                Matrix::rows(probs, 0, (queries, seq), seq),
                 Self::head(v, block),
                 false,
                 Threads::One,
@@ -122,9 +154,9 @@ impl Attention {
             return Ok((context, keep_probs.then(Vec::new)));
         };
         if keep_probs {
-            let mut all_probs = vec![0.0; blocks.len() * seq * seq];
+            let mut all_probs = vec![0.0; blocks.len() * queries * seq];
             all_probs
-                .par_chunks_mut(seq * seq)
+                .par_chunks_mut(queries * seq)
                 .zip(blocks.par_iter())
                 .for_each_init(Vec::new, |dropped, (probs, &block)| {
                     attend(probs, dropped, block)
@@ -132,7 +164,7 @@ impl Attention {
             return Ok((context, Some(all_probs)));
         }
         blocks.par_iter().for_each_init(
-            || (vec![0.0; seq * seq], Vec::new()),
+            || (vec![0.0; queries * seq], Vec::new()),
             |(probs, dropped), &block| attend(probs, dropped, block),
         );
         Ok((context, None))
@@ -147,7 +179,7 @@ impl Attention {
         saved_probs: Option<&[f32]>,
         grad_values: &[f32],
     ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let blocks = self.blocks(shape)?;
+        let blocks = self.blocks(shape, shape.dims3()?.1)?;
         let len = q_values.len();
         let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
         let outputs = [&mut dq, &mut dk, &mut dv].map(|buffer| SharedOutput::new(buffer));
@@ -219,7 +251,7 @@ impl Attention {
     }
 
     fn dropout_factors(&self, block: Block) -> Option<&[f32]> {
-        let size = block.seq * block.seq;
+        let size = block.queries * block.seq;
         self.dropout
             .as_deref()
             .map(|factors| &factors[block.index * size..][..size])
@@ -244,7 +276,9 @@ impl CustomOp3 for Attention {
         v: &CpuStorage,
         v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+        let (batch, queries, hidden) = q_layout.shape().dims3()?;
+        let (k_batch, _, k_hidden) = k_layout.shape().dims3()?;
+        if k_layout.shape() != v_layout.shape() || (batch, hidden) != (k_batch, k_hidden) {
             candle_core::bail!("attention: q, k and v shapes differ");
         }
         let (q, k, v) = (
@@ -252,7 +286,7 @@ impl CustomOp3 for Attention {
             contiguous_f32(k, k_layout)?,
             contiguous_f32(v, v_layout)?,
         );
-        let (context, _) = self.forward(q_layout.shape(), (q, k, v), false)?;
+        let (context, _) = self.forward_queries(k_layout.shape(), queries, (q, k, v), false)?;
         Ok((CpuStorage::F32(context), q_layout.shape().clone()))
     }
 
@@ -264,6 +298,9 @@ impl CustomOp3 for Attention {
         _context: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if q.shape() != k.shape() {
+            candle_core::bail!("attention: no backward pass for a subset of the queries");
+        }
         let grad = grad.contiguous()?;
         let (q_storage, q_layout) = q.storage_and_layout();
         let (k_storage, k_layout) = k.storage_and_layout();
@@ -292,7 +329,9 @@ impl CustomOp3 for Attention {
 /// softmax(q·kᵀ·scale + mask_bias)·v per head, differentiable, for CPU f32 q, k, v [batch,
 /// seq, heads·head_dim] (heads side by side, as the dense layers give them; see
 /// [`uses_cpu_kernels`]) and `mask_bias` [batch, seq] (any shape with that many values).
-/// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq].
+/// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq]. In
+/// inference q may hold fewer rows per sequence than k and v, [batch, queries, hidden]: the
+/// context then has q's shape.
 pub fn attention(
     (q, k, v): (&Tensor, &Tensor, &Tensor),
     heads: usize,

@@ -2,13 +2,13 @@
 //! pass where training needs one: GELU (the erf form BERT uses; candle calls scalar `erf`
 //! per element), dense layers, LayerNorm and multi-head attention as single ops (candle's
 //! autograd builds each from several broadcast ops and fills and adds a zero gradient per
-//! node), a whole encoder block as one op for training (`block`), and a bias add for the
-//! int8 path. erf and exp are polynomials the compiler
-//! vectorizes (AVX2 where the CPU has it); work is split across threads with rayon. Other
-//! devices and dtypes use candle's ops.
+//! node), a whole encoder block as one op for training (`block`), and int8 dense layers for
+//! inference (`int8`). erf and exp are polynomials the compiler vectorizes (AVX2 where the
+//! CPU has it); work is split across threads with rayon. Other devices and dtypes use
+//! candle's ops.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// erf(x) ≈ x·P(x²)/Q(x²) on [-4, 4] (|erf| differs from 1 by < 2e-8 beyond): a least-squares
@@ -47,7 +47,11 @@ fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let clamped = x.clamp(-87.0, 88.0);
-    let n = (clamped * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // n sits in the low mantissa bits of `shifted`; reading it from there rather than with
+    // `as i32` (a saturating conversion the compiler does one lane at a time) keeps the
+    // function vectorized.
+    let shifted = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
     let mut poly = 1.0 / 5040.0;
     for c in [
@@ -61,7 +65,8 @@ fn exp(x: f32) -> f32 {
     ] {
         poly = poly * r + c;
     }
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -70,9 +75,14 @@ fn exp(x: f32) -> f32 {
 }
 
 #[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
 fn gelu_rows(src: &[f32], dst: &mut [f32]) {
     for (out, &x) in dst.iter_mut().zip(src) {
-        *out = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        *out = gelu(x);
     }
 }
 
@@ -139,6 +149,7 @@ macro_rules! with_avx2 {
 
 mod attention;
 mod block;
+mod int8;
 mod layer_norm;
 mod linear;
 mod matmul;
@@ -146,6 +157,7 @@ mod residual;
 
 pub use attention::attention;
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
+pub use int8::Int8Dense;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use residual::dropout_add;
@@ -219,6 +231,15 @@ fn map_values(src: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
         .zip(src.par_chunks(CHUNK))
         .for_each(|(d, s)| kernel(s, d));
     dst
+}
+
+/// GELU of `values` in place; inlined into its caller (and so vectorized with the caller's
+/// target features).
+#[inline(always)]
+fn gelu_in_place(values: &mut [f32]) {
+    for x in values.iter_mut() {
+        *x = gelu(*x);
+    }
 }
 
 fn gelu_kernel(src: &[f32], dst: &mut [f32]) {
@@ -299,44 +320,6 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Rows per task when a row-wise op is split across threads.
 fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
-}
-
-struct BiasAdd;
-
-impl CustomOp2 for BiasAdd {
-    fn name(&self) -> &'static str {
-        "bias-add"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(x, x_layout)?;
-        let bias = contiguous_f32(bias, bias_layout)?;
-        let width = bias.len();
-        let mut dst = x.to_vec();
-        dst.par_chunks_mut(width * rows_per_task(width))
-            .for_each(|rows| {
-                for row in rows.chunks_mut(width) {
-                    row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
-                }
-            });
-        Ok((CpuStorage::F32(dst), x_layout.shape().clone()))
-    }
-}
-
-/// `x + bias` along the last axis; inference only on the CPU (the int8 dense layers).
-pub fn add_bias(x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    if uses_cpu_kernels(x) && bias.dtype() == DType::F32 && bias.rank() == 1 {
-        x.contiguous()?
-            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAdd)
-    } else {
-        x.broadcast_add(bias)
-    }
 }
 
 #[cfg(test)]
@@ -589,13 +572,6 @@ mod tests {
             let diff = max_abs_diff(f, p);
             assert!(diff < 1e-4, "gradient {index} differs by {diff}");
         }
-    }
-
-    #[test]
-    fn bias_add_matches_broadcast_add() {
-        let (x, b) = (random_var((3, 5, 8)), random_var(8));
-        let plain = x.broadcast_add(&b).unwrap();
-        assert!(max_abs_diff(&add_bias(&x, &b).unwrap(), &plain) < 1e-6);
     }
 
     #[test]

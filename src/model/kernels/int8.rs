@@ -1,0 +1,474 @@
+//! Int8 dense layers for `--quantize` (inference on the CPU): each weight row (one output)
+//! scaled to [-127, 127], each input row mapped to [0, 255] with its own scale and zero
+//! point, products summed in i32. On CPUs with AVX-512 VNNI one `vpdpbusd` does 64
+//! multiply-adds (an f32 FMA does 16); elsewhere a portable loop gives the same integers.
+
+use super::{contiguous_f32, fold_lanes, gelu_in_place, rows_per_task};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+/// Output columns per panel: four 16-lane accumulators side by side.
+const PANEL: usize = 64;
+/// Inputs per group: `vpdpbusd` sums four byte products into each i32 lane.
+const GROUP: usize = 4;
+/// Input rows per tile (6 rows × 4 accumulators and 4 weight registers fit the 32 zmm).
+const TILE_ROWS: usize = 6;
+/// Input rows per parallel task.
+const TASK_ROWS: usize = TILE_ROWS * 8;
+
+/// A dense layer `x·Wᵀ + b` with int8 weights.
+pub struct Int8Dense {
+    /// By panel, then group of four inputs, then 64 columns × 4 weights.
+    packed: Vec<i8>,
+    /// Per column, padded to whole panels: the weight scale, the sum of the int8 weights
+    /// (to take the inputs' zero points back out) and the bias.
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    /// GELU (erf form) applied to each output as it is written.
+    gelu: bool,
+}
+
+/// Input rows as bytes: x ≈ scale·(q − zero_point) per row.
+struct QuantizedRows {
+    values: Vec<u8>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+    width: usize,
+}
+
+impl Int8Dense {
+    /// From an f32 weight [outputs, inputs] (row-major) and bias [outputs]; with `gelu`, the
+    /// layer's outputs go through GELU (erf form).
+    pub fn new(weight: &[f32], bias: &[f32], inputs: usize, outputs: usize, gelu: bool) -> Self {
+        assert_eq!(weight.len(), inputs * outputs, "int8 dense: weight size");
+        assert_eq!(bias.len(), outputs, "int8 dense: bias size");
+        let groups = inputs.div_ceil(GROUP);
+        let padded_outputs = outputs.next_multiple_of(PANEL);
+        let mut packed = vec![0i8; padded_outputs * groups * GROUP];
+        let mut scales = vec![0.0; padded_outputs];
+        let mut sums = vec![0; padded_outputs];
+        let mut padded_bias = vec![0.0; padded_outputs];
+        for (column, row) in weight.chunks(inputs.max(1)).enumerate().take(outputs) {
+            let max = row.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let (panel, lane) = (column / PANEL, column % PANEL);
+            for (input, &w) in row.iter().enumerate() {
+                let q = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+                let (group, byte) = (input / GROUP, input % GROUP);
+                packed[((panel * groups + group) * PANEL + lane) * GROUP + byte] = q;
+                sums[column] += i32::from(q);
+            }
+            scales[column] = scale;
+            padded_bias[column] = bias[column];
+        }
+        Self {
+            packed,
+            scales,
+            sums,
+            bias: padded_bias,
+            inputs,
+            outputs,
+            gelu,
+        }
+    }
+
+    pub fn has_gelu(&self) -> bool {
+        self.gelu
+    }
+
+    /// `x·Wᵀ + b` (then GELU, if the layer has it) for the rows of `x` (each `inputs` long).
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, Kernel::best())
+    }
+
+    fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        let rows = x.len() / self.inputs.max(1);
+        let quantized = QuantizedRows::new(x, self.inputs);
+        let mut y: Vec<f32> = Vec::with_capacity(rows * self.outputs);
+        let panels = self.scales.len() / PANEL;
+        let out = OutputRows(y.as_mut_ptr());
+        (0..rows.div_ceil(TASK_ROWS) * panels)
+            .into_par_iter()
+            .for_each(|task| {
+                let (row_block, panel) = (task / panels, task % panels);
+                let first = row_block * TASK_ROWS;
+                let last = (first + TASK_ROWS).min(rows);
+                for tile in (first..last).step_by(TILE_ROWS) {
+                    let tile = tile..(tile + TILE_ROWS).min(last);
+                    // SAFETY: each task writes its own rows × panel columns of `y`'s
+                    // capacity, which outlives the parallel loop.
+                    unsafe { kernel.tile(self, &quantized, tile, panel, &out) }
+                }
+            });
+        // SAFETY: the tasks wrote every row of every panel, i.e. all rows × outputs values.
+        unsafe { y.set_len(rows * self.outputs) };
+        y
+    }
+}
+
+/// `y`'s buffer, shared by tasks that write disjoint tiles of it.
+struct OutputRows(*mut f32);
+// SAFETY: see `Int8Dense::forward_with`.
+unsafe impl Sync for OutputRows {}
+
+impl QuantizedRows {
+    fn new(x: &[f32], inputs: usize) -> Self {
+        let inputs = inputs.max(1);
+        let width = inputs.div_ceil(GROUP) * GROUP;
+        let rows = x.len() / inputs;
+        let mut values = vec![0u8; rows * width];
+        let mut scales = vec![0.0; rows];
+        let mut zero_points = vec![0; rows];
+        let chunk = rows_per_task(width);
+        values
+            .par_chunks_mut(width * chunk)
+            .zip(scales.par_chunks_mut(chunk))
+            .zip(zero_points.par_chunks_mut(chunk))
+            .zip(x.par_chunks(inputs * chunk))
+            .for_each(|(((values, scales), zero_points), x)| {
+                quantize_rows(x, inputs, values, scales, zero_points)
+            });
+        Self {
+            values,
+            scales,
+            zero_points,
+            width,
+        }
+    }
+}
+
+fn quantize_rows(
+    x: &[f32],
+    inputs: usize,
+    values: &mut [u8],
+    scales: &mut [f32],
+    zero_points: &mut [i32],
+) {
+    with_avx2!(quantize_rows_avx2(x: &[f32], inputs: usize, values: &mut [u8], scales: &mut [f32], zero_points: &mut [i32]) {
+        let width = values.len() / scales.len().max(1);
+        for (((row, q), scale), zero_point) in x
+            .chunks(inputs)
+            .zip(values.chunks_mut(width))
+            .zip(scales.iter_mut())
+            .zip(zero_points.iter_mut())
+        {
+            (*scale, *zero_point) = quantize_row(row, q);
+        }
+    })
+}
+
+/// Maps `row` onto bytes over [min(row, 0), max(row, 0)], 0 exactly representable; the
+/// padding after it gets the zero point. Returns (scale, zero point).
+#[inline(always)]
+fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let min = fold_lanes(row, 0.0, f32::min);
+    let max = fold_lanes(row, 0.0, f32::max);
+    let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
+    let inverse = 1.0 / scale;
+    let zero_point = round_to_byte(-min * inverse);
+    for (byte, &v) in q.iter_mut().zip(row) {
+        // SAFETY: `round_to_byte` gives an integer in [0, 255].
+        *byte = unsafe { round_to_byte(v * inverse + zero_point).to_int_unchecked::<i32>() } as u8;
+    }
+    q[row.len()..].fill(zero_point as u8);
+    (scale, zero_point as i32)
+}
+
+/// `v` clamped to [0, 255] (NaN to 0) and rounded to the nearest integer (ties to even), by
+/// adding and subtracting 1.5·2^23 (which vectorizes where `round_ties_even` is a library
+/// call).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` keeps NaN, which the caller's conversion must not see
+fn round_to_byte(v: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    (v.max(0.0).min(255.0) + ROUND) - ROUND
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Kernel {
+    fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Vnni;
+        }
+        Kernel::Portable
+    }
+
+    /// Writes rows `tile` (at most [`TILE_ROWS`]) × columns of `panel` of the output.
+    ///
+    /// # Safety
+    /// `out` holds rows × `layer.outputs` values and no other thread writes this tile.
+    unsafe fn tile(
+        self,
+        layer: &Int8Dense,
+        x: &QuantizedRows,
+        tile: std::ops::Range<usize>,
+        panel: usize,
+        out: &OutputRows,
+    ) {
+        match self {
+            Kernel::Portable => portable_tile(layer, x, tile, panel, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => match tile.len() {
+                6 => vnni::tile::<6>(layer, x, tile.start, panel, out),
+                5 => vnni::tile::<5>(layer, x, tile.start, panel, out),
+                4 => vnni::tile::<4>(layer, x, tile.start, panel, out),
+                3 => vnni::tile::<3>(layer, x, tile.start, panel, out),
+                2 => vnni::tile::<2>(layer, x, tile.start, panel, out),
+                _ => vnni::tile::<1>(layer, x, tile.start, panel, out),
+            },
+        }
+    }
+}
+
+/// The output value for an accumulated byte product: the zero point taken back out, both
+/// scales applied, the bias added (fused, as the VNNI epilogue does).
+#[inline(always)]
+fn dequantize(layer: &Int8Dense, x: &QuantizedRows, row: usize, column: usize, acc: i32) -> f32 {
+    let value = acc.wrapping_sub(x.zero_points[row].wrapping_mul(layer.sums[column])) as f32;
+    value.mul_add(x.scales[row] * layer.scales[column], layer.bias[column])
+}
+
+/// # Safety
+/// As [`Kernel::tile`].
+unsafe fn portable_tile(
+    layer: &Int8Dense,
+    x: &QuantizedRows,
+    tile: std::ops::Range<usize>,
+    panel: usize,
+    out: &OutputRows,
+) {
+    let groups = x.width / GROUP;
+    let weights = &layer.packed[panel * groups * PANEL * GROUP..][..groups * PANEL * GROUP];
+    for row in tile {
+        let input = &x.values[row * x.width..][..x.width];
+        let mut acc = [0i32; PANEL];
+        for (bytes, group) in input
+            .chunks_exact(GROUP)
+            .zip(weights.chunks_exact(PANEL * GROUP))
+        {
+            for (lane, w) in acc.iter_mut().zip(group.chunks_exact(GROUP)) {
+                for (&a, &w) in bytes.iter().zip(w) {
+                    *lane = lane.wrapping_add(i32::from(a) * i32::from(w));
+                }
+            }
+        }
+        let columns = panel * PANEL..((panel + 1) * PANEL).min(layer.outputs);
+        for (column, &acc) in columns.clone().zip(&acc) {
+            *out.0.add(row * layer.outputs + column) = dequantize(layer, x, row, column, acc);
+        }
+        finish_row(layer, out, row, columns);
+    }
+}
+
+/// Applies the layer's GELU, if any, to `columns` of output `row` once they are written.
+///
+/// # Safety
+/// As [`Kernel::tile`]; the values are written.
+#[inline(always)]
+unsafe fn finish_row(
+    layer: &Int8Dense,
+    out: &OutputRows,
+    row: usize,
+    columns: std::ops::Range<usize>,
+) {
+    if layer.gelu {
+        let values = std::slice::from_raw_parts_mut(
+            out.0.add(row * layer.outputs + columns.start),
+            columns.len(),
+        );
+        gelu_in_place(values);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{finish_row, Int8Dense, OutputRows, QuantizedRows, GROUP, PANEL};
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+    const BLOCKS: usize = PANEL / LANES;
+
+    /// # Safety
+    /// As `Kernel::tile`, on a CPU with AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile<const ROWS: usize>(
+        layer: &Int8Dense,
+        x: &QuantizedRows,
+        first_row: usize,
+        panel: usize,
+        out: &OutputRows,
+    ) {
+        let groups = x.width / GROUP;
+        let weights = layer.packed.as_ptr().add(panel * groups * PANEL * GROUP);
+        let inputs = x.values.as_ptr().add(first_row * x.width);
+        let mut acc = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
+        for group in 0..groups {
+            let w = weights.add(group * PANEL * GROUP);
+            let w: [__m512i; BLOCKS] =
+                std::array::from_fn(|b| _mm512_loadu_si512(w.add(b * LANES * GROUP).cast()));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let bytes = inputs.add(r * x.width + group * GROUP).cast::<i32>();
+                let a = _mm512_set1_epi32(bytes.read_unaligned());
+                for (acc, &w) in acc.iter_mut().zip(&w) {
+                    *acc = _mm512_dpbusd_epi32(*acc, a, w);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = first_row + r;
+            let zero_point = _mm512_set1_epi32(x.zero_points[row]);
+            let row_scale = _mm512_set1_ps(x.scales[row]);
+            for (b, &acc) in acc.iter().enumerate() {
+                let column = panel * PANEL + b * LANES;
+                if column < layer.outputs {
+                    let sums = _mm512_loadu_si512(layer.sums.as_ptr().add(column).cast());
+                    let scales = _mm512_loadu_ps(layer.scales.as_ptr().add(column));
+                    let bias = _mm512_loadu_ps(layer.bias.as_ptr().add(column));
+                    let centered = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero_point, sums));
+                    let value = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(centered),
+                        _mm512_mul_ps(row_scale, scales),
+                        bias,
+                    );
+                    let valid = (layer.outputs - column).min(LANES);
+                    let mask = (((1u32 << valid) - 1) & 0xffff) as __mmask16;
+                    _mm512_mask_storeu_ps(out.0.add(row * layer.outputs + column), mask, value);
+                }
+            }
+            let columns = panel * PANEL..((panel + 1) * PANEL).min(layer.outputs);
+            finish_row(layer, out, row, columns);
+        }
+    }
+}
+
+impl CustomOp1 for Int8Dense {
+    fn name(&self) -> &'static str {
+        "int8-dense"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout)?;
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&self.inputs) {
+            candle_core::bail!(
+                "int8 dense: input {:?}, expected width {}",
+                dims,
+                self.inputs
+            );
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap_or(&mut 0) = self.outputs;
+        Ok((CpuStorage::F32(self.forward(x)), Shape::from(out_dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|_| (rng.next_f32() * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    /// The integer products computed plainly from the quantized values.
+    fn reference(layer: &Int8Dense, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        let quantized = QuantizedRows::new(x, layer.inputs);
+        let rows = x.len() / layer.inputs;
+        let mut y = vec![0.0; rows * layer.outputs];
+        for row in 0..rows {
+            for column in 0..layer.outputs {
+                let w_row = &weight[column * layer.inputs..][..layer.inputs];
+                let acc: i32 = (0..layer.inputs)
+                    .map(|i| {
+                        let q = (w_row[i] / layer.scales[column])
+                            .round_ties_even()
+                            .clamp(-127.0, 127.0) as i32;
+                        i32::from(quantized.values[row * quantized.width + i]) * q
+                    })
+                    .sum();
+                y[row * layer.outputs + column] = dequantize(layer, &quantized, row, column, acc);
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn kernels_give_the_exact_integer_products() {
+        let mut rng = Rng::new(7);
+        // Widths that are and are not multiples of the group and panel, rows that leave
+        // partial tiles and tasks; with and without GELU.
+        for (rows, inputs, outputs, gelu) in [
+            (1, 8, 16, false),
+            (7, 30, 70, true),
+            (53, 384, 64, false),
+            (13, 65, 130, true),
+        ] {
+            let weight = random(&mut rng, inputs * outputs, 0.2);
+            let bias = random(&mut rng, outputs, 1.0);
+            let x = random(&mut rng, rows * inputs, 3.0);
+            let layer = Int8Dense::new(&weight, &bias, inputs, outputs, gelu);
+            let mut expected = reference(&layer, &x, &weight);
+            if gelu {
+                expected
+                    .iter_mut()
+                    .for_each(|y| *y = super::super::gelu(*y));
+            }
+            assert_eq!(layer.forward_with(&x, Kernel::Portable), expected);
+            assert_eq!(layer.forward(&x), expected, "{:?}", Kernel::best());
+        }
+    }
+
+    #[test]
+    fn products_are_close_to_f32() {
+        let mut rng = Rng::new(11);
+        let (rows, inputs, outputs) = (20, 384, 96);
+        let weight = random(&mut rng, inputs * outputs, 0.1);
+        let bias = random(&mut rng, outputs, 1.0);
+        // One row all zeros, one constant, one with a single large value.
+        let mut x = random(&mut rng, rows * inputs, 2.0);
+        x[..inputs].fill(0.0);
+        x[inputs..2 * inputs].fill(-0.5);
+        x[2 * inputs + 5] = 40.0;
+        let layer = Int8Dense::new(&weight, &bias, inputs, outputs, false);
+        let y = layer.forward(&x);
+        for row in 0..rows {
+            let x_row = &x[row * inputs..][..inputs];
+            let row_range = x_row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for column in 0..outputs {
+                let w_row = &weight[column * inputs..][..inputs];
+                let exact: f32 =
+                    bias[column] + x_row.iter().zip(w_row).map(|(a, w)| a * w).sum::<f32>();
+                let got = y[row * outputs + column];
+                // Each product errs by at most half a step of each factor.
+                let bound =
+                    inputs as f32 * (row_range / 255.0 * 0.1 + 0.1 / 254.0 * row_range) + 1e-4;
+                assert!(
+                    (got - exact).abs() <= bound,
+                    "row {row} col {column}: {got} vs {exact}"
+                );
+            }
+        }
+        // Zeros quantize exactly: the first row is the bias.
+        assert_eq!(&y[..outputs], &bias[..]);
+    }
+}
