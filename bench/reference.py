@@ -6,7 +6,7 @@ into token sequences (tokenizers, from the same tokenizer.json, with gliznet's r
 batches. Also the cost an NLI cross-encoder would pay: one forward pass per (text, label) pair,
 with random weights in bart-large-mnli's shape and in MiniLM's.
 
-    python bench/reference.py predict MODEL_DIR LABELS TEXTS... [--reps 3]
+    python bench/reference.py predict MODEL_DIR LABELS TEXTS... [--reps 3] [--quantize]
     python bench/reference.py predict-file MODEL_DIR LABELS TEXTS [--k 20] [--batch 16]
     python bench/reference.py predict-one MODEL_DIR TEXT LABELS
     python bench/reference.py train MODEL_DIR TRAIN_JSONL --max-length N [--steps 6]
@@ -122,6 +122,9 @@ def score(model, packer, texts, label_ids, batch):
 
 def cmd_predict(args):
     model = GliZNetReference(args.model).eval()
+    if args.quantize:
+        # PyTorch's own int8 inference: weights per tensor, activations quantized per batch.
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     packer = Packer(args.model)
     labels = [l for l in open(args.labels, encoding="utf-8").read().splitlines() if l.strip()]
     for path in args.texts:
@@ -234,6 +237,7 @@ def main():
     p.add_argument("labels")
     p.add_argument("texts", nargs="+")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--quantize", action="store_true", help="int8 dense layers (torch.ao quantize_dynamic)")
     p = sub.add_parser("predict-file")
     p.add_argument("model")
     p.add_argument("labels")

@@ -113,12 +113,17 @@ def main():
         "gliznet_int8": throughput + ["--quantize"],
         "pytorch": [python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)],
     }
+    commands["pytorch_int8"] = commands["pytorch"] + ["--quantize"]
     rounds = [{name: json_lines(run(cmd).stdout) for name, cmd in commands.items()} for _ in range(args.rounds)]
     results["predict"] = {name: combine_rounds([r[name] for r in rounds]) for name in commands}
     for name in ("gliznet", "gliznet_int8"):
         for i, cell in enumerate(results["predict"][name]):
-            cell["ratio"] = statistics.median(
-                r[name][i]["texts_per_second"] / r["pytorch"][i]["texts_per_second"] for r in rounds)
+            cell["round_ratios"] = [r[name][i]["texts_per_second"] / r["pytorch"][i]["texts_per_second"] for r in rounds]
+            cell["ratio"] = statistics.median(cell["round_ratios"])
+    for i, cell in enumerate(results["predict"]["gliznet_int8"]):
+        cell["round_ratios_int8"] = [r["gliznet_int8"][i]["texts_per_second"] / r["pytorch_int8"][i]["texts_per_second"]
+                                     for r in rounds]
+        cell["ratio_int8"] = statistics.median(cell["round_ratios_int8"])
 
     save()
     print("cold start and peak memory ...", file=sys.stderr)
@@ -131,8 +136,10 @@ def main():
         f.write("\n".join(open(labels).read().split("\n")[:20]) + "\n")
         labels20 = f.name
     long_texts = str(TEXTS["long (~200 words)"])
+    predict_long = [gliznet, "predict", "--model", str(MODEL), "--input", long_texts, "--labels-file", labels20, "--batch-size", "16", "--format", "jsonl"]
     results["peak_rss_mb"] = {
-        "gliznet": max_rss_mb([gliznet, "predict", "--model", str(MODEL), "--input", long_texts, "--labels-file", labels20, "--batch-size", "16", "--format", "jsonl"]),
+        "gliznet": max_rss_mb(predict_long),
+        "gliznet_int8": max_rss_mb(predict_long + ["--quantize"]),
         "pytorch": max_rss_mb([python, str(BENCH / "reference.py"), "predict-file", str(MODEL), labels, long_texts, "--k", "20", "--batch", "16"]),
     }
 
@@ -159,16 +166,21 @@ def main():
 def table(r):
     out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians over "
            "rounds that alternate the implementations; ratio = median of the per-round gliznet / PyTorch ratios.", ""]
-    out += ["| prediction (texts/s) | K | batch | gliznet f32 | gliznet int8 | PyTorch f32 | ratio f32 | ratio int8 |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["| prediction (texts/s) | K | batch | gliznet f32 | gliznet int8 | PyTorch f32 | PyTorch int8 "
+            "| ratio f32 | ratio int8 / PyTorch f32 | ratio int8 / PyTorch int8 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     names = {str(v): k for k, v in TEXTS.items()}
-    for ours, int8, ref in zip(r["predict"]["gliznet"], r["predict"]["gliznet_int8"], r["predict"]["pytorch"]):
-        a, q, p = ours["texts_per_second"], int8["texts_per_second"], ref["texts_per_second"]
-        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {a:.1f} | {q:.1f} | {p:.1f} | {ours['ratio']:.2f} | {int8['ratio']:.2f} |")
+    p = r["predict"]
+    for ours, int8, ref, ref8 in zip(p["gliznet"], p["gliznet_int8"], p["pytorch"], p["pytorch_int8"]):
+        rates = " | ".join(f"{c['texts_per_second']:.1f}" for c in (ours, int8, ref, ref8))
+        out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {rates} "
+                   f"| {ours['ratio']:.2f} | {int8['ratio']:.2f} | {int8['ratio_int8']:.2f} |")
     out += ["", "| other | gliznet | PyTorch | ratio |", "|---|---|---|---|"]
     c, m = r["cold_start_s"], r["peak_rss_mb"]
     out.append(f"| cold start, one text (s) | {c['gliznet']:.3f} | {c['pytorch']:.3f} | {c['gliznet'] / c['pytorch']:.2f} |")
     out.append(f"| peak RSS, 32 long texts × 20 labels (MB) | {m['gliznet']:.0f} | {m['pytorch']:.0f} | {m['gliznet'] / m['pytorch']:.2f} |")
+    if "gliznet_int8" in m:
+        out.append(f"| peak RSS, the same with `--quantize` (MB) | {m['gliznet_int8']:.0f} | {m['pytorch']:.0f} | {m['gliznet_int8'] / m['pytorch']:.2f} |")
     for tokens, t in r["train"].items():
         out.append(f"| training, batch 16, ~{t['mean_tokens']:.0f} tokens (examples/s) | {t['gliznet']:.1f} | {t['pytorch']:.1f} | {t['ratio']:.2f} |")
     out += ["", "| NLI cross-encoder, PyTorch, random weights (texts/s) | texts | K=5 | K=20 | K=50 |", "|---|---|---|---|---|"]

@@ -200,7 +200,9 @@ impl Dense {
     fn quantize(&mut self, activation: Option<Activation>) -> Result<()> {
         if let DenseWeight::Float(weight) = &self.weight {
             if !kernels::uses_cpu_kernels(weight) {
-                anyhow::bail!("int8 weights (--quantize) run on the CPU only");
+                return Err(input_error(
+                    "--quantize runs on the CPU only (int8 kernels); leave it out with --device cuda",
+                ));
             }
             let (outputs, inputs) = weight.dims2()?;
             self.weight = DenseWeight::Int8(kernels::Int8Dense::new(
