@@ -69,6 +69,12 @@ impl Classifier {
     /// accuracy change.
     pub fn quantize(&mut self) -> Result<()> {
         self.loaded.model.quantize()?;
+        if !crate::model::kernels::has_fast_int8_kernel() {
+            eprintln!(
+                "warning: this CPU has no AVX-512 VNNI, so --quantize runs a portable int8 kernel \
+                 that is several times slower than f32 (the scores are the same as on a VNNI CPU)"
+            );
+        }
         self.loaded.name.push_str(" (int8)");
         Ok(())
     }

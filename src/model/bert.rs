@@ -466,6 +466,16 @@ impl Layer {
     }
 }
 
+/// [batch, 1, 1, seq]: 0 where `attention_mask` [batch, seq] is 1, a large negative value at
+/// padding.
+fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
+    let (batch, seq_len) = attention_mask.dims2()?;
+    Ok(
+        ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
+            .reshape((batch, 1, 1, seq_len))?,
+    )
+}
+
 pub struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
@@ -505,9 +515,7 @@ impl BertEncoder {
         attention_mask: &Tensor,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let (batch, seq_len) = input_ids.dims2()?;
-        let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
-            .reshape((batch, 1, 1, seq_len))?;
+        let mask_bias = mask_bias(attention_mask)?;
         let mut x = self.embeddings.forward(input_ids, rng.as_deref_mut())?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias, rng.as_deref_mut(), &self.block_grads)?;
@@ -528,8 +536,7 @@ impl BertEncoder {
         queries: usize,
     ) -> Result<Tensor> {
         let (batch, seq_len) = input_ids.dims2()?;
-        let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
-            .reshape((batch, 1, 1, seq_len))?;
+        let mask_bias = mask_bias(attention_mask)?;
         let mut x = self.embeddings.forward(input_ids, None)?;
         let select = |x: &Tensor| -> Result<Tensor> {
             let hidden = x.dim(2)?;

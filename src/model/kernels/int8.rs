@@ -187,6 +187,12 @@ fn round_to_byte(v: f32) -> f32 {
     (v.max(0.0).min(255.0) + ROUND) - ROUND
 }
 
+/// Whether this CPU runs the fast (AVX-512 VNNI) kernel; the portable one measured about 4×
+/// slower than f32 on the encoder's layer shapes (BENCHMARKS.md).
+pub fn has_fast_int8_kernel() -> bool {
+    Kernel::best() != Kernel::Portable
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Portable,
@@ -241,6 +247,25 @@ fn dequantize(layer: &Int8Dense, x: &QuantizedRows, row: usize, column: usize, a
     value.mul_add(x.scales[row] * layer.scales[column], layer.bias[column])
 }
 
+/// Adds the products of one row of input bytes with a panel's weights to `acc`.
+fn portable_products(input: &[u8], weights: &[i8], acc: &mut [i32; PANEL]) {
+    with_avx2!(portable_products_avx2(input: &[u8], weights: &[i8], acc: &mut [i32; PANEL]) {
+        for (bytes, group) in input
+            .chunks_exact(GROUP)
+            .zip(weights.chunks_exact(PANEL * GROUP))
+        {
+            let a = [0, 1, 2, 3].map(|i| i32::from(bytes[i]));
+            for (lane, w) in acc.iter_mut().zip(group.chunks_exact(GROUP)) {
+                let sum = a[0] * i32::from(w[0])
+                    + a[1] * i32::from(w[1])
+                    + a[2] * i32::from(w[2])
+                    + a[3] * i32::from(w[3]);
+                *lane = lane.wrapping_add(sum);
+            }
+        }
+    })
+}
+
 /// # Safety
 /// As [`Kernel::tile`].
 unsafe fn portable_tile(
@@ -255,16 +280,7 @@ unsafe fn portable_tile(
     for row in tile {
         let input = &x.values[row * x.width..][..x.width];
         let mut acc = [0i32; PANEL];
-        for (bytes, group) in input
-            .chunks_exact(GROUP)
-            .zip(weights.chunks_exact(PANEL * GROUP))
-        {
-            for (lane, w) in acc.iter_mut().zip(group.chunks_exact(GROUP)) {
-                for (&a, &w) in bytes.iter().zip(w) {
-                    *lane = lane.wrapping_add(i32::from(a) * i32::from(w));
-                }
-            }
-        }
+        portable_products(input, weights, &mut acc);
         let columns = panel * PANEL..((panel + 1) * PANEL).min(layer.outputs);
         for (column, &acc) in columns.clone().zip(&acc) {
             *out.0.add(row * layer.outputs + column) = dequantize(layer, x, row, column, acc);
@@ -365,17 +381,12 @@ impl CustomOp1 for Int8Dense {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout)?;
-        let dims = layout.shape().dims();
-        if dims.last() != Some(&self.inputs) {
-            candle_core::bail!(
-                "int8 dense: input {:?}, expected width {}",
-                dims,
-                self.inputs
-            );
+        let mut dims = layout.shape().dims().to_vec();
+        match dims.last_mut() {
+            Some(width) if *width == self.inputs => *width = self.outputs,
+            _ => candle_core::bail!("int8 dense: input {dims:?}, expected width {}", self.inputs),
         }
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap_or(&mut 0) = self.outputs;
-        Ok((CpuStorage::F32(self.forward(x)), Shape::from(out_dims)))
+        Ok((CpuStorage::F32(self.forward(x)), Shape::from(dims)))
     }
 }
 

@@ -157,7 +157,7 @@ mod residual;
 
 pub use attention::attention;
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
-pub use int8::Int8Dense;
+pub use int8::{has_fast_int8_kernel, Int8Dense};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use residual::dropout_add;
