@@ -498,7 +498,7 @@ impl BertEncoder {
     /// Int8 weights for every dense layer of every block (embeddings and LayerNorms stay f32).
     /// Inference only: a quantized encoder has no gradients.
     pub fn quantize(&mut self) -> Result<()> {
-        self.layers.iter_mut().try_for_each(Layer::quantize)
+        self.layers.par_iter_mut().try_for_each(Layer::quantize)
     }
 
     /// Adds the parameter gradients of the last backward pass that candle's `GradStore`

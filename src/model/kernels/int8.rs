@@ -56,7 +56,7 @@ impl Int8Dense {
             let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
             let (panel, lane) = (column / PANEL, column % PANEL);
             for (input, &w) in row.iter().enumerate() {
-                let q = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+                let q = round_to_integer((w / scale).clamp(-127.0, 127.0)) as i8;
                 let (group, byte) = (input / GROUP, input % GROUP);
                 packed[((panel * groups + group) * PANEL + lane) * GROUP + byte] = q;
                 sums[column] += i32::from(q);
@@ -177,14 +177,20 @@ fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     (scale, zero_point as i32)
 }
 
-/// `v` clamped to [0, 255] (NaN to 0) and rounded to the nearest integer (ties to even), by
-/// adding and subtracting 1.5·2^23 (which vectorizes where `round_ties_even` is a library
-/// call).
+/// `v` clamped to [0, 255] (NaN to 0) and rounded to the nearest integer.
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // `clamp` keeps NaN, which the caller's conversion must not see
 fn round_to_byte(v: f32) -> f32 {
+    round_to_integer(v.max(0.0).min(255.0))
+}
+
+/// `v` (|v| < 2^22) rounded to the nearest integer, ties to even, by adding and subtracting
+/// 1.5·2^23: what `round_ties_even` does, but inlined and vectorized where that is a library
+/// call.
+#[inline(always)]
+fn round_to_integer(v: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
-    (v.max(0.0).min(255.0) + ROUND) - ROUND
+    (v + ROUND) - ROUND
 }
 
 /// Whether this CPU runs the fast (AVX-512 VNNI) kernel; the portable one measured about 4×
