@@ -9,9 +9,10 @@ pub struct Batch {
     pub input_ids: Tensor,
     /// [batch, seq] f32, 1 on tokens and 0 on padding.
     pub attention_mask: Tensor,
-    /// [batch · labels] u32: row `b · seq + position` of each label's first token in the
-    /// flattened hidden states. Padded label slots point at their sequence's `[CLS]`.
-    pub label_rows: Tensor,
+    /// [batch · (1 + labels)] u32: the rows the head reads in the flattened hidden states,
+    /// sequence by sequence: its `[CLS]` (row `b · seq`), then each label's first token (row
+    /// `b · seq + position`). Padded label slots point at the sequence's `[CLS]`.
+    pub head_rows: Tensor,
     /// [batch, labels] f32, 1 on real labels and 0 on padded slots.
     pub label_mask: Tensor,
     pub max_labels: usize,
@@ -33,22 +34,24 @@ impl Batch {
             .unwrap_or(0);
         let mut ids = vec![pad_id; batch * seq_len];
         let mut mask = vec![0f32; batch * seq_len];
-        let mut label_rows = vec![0u32; batch * max_labels];
+        let mut head_rows = vec![0u32; batch * (1 + max_labels)];
         let mut label_mask = vec![0f32; batch * max_labels];
         for (b, seq) in sequences.iter().enumerate() {
             let row = b * seq_len;
             ids[row..row + seq.input_ids.len()].copy_from_slice(&seq.input_ids);
             mask[row..row + seq.input_ids.len()].fill(1.0);
+            let rows = &mut head_rows[b * (1 + max_labels)..][..1 + max_labels];
+            rows[0] = row as u32;
             for slot in 0..max_labels {
                 let position = seq.label_positions.get(slot).copied();
-                label_rows[b * max_labels + slot] = (row + position.unwrap_or(0)) as u32;
+                rows[1 + slot] = (row + position.unwrap_or(0)) as u32;
                 label_mask[b * max_labels + slot] = if position.is_some() { 1.0 } else { 0.0 };
             }
         }
         Ok(Self {
             input_ids: Tensor::from_vec(ids, (batch, seq_len), device)?,
             attention_mask: Tensor::from_vec(mask, (batch, seq_len), device)?,
-            label_rows: Tensor::from_vec(label_rows, batch * max_labels, device)?,
+            head_rows: Tensor::from_vec(head_rows, batch * (1 + max_labels), device)?,
             label_mask: Tensor::from_vec(label_mask, (batch, max_labels), device)?,
             max_labels,
         })

@@ -55,34 +55,29 @@ impl GliZNet {
             .encoder
             .forward(&batch.input_ids, &batch.attention_mask, rng)?;
         let (b, s, d) = hidden.dims3()?;
-        let text = hidden.i((.., 0))?;
-        let labels = hidden
+        let head_states = hidden
             .reshape((b * s, d))?
-            .index_select(&batch.label_rows, 0)?
-            .reshape((b, batch.max_labels, d))?;
-        self.head.forward(&text, &labels)
+            .index_select(&batch.head_rows, 0)?
+            .reshape((b, 1 + batch.max_labels, d))?;
+        self.score(&head_states, batch.max_labels)
     }
 
     /// [`GliZNet::forward`] in inference mode, the encoder's last layer computing only the
     /// rows the head reads: each sequence's `[CLS]` and label positions.
     fn infer(&self, batch: &Batch) -> Result<Tensor> {
-        let (b, s) = batch.input_ids.dims2()?;
-        let labels = batch.max_labels;
-        let label_rows: Vec<u32> = batch.label_rows.to_vec1()?;
-        let rows: Vec<u32> = (0..b)
-            .flat_map(|i| {
-                std::iter::once((i * s) as u32).chain(label_rows[i * labels..][..labels].to_vec())
-            })
-            .collect();
-        let rows = Tensor::from_vec(rows, b * (1 + labels), batch.input_ids.device())?;
-        let hidden = self.encoder.forward_rows(
+        let head_states = self.encoder.forward_rows(
             &batch.input_ids,
             &batch.attention_mask,
-            &rows,
-            1 + labels,
+            &batch.head_rows,
+            1 + batch.max_labels,
         )?;
-        let text = hidden.i((.., 0))?;
-        let label_states = hidden.narrow(1, 1, labels)?.contiguous()?;
+        self.score(&head_states, batch.max_labels)
+    }
+
+    /// The head's logits for `head_states` [batch, 1 + labels, hidden]: `[CLS]`, then labels.
+    fn score(&self, head_states: &Tensor, labels: usize) -> Result<Tensor> {
+        let text = head_states.i((.., 0))?;
+        let label_states = head_states.narrow(1, 1, labels)?.contiguous()?;
         self.head.forward(&text, &label_states)
     }
 }
@@ -132,15 +127,12 @@ mod tests {
                 .unwrap()
                 .to_vec2()
                 .unwrap();
-            let head_rows: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
+            let pruned: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
             let mask: Vec<Vec<f32>> = batch.label_mask.to_vec2().unwrap();
-            for ((all, head_rows), mask) in all.iter().zip(&head_rows).zip(&mask) {
-                for ((x, y), m) in all.iter().zip(head_rows).zip(mask) {
+            for ((all, pruned), mask) in all.iter().zip(&pruned).zip(&mask) {
+                for ((x, y), m) in all.iter().zip(pruned).zip(mask) {
                     if *m > 0.0 {
-                        assert!(
-                            (x - y).abs() < 1e-5,
-                            "{precision}: {all:?} vs {head_rows:?}"
-                        );
+                        assert!((x - y).abs() < 1e-5, "{precision}: {all:?} vs {pruned:?}");
                     }
                 }
             }

@@ -72,22 +72,18 @@ impl Attention {
             .collect())
     }
 
+    /// The block's head in a key, value or gradient buffer ([batch, seq, hidden]).
     fn head(data: &[f32], block: Block) -> Matrix {
-        Matrix::rows(
-            data,
-            block.offset,
-            (block.seq, block.head_dim),
-            block.hidden,
-        )
+        Self::head_at(data, block, block.offset, block.seq)
     }
 
+    /// The block's head in the query buffer ([batch, queries, hidden]).
     fn query_head(data: &[f32], block: Block) -> Matrix {
-        Matrix::rows(
-            data,
-            block.query_offset,
-            (block.queries, block.head_dim),
-            block.hidden,
-        )
+        Self::head_at(data, block, block.query_offset, block.queries)
+    }
+
+    fn head_at(data: &[f32], block: Block, offset: usize, rows: usize) -> Matrix {
+        Matrix::rows(data, offset, (rows, block.head_dim), block.hidden)
     }
 
     /// The attention probabilities of one block, before dropout, into `probs` (queries·seq).
