@@ -88,6 +88,12 @@ impl Classifier {
         }
     }
 
+    /// Checks that a text can be scored (not empty, some tokens after normalisation), so that
+    /// the caller can name its place before the text is batched with others.
+    pub fn check_text(&self, text: &str) -> Result<()> {
+        self.loaded.tokenizer.text_tokens(text).map(|_| ())
+    }
+
     pub fn label_set(&self, names: Vec<String>) -> Result<LabelSet> {
         let encoded = self.loaded.tokenizer.encode_labels(&names)?;
         Ok(LabelSet { names, encoded })

@@ -203,7 +203,9 @@ impl LabelTokenizer {
         self.encode_with_labels(text, &self.encode_labels(labels)?)
     }
 
-    pub fn encode_with_labels(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
+    /// The text's tokens; an empty text, or one with no tokens after normalisation (only
+    /// zero-width or control characters, say), is an input error.
+    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
         if text.trim().is_empty() {
             return Err(input_error("the text is empty"));
         }
@@ -211,6 +213,11 @@ impl LabelTokenizer {
         if text_ids.is_empty() {
             return Err(input_error("the text has no tokens after normalisation"));
         }
+        Ok(text_ids)
+    }
+
+    pub fn encode_with_labels(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
+        let text_ids = self.text_tokens(text)?;
         let limits = self.limits;
         let min_text = text_ids.len().min(limits.min_text_tokens);
         let label_budget = limits.max_length - PackingLimits::FIXED_TOKENS - min_text;

@@ -436,7 +436,7 @@ fn bad_label_lists_are_rejected() {
     );
     assert_input_error(
         &gliznet(&["predict", "--model", m, "--text", " ", "--labels", "a"]),
-        "--text #1 is empty",
+        "--text #1: the text is empty",
     );
     assert_input_error(
         &gliznet(&[

@@ -1,10 +1,12 @@
 //! `gliznet eval`: score a labelled JSONL file and report the metrics practitioners read.
 
 use crate::classifier::{Classifier, LabelSet, Method};
+use crate::cli::output::{check_outputs, check_stdout};
 use crate::data::example::{others, Example, ExampleReader};
 use crate::data::labels::{parse_label_list, read_label_file};
 use crate::error::input_error;
 use crate::eval::report::{evaluate, EvalMode, Evaluated, Report};
+use crate::files::write_atomically;
 use crate::scoring::ScoreMode;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -62,7 +64,7 @@ pub struct EvalArgs {
     predictions: Option<PathBuf>,
 
     /// Encoder sequences per forward pass
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 
     /// auto, cpu, cuda or cuda:N
@@ -79,12 +81,25 @@ pub struct EvalArgs {
 const CHUNK: usize = 64;
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    check_stdout()?;
+    let mut inputs = vec![("--data", args.data.as_path())];
+    if let Some(path) = &args.labels_file {
+        inputs.push(("--labels-file", path.as_path()));
+    }
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.report {
+        outputs.push(("--report", path.as_path()));
+    }
+    if let Some(path) = &args.predictions {
+        outputs.push(("--predictions", path.as_path()));
+    }
+    check_outputs(&outputs, &inputs)?;
     let shared = match (&args.labels, &args.labels_file) {
         (Some(list), _) => Some(parse_label_list(list)?),
         (None, Some(path)) => Some(read_label_file(path)?),
         (None, None) => None,
     };
-    let examples = read_eval_examples(&args.data, shared.as_deref())?;
+    let (examples, lines) = read_eval_examples(&args.data, shared.as_deref())?;
     let mode = if args.single_label {
         EvalMode::SingleLabel
     } else if args.multi_label {
@@ -119,12 +134,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let label_sets = examples
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
+        .zip(&lines)
+        .map(|(e, &line)| {
+            let place = || format!("{}:{line}", args.data.display());
+            classifier.check_text(&e.text).with_context(place)?;
             let names: Vec<String> = e.targets().iter().map(|(l, _)| l.to_string()).collect();
-            classifier
-                .label_set(names)
-                .with_context(|| format!("example {}", i + 1))
+            classifier.label_set(names).with_context(place)
         })
         .collect::<Result<Vec<LabelSet>>>()?;
     let progress = progress_bar(examples.len());
@@ -163,32 +178,41 @@ pub fn run(args: EvalArgs) -> Result<()> {
         sequences,
         ..evaluate(&evaluated, mode, threshold)
     };
-    print!("{}", report.table());
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(report.table().as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")?;
     if let Some(path) = &args.report {
-        crate::model::checkpoint::write_atomically(path, |tmp| {
-            Ok(std::fs::write(
-                tmp,
-                serde_json::to_string_pretty(&report.to_json())? + "\n",
-            )?)
-        })?;
+        write_atomically(path, |file| {
+            let json = serde_json::to_string_pretty(&report.to_json())? + "\n";
+            Ok(file.write_all(json.as_bytes())?)
+        })
+        .with_context(|| format!("--report {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
     if let Some(path) = &args.predictions {
-        crate::model::checkpoint::write_atomically(path, |tmp| {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        write_atomically(path, |file| {
+            let mut out = std::io::BufWriter::new(file);
             for e in &evaluated {
                 writeln!(out, "{}", serde_json::to_string(&e.to_json())?)?;
             }
             Ok(out.flush()?)
-        })?;
+        })
+        .with_context(|| format!("--predictions {}", path.display()))?;
         eprintln!("predictions written to {}", path.display());
     }
     Ok(())
 }
 
-fn read_eval_examples(path: &std::path::Path, shared: Option<&[String]>) -> Result<Vec<Example>> {
+/// The examples and the line each came from.
+fn read_eval_examples(
+    path: &std::path::Path,
+    shared: Option<&[String]>,
+) -> Result<(Vec<Example>, Vec<usize>)> {
     let mut reader = ExampleReader::open(path)?;
     let mut examples = Vec::new();
+    let mut lines = Vec::new();
     while let Some(item) = reader.next() {
         let (line, parsed) = item?;
         let location = reader.location(line);
@@ -204,11 +228,12 @@ fn read_eval_examples(path: &std::path::Path, shared: Option<&[String]>) -> Resu
             })?;
         }
         examples.push(example);
+        lines.push(line);
     }
     if examples.is_empty() {
         return Err(input_error(format!("{}: no examples", path.display())));
     }
-    Ok(examples)
+    Ok((examples, lines))
 }
 
 fn progress_bar(total: usize) -> Option<ProgressBar> {

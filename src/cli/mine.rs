@@ -1,12 +1,14 @@
 //! `gliznet mine-negatives`: add hard (or random) negative labels to examples.
 
+use crate::cli::output::check_outputs;
 use crate::data::example::{Example, ExampleReader};
 use crate::data::labels::read_label_file;
 use crate::device;
 use crate::embed::Embedder;
 use crate::error::input_error;
+use crate::files::write_atomically;
 use crate::mining::{Miner, MiningOptions, Strategy};
-use crate::model::checkpoint::{self, write_atomically};
+use crate::model::checkpoint;
 use anyhow::Result;
 use clap::Args;
 use std::io::{BufWriter, Write};
@@ -37,16 +39,16 @@ pub struct MineArgs {
     pool: Option<PathBuf>,
 
     /// Negatives to add per example
-    #[arg(long, default_value_t = 5)]
-    k: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_K))]
+    k: u32,
 
     /// Skip candidates more similar than this to any positive (likely synonyms)
     #[arg(long, default_value_t = 0.8)]
     max_similarity: f32,
 
     /// Skip the N most similar candidates after the ceiling (hard strategy)
-    #[arg(long, default_value_t = 0)]
-    skip_top: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(..=MAX_SKIP_TOP))]
+    skip_top: u32,
 
     #[arg(long, value_enum, default_value_t = Strategy::Hard)]
     strategy: Strategy,
@@ -56,8 +58,8 @@ pub struct MineArgs {
     seed: u64,
 
     /// Strings per encoder pass when embedding labels
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
+    batch_size: u32,
 
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
@@ -66,11 +68,18 @@ pub struct MineArgs {
 
 /// Examples handed to the miner at once.
 const CHUNK: usize = 512;
+/// Upper bounds of `--k` and `--skip-top` (far above any useful value; they keep a typo from
+/// asking for absurd amounts of memory).
+const MAX_K: i64 = 10_000;
+const MAX_SKIP_TOP: i64 = 100_000;
 
 pub fn run(args: MineArgs) -> Result<()> {
-    if args.k == 0 {
-        return Err(input_error("--k must be at least 1"));
+    let mut inputs = vec![("--input", args.input.as_path())];
+    if let Some(pool) = &args.pool {
+        inputs.push(("--pool", pool.as_path()));
     }
+    check_outputs(&[("--output", args.output.as_path())], &inputs)?;
+    let k = args.k as usize;
     if args.input.as_os_str() == "-" && args.pool.is_none() {
         return Err(input_error(
             "reading standard input needs --pool (the pool is read from the input otherwise)",
@@ -88,33 +97,34 @@ pub fn run(args: MineArgs) -> Result<()> {
         device: &device,
     };
     let options = MiningOptions {
-        k: args.k,
+        k,
         max_similarity: args.max_similarity,
-        skip_top: args.skip_top,
+        skip_top: args.skip_top as usize,
         strategy: args.strategy,
         seed: args.seed,
     };
-    let miner = Miner::new(embedder, pool, options, args.batch_size)?;
+    let miner = Miner::new(embedder, pool, options, args.batch_size as usize)?;
 
     let mut examples_written = 0usize;
     let mut short = 0usize;
-    write_atomically(&args.output, |tmp| {
-        let mut out = BufWriter::new(std::fs::File::create(tmp)?);
+    write_atomically(&args.output, |file| {
+        let mut out = BufWriter::new(file);
         let mut reader = ExampleReader::open(&args.input)?;
         let mut chunk: Vec<(u64, Example)> = Vec::with_capacity(CHUNK);
-        let mut flush =
-            |chunk: &mut Vec<(u64, Example)>, out: &mut BufWriter<std::fs::File>| -> Result<()> {
-                let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
-                let examples: Vec<Example> = chunk.drain(..).map(|(_, e)| e).collect();
-                let negatives = miner.mine(&examples, &ids)?;
-                for (mut example, negatives) in examples.into_iter().zip(negatives) {
-                    short += usize::from(negatives.len() < args.k);
-                    example.not_labels.extend(negatives);
-                    writeln!(out, "{}", serde_json::to_string(&example)?)?;
-                    examples_written += 1;
-                }
-                Ok(())
-            };
+        let mut flush = |chunk: &mut Vec<(u64, Example)>,
+                         out: &mut BufWriter<&mut std::fs::File>|
+         -> Result<()> {
+            let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
+            let examples: Vec<Example> = chunk.drain(..).map(|(_, e)| e).collect();
+            let negatives = miner.mine(&examples, &ids)?;
+            for (mut example, negatives) in examples.into_iter().zip(negatives) {
+                short += usize::from(negatives.len() < k);
+                example.not_labels.extend(negatives);
+                writeln!(out, "{}", serde_json::to_string(&example)?)?;
+                examples_written += 1;
+            }
+            Ok(())
+        };
         while let Some(item) = reader.next() {
             let (line, parsed) = item?;
             let example = parsed

@@ -8,6 +8,10 @@ pub mod predict;
 pub mod train;
 
 use anyhow::Result;
+
+/// The largest `--batch-size` accepted (sequences or strings per encoder pass). Far above what
+/// helps throughput; it keeps a typo from asking for an allocation the machine cannot make.
+pub const MAX_BATCH_SIZE: i64 = 1024;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

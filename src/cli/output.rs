@@ -1,11 +1,63 @@
 //! Writers for prediction results: a readable table, a JSON array, or JSON lines. Records are
 //! written as they come, so output memory does not grow with the input.
 
+use crate::error::input_error;
+use crate::files::{destination, same_file};
 use crate::scoring::LabelScore;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::io::Write;
+use std::path::Path;
+
+/// Checks output files before any work: each must be writable where it would land (see
+/// [`crate::files::destination`]), and none may be the same file as an input (`-` is standard
+/// input and never a file) or as another output. Messages name the flags.
+pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Result<()> {
+    for (i, &(flag, path)) in outputs.iter().enumerate() {
+        destination(path).map_err(|e| input_error(format!("{flag} {}: {e}", path.display())))?;
+        for &(input_flag, input) in inputs {
+            if input.as_os_str() != "-" && same_file(path, input) {
+                return Err(input_error(format!(
+                    "{flag} {} is the same file as {input_flag} {}; refusing to overwrite an input",
+                    path.display(),
+                    input.display()
+                )));
+            }
+        }
+        for &(other_flag, other) in &outputs[..i] {
+            if same_file(path, other) {
+                return Err(input_error(format!(
+                    "{flag} {} and {other_flag} {} are the same file",
+                    path.display(),
+                    other.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails when standard output was closed when the program started (`gliznet … >&-`): the
+/// Rust runtime then quietly opens /dev/null in its place (read-write, which a shell's
+/// `>/dev/null` never is), and every result would be lost with exit code 0.
+pub fn check_stdout() -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let is_null =
+            std::fs::read_link("/proc/self/fd/1").is_ok_and(|p| p == Path::new("/dev/null"));
+        let read_write = std::fs::read_to_string("/proc/self/fdinfo/1").is_ok_and(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .is_some_and(|flags| flags & 0o3 == 0o2)
+        });
+        if is_null && read_write {
+            bail!("standard output is closed; the results would be lost (redirect it to a file, or to /dev/null to discard them)");
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -1,7 +1,7 @@
 //! `gliznet predict`: score labels for texts given on the command line or in a JSONL file.
 
 use crate::classifier::{Classifier, LabelSet, Method};
-use crate::cli::output::{Format, ResultWriter};
+use crate::cli::output::{check_stdout, Format, ResultWriter};
 use crate::data::jsonl::JsonlReader;
 use crate::data::labels::{parse_label_list, read_label_file};
 use crate::error::input_error;
@@ -65,7 +65,7 @@ pub struct PredictArgs {
     format: Format,
 
     /// Encoder sequences per forward pass
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 
     /// auto, cpu, cuda or cuda:N
@@ -98,6 +98,7 @@ struct Pending {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    check_stdout()?;
     if let Some(t) = args.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
         return Err(input_error(format!("--threshold {t} is outside [0, 1]")));
     }
@@ -151,16 +152,16 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Ok(())
     };
 
-    let mut pending = Vec::with_capacity(batch_size);
+    let mut pending = Vec::new();
     match &args.input {
         None => {
             let Some(labels) = &shared else {
                 return Err(input_error(NO_LABELS));
             };
             for (i, text) in args.text.iter().enumerate() {
-                if text.trim().is_empty() {
-                    return Err(input_error(format!("--text #{} is empty", i + 1)));
-                }
+                classifier
+                    .check_text(text)
+                    .map_err(|e| input_error(format!("--text #{}: {e}", i + 1)))?;
                 pending.push(Pending {
                     text: text.clone(),
                     labels: Rc::clone(labels),
@@ -174,9 +175,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             while let Some(record) = reader.next() {
                 let (line_number, line) = record?;
                 let location = reader.location(line_number);
-                if line.text.trim().is_empty() {
-                    return Err(input_error(format!("{location}: the text is empty")));
-                }
+                classifier
+                    .check_text(&line.text)
+                    .map_err(|e| input_error(format!("{location}: {e}")))?;
                 let labels = match (line.labels, &shared) {
                     (Some(labels), _) => Rc::new(label_set(&classifier, labels, &location)?),
                     (None, Some(shared)) => Rc::clone(shared),

@@ -13,6 +13,7 @@ use crate::tokenizer::LabelTokenizer;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -269,31 +270,23 @@ pub fn save(
         .as_object_mut()
         .context("the encoder config is not a JSON object")?;
     object.insert("gliznet".into(), serde_json::to_value(config)?);
-    write_atomically(&dir.join(CONFIG_FILE), |tmp| {
-        Ok(std::fs::write(
-            tmp,
-            serde_json::to_string_pretty(&full_config)? + "\n",
-        )?)
+    crate::files::write_atomically(&dir.join(CONFIG_FILE), |file| {
+        Ok(file.write_all((serde_json::to_string_pretty(&full_config)? + "\n").as_bytes())?)
     })?;
     write_atomically(&dir.join(WEIGHTS_FILE), |tmp| {
         Ok(candle_core::safetensors::save(tensors, tmp)?)
     })?;
-    write_atomically(&dir.join(TOKENIZER_FILE), |tmp| {
-        tokenizer
-            .save(tmp, false)
-            .map_err(|e| anyhow::anyhow!("cannot write tokenizer: {e}"))
+    let tokenizer_json = tokenizer
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("cannot serialize the tokenizer: {e}"))?;
+    crate::files::write_atomically(&dir.join(TOKENIZER_FILE), |file| {
+        Ok(file.write_all(tokenizer_json.as_bytes())?)
     })
 }
 
+/// Writes `path` atomically for writers that take a path (see
+/// [`crate::files::write_atomically_at`]): a unique temporary file beside it, renamed into
+/// place when complete.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    if let Err(err) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err.context(format!("cannot write {}", path.display())));
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
+    crate::files::write_atomically_at(path, write)
 }

@@ -1,0 +1,549 @@
+//! End-to-end tests of issue 13 (hardening): output files written safely and checked before
+//! the work, run directories that cannot be clobbered or shared, bounded sizes, a closed
+//! standard output, and errors that name their place. One test (or more) per numbered case.
+
+use gliznet::model::head::Similarity;
+use gliznet::testing::{write_tiny_backbone, write_tiny_model};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn check(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(out)
+    );
+}
+
+/// Asserts a bad-input failure: exit code 2, every needle in the message, no panic.
+fn assert_input_error(out: &Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
+    for needle in needles {
+        assert!(
+            stderr(out).contains(needle),
+            "expected {needle:?} in: {}",
+            stderr(out)
+        );
+    }
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny model, a 3-example dev set and a labels file in a temp dir.
+struct Fixture {
+    dir: TempDir,
+    model: PathBuf,
+    data: PathBuf,
+}
+
+const DEV: &str = "{\"text\": \"the cat sat\", \"labels\": [\"cat\"], \"not_labels\": [\"dog\", \"bank\"]}\n\
+                   {\"text\": \"the dog sat\", \"labels\": [\"dog\"], \"not_labels\": [\"cat\", \"bank\"]}\n\
+                   {\"text\": \"the bank\", \"labels\": [\"bank\"], \"not_labels\": [\"cat\", \"dog\"]}\n";
+
+fn fixture() -> Fixture {
+    let dir = TempDir::new().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_model(&model, Similarity::Cosine, Some(16), 3).unwrap();
+    let data = dir.path().join("dev.jsonl");
+    std::fs::write(&data, DEV).unwrap();
+    Fixture { dir, model, data }
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn eval(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["eval", "--model", s(&self.model), "--data", s(&self.data)];
+        args.extend_from_slice(extra);
+        run(&args)
+    }
+
+    /// Files in the fixture's top directory whose names look like temporary files.
+    fn debris(&self) -> Vec<String> {
+        debris(self.dir.path())
+    }
+}
+
+fn debris(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+// Case 1: a destination that is not a regular file is refused before any work; a symbolic
+// link is written through to its target.
+#[test]
+fn case01_outputs_that_are_not_regular_files_are_refused_and_links_are_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let f = fixture();
+    let fifo = f.path("pipe.json");
+    mkfifo(&fifo);
+    for (flag, dest) in [
+        ("--report", s(&fifo)),
+        ("--predictions", s(&fifo)),
+        ("--report", "/dev/null"),
+        ("--report", s(f.dir.path())),
+    ] {
+        let out = f.eval(&[flag, dest]);
+        assert_input_error(&out, &[flag, "not a regular file"]);
+        assert!(out.stdout.is_empty(), "the evaluation ran: {flag} {dest}");
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    let target = f.path("target.json");
+    std::fs::write(&target, "old").unwrap();
+    let link = f.path("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    check(&f.eval(&["--report", s(&link)]));
+    assert!(is_symlink(&link), "the link was replaced");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert!(report["accuracy"].is_number());
+
+    let input = f.path("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"the cat\", \"labels\": [\"cat\"]}\n").unwrap();
+    let pool = f.path("pool.txt");
+    std::fs::write(&pool, "cat\ndog\nbank\n").unwrap();
+    let out = run(&[
+        "mine-negatives",
+        "--model",
+        s(&f.model),
+        "--input",
+        s(&input),
+        "--pool",
+        s(&pool),
+        "--k",
+        "1",
+        "--output",
+        s(&fifo),
+    ]);
+    assert_input_error(&out, &["--output", "not a regular file"]);
+    assert!(f.debris().is_empty(), "{:?}", f.debris());
+}
+
+// Case 2: the temporary file has a unique name, is created exclusively and never follows a
+// link planted at a predictable name; concurrent writers each produce a whole file.
+#[test]
+fn case02_a_planted_link_at_the_temporary_name_is_not_followed() {
+    let f = fixture();
+    let victim = f.path("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    for name in [".r2.json.tmp", "r2.json.tmp", ".r2.json.swp"] {
+        std::os::unix::fs::symlink(&victim, f.path(name)).unwrap();
+    }
+    let report = f.path("r2.json");
+    check(&f.eval(&["--report", s(&report)]));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(parsed["accuracy"].is_number());
+    assert!(is_symlink(&f.path(".r2.json.tmp")));
+}
+
+#[test]
+fn case02_concurrent_writers_of_one_output_each_write_a_whole_file() {
+    let f = fixture();
+    let n = 600;
+    let input = f.path("in.jsonl");
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"text\": \"the cat sat {i}\", \"labels\": [\"cat\"]}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let pool = f.path("pool.txt");
+    std::fs::write(&pool, "cat\ndog\nbank\nnews\nsports\n").unwrap();
+    let output = f.path("mined.jsonl");
+    let spawn = || {
+        Command::new(BIN)
+            .args([
+                "mine-negatives",
+                "--model",
+                s(&f.model),
+                "--input",
+                s(&input),
+                "--pool",
+                s(&pool),
+                "--k",
+                "2",
+                "--output",
+                s(&output),
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..3).map(|_| spawn()).collect();
+    for child in children {
+        check(&child.wait_with_output().unwrap());
+    }
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(text.lines().count(), n);
+    for line in text.lines() {
+        let _: Value = serde_json::from_str(line).unwrap();
+    }
+    assert!(f.debris().is_empty(), "{:?}", f.debris());
+}
+
+/// A tiny backbone and a training config (one optimizer step) in a temp dir.
+fn train_setup(output: &Path) -> (TempDir, PathBuf) {
+    let dir = TempDir::new().unwrap();
+    write_tiny_backbone(&dir.path().join("backbone"), 11).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_train.jsonl");
+    let config = serde_json::json!({
+        "backbone": dir.path().join("backbone"),
+        "train_file": fixture,
+        "validation_file": fixture,
+        "similarity": "cosine",
+        "projection_dim": 16,
+        "max_length": 64,
+        "max_label_tokens": 8,
+        "min_text_tokens": 8,
+        "epochs": 1,
+        "max_steps": 1,
+        "batch_size": 4,
+        "seed": 5,
+        "output_dir": output,
+        "device": "cpu"
+    });
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (dir, path)
+}
+
+fn train(config: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["train", "--config", s(config)];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+/// Each file's name, size and a checksum of its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, usize, u64)> {
+    let mut files: Vec<(String, usize, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            let sum = bytes.iter().fold(0u64, |h, &b| {
+                h.wrapping_mul(1_000_003).wrapping_add(b as u64)
+            });
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                bytes.len(),
+                sum,
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+// Case 4: an output that is an input, or the other output, is refused before the work.
+#[test]
+fn case04_outputs_may_not_overwrite_an_input_or_each_other() {
+    let f = fixture();
+    let data = s(&f.data);
+    let out = f.eval(&["--report", data]);
+    assert_input_error(&out, &["--report", "--data", "same file"]);
+    assert_eq!(std::fs::read_to_string(&f.data).unwrap(), DEV);
+
+    // Through another spelling of the path and through a hard link.
+    let alias = format!(
+        "{}/../{}/dev.jsonl",
+        s(f.dir.path()),
+        f.dir.path().file_name().unwrap().to_str().unwrap()
+    );
+    assert_input_error(
+        &f.eval(&["--predictions", &alias]),
+        &["--predictions", "same file"],
+    );
+    let hard = f.path("hard.jsonl");
+    std::fs::hard_link(&f.data, &hard).unwrap();
+    assert_input_error(&f.eval(&["--report", s(&hard)]), &["--report", "same file"]);
+    assert_eq!(std::fs::read_to_string(&f.data).unwrap(), DEV);
+
+    let both = f.path("both.json");
+    let out = f.eval(&["--report", s(&both), "--predictions", s(&both)]);
+    assert_input_error(&out, &["--predictions", "--report", "same file"]);
+    assert!(!both.exists());
+
+    let labels = f.path("labels.txt");
+    std::fs::write(&labels, "cat\ndog\nbank\n").unwrap();
+    let out = f.eval(&["--labels-file", s(&labels), "--report", s(&labels)]);
+    assert_input_error(&out, &["--labels-file", "same file"]);
+    assert_eq!(
+        std::fs::read_to_string(&labels).unwrap(),
+        "cat\ndog\nbank\n"
+    );
+
+    let out = run(&[
+        "mine-negatives",
+        "--model",
+        s(&f.model),
+        "--input",
+        data,
+        "--output",
+        data,
+    ]);
+    assert_input_error(&out, &["--output", "--input", "same file"]);
+    assert_eq!(std::fs::read_to_string(&f.data).unwrap(), DEV);
+}
+
+// Case 6: size arguments are bounded with a clear message; nothing is preallocated from them.
+#[test]
+fn case06_huge_sizes_are_refused_with_a_message_not_an_abort() {
+    let f = fixture();
+    let m = s(&f.model);
+    for args in [
+        vec![
+            "predict",
+            "--model",
+            m,
+            "--text",
+            "a",
+            "--labels",
+            "cat",
+            "--batch-size",
+            "4294967295",
+        ],
+        vec![
+            "predict",
+            "--model",
+            m,
+            "--text",
+            "a",
+            "--labels",
+            "cat",
+            "--batch-size",
+            "100000",
+        ],
+        vec![
+            "eval",
+            "--model",
+            m,
+            "--data",
+            s(&f.data),
+            "--batch-size",
+            "4294967295",
+        ],
+        vec![
+            "mine-negatives",
+            "--model",
+            m,
+            "--input",
+            s(&f.data),
+            "--output",
+            "x",
+            "--k",
+            "4294967295",
+        ],
+        vec![
+            "mine-negatives",
+            "--model",
+            m,
+            "--input",
+            s(&f.data),
+            "--output",
+            "x",
+            "--batch-size",
+            "99999999999",
+        ],
+        vec![
+            "mine-negatives",
+            "--model",
+            m,
+            "--input",
+            s(&f.data),
+            "--output",
+            "x",
+            "--skip-top",
+            "18446744073709551615",
+        ],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("invalid value"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    // The largest accepted batch size runs (and allocates only what the texts need).
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--text",
+        "a cat",
+        "--labels",
+        "cat,dog",
+        "--batch-size",
+        "1024",
+    ]);
+    check(&out);
+}
+
+// Case 8: a missing directory, a directory, or an unwritable place is found before the work,
+// with exit 2 and the flag named, and leaves nothing behind.
+#[test]
+fn case08_bad_output_paths_fail_before_the_work_without_debris() {
+    let f = fixture();
+    // The data's last line is broken: an error about it would mean the work started first.
+    let bad_data = f.path("bad.jsonl");
+    std::fs::write(&bad_data, format!("{DEV}not json\n")).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", s(&f.model), "--data", s(&bad_data)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let missing = f.path("no/such/dir/report.json");
+    assert_input_error(
+        &eval(&["--report", s(&missing)]),
+        &["--report", "does not exist"],
+    );
+    assert_input_error(
+        &eval(&["--predictions", s(&missing)]),
+        &["--predictions", "does not exist"],
+    );
+    let out = eval(&["--report", s(f.dir.path())]);
+    assert_input_error(&out, &["--report", "directory"]);
+    assert!(f.debris().is_empty(), "{:?}", f.debris());
+
+    let readonly = f.path("readonly");
+    std::fs::create_dir(&readonly).unwrap();
+    let mut perms = std::fs::metadata(&readonly).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(&readonly, perms).unwrap();
+    // Root writes anywhere; the check only means something for other users.
+    if std::fs::write(readonly.join("probe"), "").is_err() {
+        let out = eval(&["--report", s(&readonly.join("r.json"))]);
+        assert_input_error(&out, &["--report", "not writable"]);
+    }
+    assert!(debris(&readonly).is_empty());
+}
+
+// Case 9: a closed standard output is an error (exit 1 with a message), not lost results
+// with exit 0; a reader that goes away (EPIPE) stays quiet.
+#[test]
+fn case09_a_closed_stdout_is_an_error() {
+    let f = fixture();
+    let closed = |args: &[&str]| {
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" >&-")
+            .arg(BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let m = s(&f.model);
+    for args in [
+        vec![
+            "predict", "--model", m, "--text", "a cat", "--labels", "cat,dog",
+        ],
+        vec!["eval", "--model", m, "--data", s(&f.data)],
+    ] {
+        let out = closed(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("standard output is closed"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Sent to /dev/null on purpose: fine.
+    let out = Command::new(BIN)
+        .args([
+            "predict", "--model", m, "--text", "a cat", "--labels", "cat,dog",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    check(&out);
+    // A full disk: exit 1 with a message, no panic.
+    if Path::new("/dev/full").exists() {
+        for args in [
+            vec![
+                "predict", "--model", m, "--text", "a cat", "--labels", "cat,dog",
+            ],
+            vec!["eval", "--model", m, "--data", s(&f.data)],
+        ] {
+            let out = Command::new(BIN)
+                .args(&args)
+                .stdout(std::fs::File::create("/dev/full").unwrap())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+            assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+        }
+    }
+}
+
+// Case 13: errors name the file and line, the --text, the config key, and the --set.
+#[test]
+fn case13_input_errors_name_the_file_line_or_text() {
+    let f = fixture();
+    let m = s(&f.model);
+    let input = f.path("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"the cat\"}\n{\"text\": \"\u{200b}\u{200b}\u{200d}\"}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--input",
+        s(&input),
+        "--labels",
+        "cat,dog",
+    ]);
+    assert_input_error(&out, &[&format!("{}:2", s(&input)), "no tokens"]);
+    let out = run(&[
+        "predict", "--model", m, "--text", "a cat", "--text", "\u{200b}", "--labels", "cat,dog",
+    ]);
+    assert_input_error(&out, &["--text #2", "no tokens"]);
+    let data = f.path("zw.jsonl");
+    std::fs::write(
+        &data,
+        format!(
+            "{}{{\"text\": \"\u{200b}\", \"labels\": [\"cat\"], \"not_labels\": [\"dog\"]}}\n",
+            DEV
+        ),
+    )
+    .unwrap();
+    let out = run(&["eval", "--model", m, "--data", s(&data)]);
+    assert_input_error(&out, &[&format!("{}:4", s(&data)), "no tokens"]);
+}
+
