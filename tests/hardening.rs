@@ -271,6 +271,29 @@ fn snapshot(dir: &Path) -> Vec<(String, usize, u64)> {
     files
 }
 
+// Case 3: training into a directory that holds other files (a backbone, say) is refused
+// unless --force; an earlier run needs --resume or --force.
+#[test]
+fn case03_train_refuses_a_non_empty_directory_that_is_not_a_run() {
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    let (_keep, config) = train_setup(&output);
+    write_tiny_backbone(&output, 3).unwrap();
+    let before = snapshot(&output);
+    let out = train(&config, &[]);
+    assert_input_error(&out, &[s(&output), "not empty", "--force"]);
+    assert_eq!(snapshot(&output), before, "the directory was changed");
+
+    check(&train(&config, &["--force"]));
+    assert!(output.join("checkpoint").is_dir());
+    let out = train(&config, &[]);
+    assert_input_error(
+        &out,
+        &["already holds a training run", "--resume", "--force"],
+    );
+    check(&train(&config, &["--force"]));
+}
+
 // Case 4: an output that is an input, or the other output, is refused before the work.
 #[test]
 fn case04_outputs_may_not_overwrite_an_input_or_each_other() {
@@ -320,6 +343,30 @@ fn case04_outputs_may_not_overwrite_an_input_or_each_other() {
     ]);
     assert_input_error(&out, &["--output", "--input", "same file"]);
     assert_eq!(std::fs::read_to_string(&f.data).unwrap(), DEV);
+}
+
+// Case 5: a run directory is locked while a run uses it; the refusal names the holder's pid,
+// and a lock left by a dead process does not block.
+#[test]
+fn case05_a_run_directory_is_locked_and_the_holder_named() {
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    let (_keep, config) = train_setup(&output);
+    // Another process holds the lock: this one, standing in for a running `gliznet train`.
+    let lock_path = output.join(".gliznet.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(&lock_path, "4242\n").unwrap();
+    let out = train(&config, &[]);
+    assert_input_error(&out, &[s(&output), "in use", "pid 4242"]);
+    let out = train(&config, &["--resume"]);
+    assert_input_error(&out, &["pid 4242"]);
+    assert!(!output.join("metrics.jsonl").exists());
+    // The holder ends (its flock goes with it); its lock file with a stale pid stays behind.
+    drop(lock);
+    check(&train(&config, &[]));
+    assert!(output.join("checkpoint").is_dir());
 }
 
 // Case 6: size arguments are bounded with a clear message; nothing is preallocated from them.
@@ -546,4 +593,3 @@ fn case13_input_errors_name_the_file_line_or_text() {
     let out = run(&["eval", "--model", m, "--data", s(&data)]);
     assert_input_error(&out, &[&format!("{}:4", s(&data)), "no tokens"]);
 }
-

@@ -2,6 +2,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::input_error;
+use crate::train::run_dir::Refusal;
 use crate::train::trainer::{self, Outcome, TrainOptions, CHECKPOINT_DIR};
 use anyhow::Result;
 use clap::Args;
@@ -36,6 +37,11 @@ pub struct TrainArgs {
     /// Continue the run in the output directory from its last checkpoint
     #[arg(long)]
     resume: bool,
+
+    /// Start a new run in a non-empty output directory: an earlier run's checkpoint and
+    /// metrics are deleted, files of the names a run writes are replaced
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
 
     /// Save a checkpoint and stop after this optimizer step (continue later with --resume)
     #[arg(long, value_name = "STEP")]
@@ -82,13 +88,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
         interrupted,
+        force: args.force,
     };
     let resume_hint = format!(
         "resume with: gliznet train --config {} --output {} --resume",
         args.config.display(),
         output_dir.display()
     );
-    match trainer::train(config, &options)? {
+    let outcome = trainer::train(config, &options).map_err(|err| {
+        match err.downcast_ref::<Refusal>() {
+            Some(refusal @ Refusal::HoldsRun { .. }) => input_error(format!(
+                "output directory {refusal}; pass --resume to continue it, --force to start over (its \
+                 checkpoint and metrics are deleted), or choose another output directory"
+            )),
+            Some(refusal @ Refusal::NotEmpty { .. }) => input_error(format!(
+                "output directory {refusal}; choose another output directory, or pass --force to \
+                 write the run into it (files of the same names are replaced)"
+            )),
+            Some(refusal) => input_error(format!("output directory {refusal}")),
+            None => err,
+        }
+    })?;
+    match outcome {
         Outcome::Finished { best } | Outcome::EarlyStopped { best } => {
             match best {
                 Some(best) => eprintln!(

@@ -2,4 +2,5 @@
 
 pub mod loss;
 pub mod optim;
+pub mod run_dir;
 pub mod trainer;

@@ -28,6 +28,7 @@ use crate::scoring::sigmoid;
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding};
 use crate::train::loss::{bce_with_logit, masked_bce_with_logits};
 use crate::train::optim::{clip_scale, lr_factor, AdamW, AdamWConfig, Param};
+use crate::train::run_dir::{RunDir, Start};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -51,6 +52,9 @@ pub struct TrainOptions {
     pub stop_after_steps: Option<usize>,
     /// Set by the Ctrl-C handler: save a checkpoint and return at the next step boundary.
     pub interrupted: Arc<AtomicBool>,
+    /// Start a new run in a directory that holds other files or an earlier run (see
+    /// [`Start::Fresh`]).
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,10 +121,12 @@ struct Trainer {
     validation: Vec<(Example, EncodedLabels)>,
     state: TrainerState,
     metrics_log: std::fs::File,
+    /// Held (locked) for the whole run.
+    _run_dir: RunDir,
 }
 
 pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<Outcome> {
-    let mut trainer = Trainer::new(config, options.resume)?;
+    let mut trainer = Trainer::new(config, options.resume, options.force)?;
     trainer.run(options)
 }
 
@@ -139,8 +145,13 @@ fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 }
 
 impl Trainer {
-    fn new(config: TrainConfig, resume: bool) -> Result<Self> {
-        let checkpoint_dir = config.output_dir.join(CHECKPOINT_DIR);
+    fn new(config: TrainConfig, resume: bool, force: bool) -> Result<Self> {
+        let start = if resume {
+            Start::Resume
+        } else {
+            Start::Fresh { force }
+        };
+        let run_dir = RunDir::open(&config.output_dir, start)?;
         let (config, state, checkpoint) = if resume {
             let dir = existing_checkpoint(&config.output_dir)?;
             let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
@@ -158,13 +169,6 @@ impl Trainer {
             }
             (config, Some(state), Some(dir))
         } else {
-            if checkpoint_dir.exists() {
-                return Err(input_error(format!(
-                    "{} already holds a training run; pass --resume to continue it, or choose \
-                     another output directory",
-                    config.output_dir.display()
-                )));
-            }
             (config, None, None)
         };
 
@@ -327,6 +331,7 @@ impl Trainer {
             validation,
             state,
             metrics_log,
+            _run_dir: run_dir,
         })
     }
 
@@ -580,27 +585,32 @@ impl Trainer {
         let tmp = out.join(format!("{CHECKPOINT_DIR}.tmp"));
         let old = out.join(format!("{CHECKPOINT_DIR}.old"));
         let current = out.join(CHECKPOINT_DIR);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
+        let removed = |dir: &Path| -> Result<()> {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+            Ok(())
+        };
+        removed(&tmp)?;
         self.save_model(&tmp)?;
-        candle_core::safetensors::save(&self.optimizer.state(), tmp.join(OPTIMIZER_FILE))?;
+        candle_core::safetensors::save(&self.optimizer.state(), tmp.join(OPTIMIZER_FILE))
+            .with_context(|| format!("cannot write {}", tmp.join(OPTIMIZER_FILE).display()))?;
         std::fs::write(
             tmp.join(STATE_FILE),
             serde_json::to_string_pretty(&self.state)?,
-        )?;
-        sync_dir(&tmp)?;
+        )
+        .with_context(|| format!("cannot write {}", tmp.join(STATE_FILE).display()))?;
+        sync_dir(&tmp).with_context(|| format!("cannot sync {}", tmp.display()))?;
         if current.exists() {
-            if old.exists() {
-                std::fs::remove_dir_all(&old)?;
-            }
-            std::fs::rename(&current, &old)?;
+            removed(&old)?;
+            std::fs::rename(&current, &old).with_context(|| {
+                format!("cannot move {} to {}", current.display(), old.display())
+            })?;
         }
-        std::fs::rename(&tmp, &current)?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
-        }
-        Ok(())
+        std::fs::rename(&tmp, &current)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), current.display()))?;
+        removed(&old)
     }
 
     fn log(&mut self, line: &serde_json::Value) -> Result<()> {
