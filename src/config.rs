@@ -10,6 +10,46 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where a config value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file.
+    File(PathBuf),
+    /// A `key=value` override, as given.
+    Override(String),
+}
+
+/// A bad key or value in a config, with the key (when known) and where its value came from.
+/// The CLI words the origin with its flag names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Origin,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.origin {
+            Origin::File(path) => write!(f, "{}: ", path.display())?,
+            Origin::Override(item) => write!(f, "override {item:?}: ")?,
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validation score that early stopping follows and that picks the best model.
+///
+/// The default is `loss` (validation binary cross-entropy): it depends on no decision
+/// threshold, so it cannot be gamed the way the F1 and accuracy scores at the fixed 0.5
+/// threshold can (predicting every label scores a high macro-F1 on data with few negatives,
+/// and a model drifting towards that looks like it improves). `auc_roc` is threshold-free
+/// too. `macro_f1`, `micro_f1` and `accuracy` stay selectable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoppingMetric {
@@ -99,7 +139,7 @@ impl Default for TrainConfig {
             eval_every: 200,
             save_every: 200,
             early_stopping_patience: 3,
-            early_stopping_metric: StoppingMetric::MacroF1,
+            early_stopping_metric: StoppingMetric::Loss,
             seed: 42,
             output_dir: PathBuf::new(),
             device: "auto".into(),
@@ -109,7 +149,9 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Reads a config file and applies `key=value` overrides (values parsed as JSON when they
-    /// parse, as strings otherwise; `lr` sets both learning rates).
+    /// parse, as strings otherwise; `lr` sets both learning rates). An unreadable file is an
+    /// input error; a bad key or value is a [`ConfigError`] naming the key and where its value
+    /// came from (the file or the override).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| input_error(format!("cannot read config {}: {e}", path.display())))?;
@@ -118,24 +160,76 @@ impl TrainConfig {
         let object = json
             .as_object_mut()
             .ok_or_else(|| input_error(format!("{}: expected a JSON object", path.display())))?;
+        // The override that set each key last.
+        let mut overridden: Vec<(String, String)> = Vec::new();
         for item in overrides {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| input_error(format!("--set {item:?}: expected key=value")))?;
+            let (key, value) = item.split_once('=').ok_or_else(|| ConfigError {
+                origin: Origin::Override(item.clone()),
+                key: None,
+                message: "expected key=value".into(),
+            })?;
             let value = serde_json::from_str(value)
                 .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-            if key == "lr" {
-                object.insert("encoder_lr".into(), value.clone());
-                object.insert("head_lr".into(), value);
+            let keys = if key == "lr" {
+                vec!["encoder_lr", "head_lr"]
             } else {
-                object.insert(key.to_string(), value);
+                vec![key]
+            };
+            for key in keys {
+                object.insert(key.to_string(), value.clone());
+                overridden.retain(|(k, _)| k != key);
+                overridden.push((key.to_string(), item.clone()));
             }
         }
-        let config: Self = serde_json::from_value(json)
-            .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
-        config
-            .validate()
-            .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+        let origin_of = |key: &str| match overridden.iter().find(|(k, _)| k == key) {
+            Some((_, item)) => Origin::Override(item.clone()),
+            None => Origin::File(path.to_path_buf()),
+        };
+        let config: Self = match serde_json::from_value(json.clone()) {
+            Ok(config) => config,
+            Err(e) => {
+                // serde names neither the key of a bad value nor where it came from: find the
+                // first key that fails on its own (every other key takes its default).
+                let culprit = json.as_object().and_then(|object| {
+                    object.iter().find_map(|(key, value)| {
+                        let single = serde_json::json!({ key.as_str(): value });
+                        serde_json::from_value::<Self>(single)
+                            .err()
+                            .map(|e| (key.clone(), e.to_string()))
+                    })
+                });
+                return Err(match culprit {
+                    Some((key, message)) => ConfigError {
+                        origin: origin_of(&key),
+                        key: Some(key),
+                        message,
+                    },
+                    None => ConfigError {
+                        origin: Origin::File(path.to_path_buf()),
+                        key: None,
+                        message: e.to_string(),
+                    },
+                }
+                .into());
+            }
+        };
+        config.validate().map_err(|message| {
+            // Validation messages start with the key they are about.
+            let key = json.as_object().and_then(|object| {
+                object
+                    .keys()
+                    .filter(|k| message.starts_with(k.as_str()))
+                    .max_by_key(|k| k.len())
+                    .cloned()
+            });
+            ConfigError {
+                origin: key
+                    .as_deref()
+                    .map_or(Origin::File(path.to_path_buf()), origin_of),
+                key: None,
+                message,
+            }
+        })?;
         Ok(config)
     }
 
@@ -266,5 +360,51 @@ mod tests {
             "{err}"
         );
         assert!(crate::error::is_input_error(&load("[1]", &[]).unwrap_err()));
+    }
+
+    fn config_error(err: anyhow::Error) -> ConfigError {
+        err.downcast_ref::<ConfigError>()
+            .unwrap_or_else(|| panic!("not a ConfigError: {err}"))
+            .clone()
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_where_the_value_came_from() {
+        let err = config_error(
+            load(
+                r#"{"train_file": "t", "output_dir": "o", "batch_size": "16"}"#,
+                &[],
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(err.key.as_deref(), Some("batch_size"));
+        assert!(matches!(err.origin, Origin::File(_)));
+        assert!(err.message.contains("invalid type: string \"16\""), "{err}");
+
+        let err = config_error(load(MINIMAL, &["epochs=2", "batch_size=abc"]).unwrap_err());
+        assert_eq!(err.key.as_deref(), Some("batch_size"));
+        assert_eq!(err.origin, Origin::Override("batch_size=abc".into()));
+        let err = config_error(load(MINIMAL, &["lr=fast"]).unwrap_err());
+        assert_eq!(err.origin, Origin::Override("lr=fast".into()));
+        let err = config_error(load(MINIMAL, &["batch_size=0"]).unwrap_err());
+        assert_eq!(err.origin, Origin::Override("batch_size=0".into()));
+        let err = config_error(load(MINIMAL, &["nokey"]).unwrap_err());
+        assert_eq!(err.origin, Origin::Override("nokey".into()));
+        let err = config_error(
+            load(
+                r#"{"train_file": "t", "output_dir": "o", "epochs": 0}"#,
+                &["batch_size=2"],
+            )
+            .unwrap_err(),
+        );
+        assert!(matches!(err.origin, Origin::File(_)), "{err}");
+    }
+
+    #[test]
+    fn early_stopping_follows_a_score_the_threshold_cannot_game() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.early_stopping_metric, StoppingMetric::Loss);
+        let config = load(MINIMAL, &["early_stopping_metric=macro_f1"]).unwrap();
+        assert_eq!(config.early_stopping_metric, StoppingMetric::MacroF1);
     }
 }

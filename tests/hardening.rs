@@ -593,3 +593,26 @@ fn case13_input_errors_name_the_file_line_or_text() {
     let out = run(&["eval", "--model", m, "--data", s(&data)]);
     assert_input_error(&out, &[&format!("{}:4", s(&data)), "no tokens"]);
 }
+
+// Case 13: a config error names the key, and the --set it came from (not the file).
+#[test]
+fn case13_config_errors_name_the_key_and_the_override() {
+    let root = TempDir::new().unwrap();
+    let (_keep, config) = train_setup(&root.path().join("out"));
+    let out = train(&config, &["--set", "batch_size=\"16\""]);
+    assert_input_error(
+        &out,
+        &["--set batch_size=\"16\"", "batch_size: invalid type"],
+    );
+    let out = train(&config, &["--set", "epochs=0"]);
+    assert_input_error(&out, &["--set epochs=0", "epochs must be at least 1"]);
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["batch_size"] = "16".into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let out = train(&config, &["--set", "epochs=2"]);
+    assert_input_error(
+        &out,
+        &[&format!("{}: batch_size: invalid type", s(&config))],
+    );
+    assert!(!stderr(&out).contains("--set"), "{}", stderr(&out));
+}

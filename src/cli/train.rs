@@ -1,6 +1,6 @@
 //! `gliznet train`: fine-tune a GliZNet model from a JSON config.
 
-use crate::config::TrainConfig;
+use crate::config::{ConfigError, Origin, TrainConfig};
 use crate::error::input_error;
 use crate::train::run_dir::Refusal;
 use crate::train::trainer::{self, Outcome, TrainOptions, CHECKPOINT_DIR};
@@ -62,13 +62,32 @@ impl std::error::Error for Interrupted {}
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut overrides = args.overrides.clone();
+    // Overrides made from flags other than --set, and the flag to name in errors about them.
+    let mut flag_overrides = Vec::new();
     if let Some(output) = &args.output {
-        overrides.push(format!("output_dir={}", serde_json::to_string(output)?));
+        let item = format!("output_dir={}", serde_json::to_string(output)?);
+        flag_overrides.push((item.clone(), format!("--output {}", output.display())));
+        overrides.push(item);
     }
     if let Some(device) = &args.device {
-        overrides.push(format!("device={}", serde_json::to_string(device)?));
+        let item = format!("device={}", serde_json::to_string(device)?);
+        flag_overrides.push((item.clone(), format!("--device {device}")));
+        overrides.push(item);
     }
-    let config = TrainConfig::load(&args.config, &overrides)?;
+    let config = TrainConfig::load(&args.config, &overrides).map_err(|err| {
+        let Some(e) = err.downcast_ref::<ConfigError>() else {
+            return err;
+        };
+        let place = match &e.origin {
+            Origin::File(path) => format!("{}", path.display()),
+            Origin::Override(item) => flag_overrides
+                .iter()
+                .find(|(made, _)| made == item)
+                .map_or_else(|| format!("--set {item}"), |(_, flag)| flag.clone()),
+        };
+        let key = e.key.as_ref().map_or(String::new(), |k| format!("{k}: "));
+        input_error(format!("{place}: {key}{}", e.message))
+    })?;
     if args.stop_after_steps == Some(0) {
         return Err(input_error("--stop-after-steps must be at least 1"));
     }
