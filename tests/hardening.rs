@@ -616,3 +616,35 @@ fn case13_config_errors_name_the_key_and_the_override() {
     );
     assert!(!stderr(&out).contains("--set"), "{}", stderr(&out));
 }
+
+// Case 14: encoder weights that the config does not use are an error, as missing ones are.
+#[test]
+fn case14_unused_encoder_weights_are_an_error() {
+    let f = fixture();
+    let config_path = f.model.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let layers = config["num_hidden_layers"].as_u64().unwrap();
+    assert!(layers >= 2);
+    config["num_hidden_layers"] = (layers - 1).into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let started = Instant::now();
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&f.model),
+        "--text",
+        "a cat",
+        "--labels",
+        "cat,dog",
+    ]);
+    assert_input_error(
+        &out,
+        &[
+            "model.safetensors",
+            &format!("encoder.layer.{}", layers - 1),
+            "num_hidden_layers",
+        ],
+    );
+    assert!(started.elapsed().as_secs() < 60);
+}

@@ -484,15 +484,29 @@ pub struct BertEncoder {
 }
 
 impl BertEncoder {
+    /// Loads every encoder tensor the config calls for. Encoder tensors the config does not
+    /// use (weights of more layers than `num_hidden_layers`, say) are an error, as missing
+    /// ones are: the weights and the config disagree, and the scores would be wrong.
     pub fn load(params: &Params, cfg: &BertConfig) -> Result<Self> {
         cfg.validate().map_err(input_error)?;
-        Ok(Self {
+        let encoder = Self {
             embeddings: Embeddings::load(params, cfg)?,
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::load(params, cfg, i))
                 .collect::<Result<_>>()?,
             block_grads: kernels::ParamGrads::default(),
-        })
+        };
+        let unused = params.unused(&["embeddings.", "encoder."]);
+        if let Some(first) = unused.first() {
+            return Err(input_error(format!(
+                "{}: {} encoder tensor(s) are not used by the config (num_hidden_layers {}), \
+                 e.g. {first}; the weights and config.json disagree",
+                params.source(),
+                unused.len(),
+                cfg.num_hidden_layers
+            )));
+        }
+        Ok(encoder)
     }
 
     /// Int8 weights for every dense layer of every block (embeddings and LayerNorms stay f32).

@@ -4,11 +4,14 @@
 use crate::error::input_error;
 use anyhow::Result;
 use candle_core::{Shape, Tensor};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 pub struct Params {
     tensors: HashMap<String, Tensor>,
     source: String,
+    /// Names read with [`Params::get`], to find tensors that nothing used.
+    used: RefCell<HashSet<String>>,
 }
 
 impl Params {
@@ -16,6 +19,7 @@ impl Params {
         Self {
             tensors,
             source: source.into(),
+            used: RefCell::new(HashSet::new()),
         }
     }
 
@@ -33,7 +37,26 @@ impl Params {
                 shape.dims()
             )));
         }
+        self.used.borrow_mut().insert(name.to_string());
         Ok(tensor.clone())
+    }
+
+    /// The file (or model) the tensors came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Names starting with one of `prefixes` that no [`Params::get`] has read, sorted.
+    pub fn unused(&self, prefixes: &[&str]) -> Vec<String> {
+        let used = self.used.borrow();
+        let mut names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|n| prefixes.iter().any(|p| n.starts_with(p)) && !used.contains(n.as_str()))
+            .cloned()
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn contains(&self, name: &str) -> bool {
