@@ -648,3 +648,104 @@ fn case14_unused_encoder_weights_are_an_error() {
     );
     assert!(started.elapsed().as_secs() < 60);
 }
+
+// Case 10: a UTF-8 byte-order mark does not break a JSONL file or join the first label, and
+// errors name the labels flag actually used.
+#[test]
+fn case10_a_byte_order_mark_is_skipped_and_the_flag_used_is_named() {
+    let f = fixture();
+    let m = s(&f.model);
+    let input = f.path("bom.jsonl");
+    std::fs::write(&input, "\u{feff}{\"text\": \"the cat\"}\n").unwrap();
+    let labels = f.path("labels.txt");
+    std::fs::write(&labels, "\u{feff}economy\ncat\n").unwrap();
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--input",
+        s(&input),
+        "--labels-file",
+        s(&labels),
+        "--format",
+        "jsonl",
+    ]);
+    check(&out);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["labels"][0]["label"], "economy");
+
+    let data = f.path("bom-dev.jsonl");
+    std::fs::write(&data, format!("\u{feff}{DEV}")).unwrap();
+    check(&run(&["eval", "--model", m, "--data", s(&data)]));
+    let out = run(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        s(&data),
+        "--labels-file",
+        s(&labels),
+    ]);
+    assert_input_error(&out, &["not among the --labels-file candidates"]);
+    let out = run(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        s(&data),
+        "--labels",
+        "cat,economy",
+    ]);
+    assert_input_error(&out, &["not among the --labels candidates"]);
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--text",
+        "a",
+        "--labels-file",
+        s(&f.data),
+    ]);
+    assert!(!stderr(&out).contains("--labels:"), "{}", stderr(&out));
+}
+
+// Case 11: comment lines in a labels file are skipped (documented), not turned into labels.
+#[test]
+fn case11_comment_lines_in_a_labels_file_are_not_labels() {
+    let f = fixture();
+    let labels = f.path("labels.txt");
+    std::fs::write(
+        &labels,
+        "# candidate labels\ncat\n  # dogs next\ndog\nbank\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&f.model),
+        "--text",
+        "the cat",
+        "--labels-file",
+        s(&labels),
+        "--format",
+        "jsonl",
+    ]);
+    check(&out);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = record["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cat", "dog", "bank"]);
+    check(&run(&[
+        "eval",
+        "--model",
+        s(&f.model),
+        "--data",
+        s(&f.data),
+        "--labels-file",
+        s(&labels),
+    ]));
+}

@@ -35,7 +35,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
     labels: Option<String>,
 
-    /// Candidate labels for every example, one per line
+    /// Candidate labels for every example, one per line (blank lines and lines starting
+    /// with # are skipped)
     #[arg(long, value_name = "FILE")]
     labels_file: Option<PathBuf>,
 
@@ -99,7 +100,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         (None, Some(path)) => Some(read_label_file(path)?),
         (None, None) => None,
     };
-    let (examples, lines) = read_eval_examples(&args.data, shared.as_deref())?;
+    let flag = if args.labels.is_some() {
+        "--labels"
+    } else {
+        "--labels-file"
+    };
+    let (examples, lines) =
+        read_eval_examples(&args.data, shared.as_deref().map(|labels| (flag, labels)))?;
     let mode = if args.single_label {
         EvalMode::SingleLabel
     } else if args.multi_label {
@@ -208,7 +215,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// The examples and the line each came from.
 fn read_eval_examples(
     path: &std::path::Path,
-    shared: Option<&[String]>,
+    shared: Option<(&str, &[String])>,
 ) -> Result<(Vec<Example>, Vec<usize>)> {
     let mut reader = ExampleReader::open(path)?;
     let mut examples = Vec::new();
@@ -220,10 +227,10 @@ fn read_eval_examples(
         if example.labels.is_empty() {
             return Err(input_error(format!("{location}: no gold label")));
         }
-        if let Some(candidates) = shared {
+        if let Some((flag, candidates)) = shared {
             example.not_labels = others(&example.labels, candidates).map_err(|missing| {
                 input_error(format!(
-                    "{location}: gold label {missing:?} is not among the --labels candidates"
+                    "{location}: gold label {missing:?} is not among the {flag} candidates"
                 ))
             })?;
         }

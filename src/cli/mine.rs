@@ -34,7 +34,8 @@ pub struct MineArgs {
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
 
-    /// Candidate labels, one per line (default: every label of the input)
+    /// Candidate labels, one per line, # starting a comment line (default: every label of
+    /// the input)
     #[arg(long, value_name = "FILE")]
     pool: Option<PathBuf>,
 

@@ -43,7 +43,8 @@ pub struct PredictArgs {
     #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
     labels: Option<String>,
 
-    /// File with one candidate label per line
+    /// File with one candidate label per line (blank lines and lines starting with # are
+    /// skipped)
     #[arg(long, value_name = "FILE")]
     labels_file: Option<PathBuf>,
 
@@ -124,7 +125,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
     };
     let shared: Option<Rc<LabelSet>> = match shared_labels {
-        Some(labels) => Some(Rc::new(label_set(&classifier, labels, "--labels")?)),
+        Some(labels) => {
+            let flag = if args.labels.is_some() {
+                "--labels"
+            } else {
+                "--labels-file"
+            };
+            Some(Rc::new(label_set(&classifier, labels, flag)?))
+        }
         None => None,
     };
 

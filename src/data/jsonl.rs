@@ -75,6 +75,12 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                     self.location(self.line_number)
                 ))
             })?;
+            // A byte-order mark (as some editors write) is not part of the first record.
+            let line = if self.line_number == 1 {
+                line.strip_prefix('\u{feff}').unwrap_or(line)
+            } else {
+                line
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -133,6 +139,13 @@ mod tests {
             err.contains("test.jsonl:1") && err.contains("text"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let rows = read("\u{feff}{\"text\":\"a\"}\n{\"text\":\"b\"}\n".as_bytes());
+        assert_eq!(rows[0].as_ref().unwrap().1.text, "a");
+        assert_eq!(rows[1].as_ref().unwrap().1.text, "b");
     }
 
     #[test]

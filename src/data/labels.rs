@@ -13,18 +13,24 @@ pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-/// Reads one label per line; blank lines are skipped.
+/// Reads one label per line. Blank lines and comment lines (`#` first, after any spaces) are
+/// skipped, and so is a leading byte-order mark.
 pub fn read_label_file(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path)
         .map_err(|e| input_error(format!("cannot read labels file {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| input_error(format!("labels file {} is not valid UTF-8", path.display())))?;
+    label_lines(&text, &path.display().to_string())
+}
+
+fn label_lines(text: &str, source: &str) -> Result<Vec<String>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let labels: Vec<String> = text
         .lines()
         .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    validate_labels(&labels).map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+    validate_labels(&labels).map_err(|e| input_error(format!("{source}: {e}")))?;
     Ok(labels)
 }
 
@@ -79,6 +85,17 @@ mod tests {
             "{err}"
         );
         assert!(validate_labels(&[]).is_err());
+    }
+
+    #[test]
+    fn label_files_skip_a_byte_order_mark_blank_lines_and_comments() {
+        let labels =
+            label_lines("\u{feff}economy\n\n# a comment\n  #another\nsports\n", "f").unwrap();
+        assert_eq!(labels, vec!["economy", "sports"]);
+        let err = label_lines("# only comments\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f: the label list is empty"), "{err}");
     }
 
     #[test]
