@@ -233,6 +233,23 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The keys whose values differ between two configs, sorted.
+    pub fn differing_keys(&self, other: &Self) -> Vec<String> {
+        let (Ok(a), Ok(b)) = (serde_json::to_value(self), serde_json::to_value(other)) else {
+            return Vec::new();
+        };
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     pub fn limits(&self) -> PackingLimits {
         PackingLimits {
             max_length: self.max_length,

@@ -749,3 +749,40 @@ fn case11_comment_lines_in_a_labels_file_are_not_labels() {
         s(&labels),
     ]));
 }
+
+// Case 12: the resume hint keeps the --set overrides and works as printed; a config that
+// differs names the keys.
+#[test]
+fn case12_the_resume_hint_works_as_printed_and_differences_are_named() {
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    let (_keep, config) = train_setup(&output);
+    let out = train(
+        &config,
+        &[
+            "--set",
+            "max_steps=3",
+            "--set",
+            "device=\"cpu\"",
+            "--stop-after-steps",
+            "1",
+        ],
+    );
+    check(&out);
+    let err = stderr(&out);
+    let hint = err
+        .lines()
+        .find_map(|l| l.split_once("resume with: ").map(|(_, h)| h.to_string()))
+        .unwrap_or_else(|| panic!("no hint in: {err}"));
+    assert!(hint.contains("--set max_steps=3"), "{hint}");
+    let command = hint.strip_prefix("gliznet ").unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" {command}"))
+        .arg(BIN)
+        .output()
+        .unwrap();
+    check(&out);
+    let out = train(&config, &["--set", "max_steps=4", "--resume"]);
+    assert_input_error(&out, &["config differs", "max_steps"]);
+}

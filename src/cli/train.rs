@@ -109,11 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         interrupted,
         force: args.force,
     };
-    let resume_hint = format!(
-        "resume with: gliznet train --config {} --output {} --resume",
-        args.config.display(),
-        output_dir.display()
-    );
+    let resume_hint = format!("resume with: {}", resume_command(&args, &output_dir));
     let outcome = trainer::train(config, &options).map_err(|err| {
         match err.downcast_ref::<Refusal>() {
             Some(refusal @ Refusal::HoldsRun { .. }) => input_error(format!(
@@ -152,5 +148,58 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("checkpoint saved at step {step}; {resume_hint}");
             Err(Interrupted.into())
         }
+    }
+}
+
+/// The command that resumes this run: the same config, overrides and device, the output
+/// directory, `--resume`; each argument quoted for a POSIX shell where it needs it.
+fn resume_command(args: &TrainArgs, output_dir: &std::path::Path) -> String {
+    let mut words = vec![
+        "gliznet".to_string(),
+        "train".into(),
+        "--config".into(),
+        args.config.display().to_string(),
+    ];
+    for item in &args.overrides {
+        words.push("--set".into());
+        words.push(item.clone());
+    }
+    if let Some(device) = &args.device {
+        words.push("--device".into());
+        words.push(device.clone());
+    }
+    words.push("--output".into());
+    words.push(output_dir.display().to_string());
+    words.push("--resume".into());
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell_only_where_needed() {
+        assert_eq!(shell_quote("lr=2e-5"), "lr=2e-5");
+        assert_eq!(shell_quote("runs/a b"), "'runs/a b'");
+        assert_eq!(shell_quote("device=\"cpu\""), "'device=\"cpu\"'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }

@@ -163,8 +163,10 @@ impl Trainer {
             };
             if saved != config {
                 return Err(input_error(format!(
-                    "the config differs from the one saved in {}; resume with the same config",
-                    dir.display()
+                    "the config differs from the one saved in {} in {}; resume with the same \
+                     config",
+                    dir.display(),
+                    saved.differing_keys(&config).join(", ")
                 )));
             }
             (config, Some(state), Some(dir))
