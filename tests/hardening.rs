@@ -786,3 +786,41 @@ fn case12_the_resume_hint_works_as_printed_and_differences_are_named() {
     let out = train(&config, &["--set", "max_steps=4", "--resume"]);
     assert_input_error(&out, &["config differs", "max_steps"]);
 }
+
+// Case 15: in a table, a newline in a label stays escaped on its row, and a huge label does
+// not widen every row; JSON keeps the label whole.
+#[test]
+fn case15_table_rows_stay_one_line_and_narrow() {
+    let f = fixture();
+    let long = "x".repeat(5000);
+    let labels = format!("cat,two\nlines,{long}");
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&f.model),
+        "--text",
+        "the cat",
+        "--labels",
+        &labels,
+    ]);
+    check(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[2].contains("two\\nlines"), "{table}");
+    assert!(lines.iter().all(|l| l.chars().count() < 80), "{table}");
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&f.model),
+        "--text",
+        "the cat",
+        "--labels",
+        &labels,
+        "--format",
+        "jsonl",
+    ]);
+    check(&out);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["labels"][2]["label"].as_str().unwrap().len(), 5000);
+}

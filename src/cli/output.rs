@@ -134,32 +134,59 @@ impl<W: Write> ResultWriter<W> {
     }
 }
 
+/// The widest a label column gets in a table; longer labels are cut with an ellipsis (JSON
+/// output keeps them whole).
+const LABEL_COLUMN: usize = 40;
+/// The text line of a table record.
+const TEXT_PREVIEW: usize = 100;
+
 fn write_table(out: &mut impl Write, first: bool, record: &TextRecord) -> Result<()> {
     if !first {
         writeln!(out)?;
     }
-    writeln!(out, "{}", preview(record.text, 100))?;
-    let width = record
+    writeln!(out, "{}", preview(record.text, TEXT_PREVIEW))?;
+    let cells: Vec<String> = record
         .labels
         .iter()
-        .map(|l| l.label.chars().count())
-        .max()
-        .unwrap_or(0);
-    for label in &record.labels {
+        .map(|l| cut(&escape_controls(l.label), LABEL_COLUMN))
+        .collect();
+    let width = cells.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    for (label, cell) in record.labels.iter().zip(&cells) {
         let mark = if label.predicted { "  *" } else { "" };
-        writeln!(out, "  {:<width$}  {:.4}{mark}", label.label, label.score)?;
+        writeln!(out, "  {cell:<width$}  {:.4}{mark}", label.score)?;
     }
     Ok(())
 }
 
-/// The text on one line, cut at `max_chars` with an ellipsis.
+/// Control characters (a newline, an escape sequence) written as escapes, so that one record
+/// stays on its rows and cannot drive the terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// `text` cut at `max_chars` with an ellipsis.
+fn cut(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        text.to_string()
+    } else {
+        text.chars().take(max_chars - 1).collect::<String>() + "…"
+    }
+}
+
+/// The text on one line (whitespace runs as one space, other control characters escaped),
+/// cut at `max_chars` with an ellipsis.
 fn preview(text: &str, max_chars: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max_chars {
-        flat
-    } else {
-        flat.chars().take(max_chars - 1).collect::<String>() + "…"
-    }
+    cut(&escape_controls(&flat), max_chars)
 }
 
 #[cfg(test)]
@@ -216,6 +243,35 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["text"], "text 1");
+    }
+
+    #[test]
+    fn table_rows_escape_control_characters_and_cap_the_label_column() {
+        let mut buf = Vec::new();
+        let mut writer = ResultWriter::new(&mut buf, Format::Table, "m");
+        let long = "x".repeat(5000);
+        let labels = vec!["two\nlines".to_string(), long, "esc\u{1b}[31m".to_string()];
+        let mut three = scores();
+        three.push(LabelScore {
+            score: 0.5,
+            predicted: false,
+        });
+        writer.write("a\u{7}text", &labels, &three).unwrap();
+        writer.finish().unwrap();
+        let out = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(lines[0], "a\\u{7}text");
+        assert!(lines[1].starts_with("  two\\nlines "), "{out}");
+        assert!(lines[2].contains('…'), "{out}");
+        assert!(lines[3].starts_with("  esc\\u{1b}[31m "), "{out}");
+        assert!(!out.contains('\u{1b}'));
+        for line in &lines[1..] {
+            assert!(
+                line.chars().count() <= 2 + LABEL_COLUMN + 2 + 6 + 3,
+                "{line}"
+            );
+        }
     }
 
     #[test]
