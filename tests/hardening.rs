@@ -824,3 +824,29 @@ fn case15_table_rows_stay_one_line_and_narrow() {
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["labels"][2]["label"].as_str().unwrap().len(), 5000);
 }
+
+// Case 16: `train --print-config` prints every key with its default, and the README documents
+// each of them.
+#[test]
+fn case16_print_config_lists_every_key_and_the_readme_documents_them() {
+    let out = run(&["train", "--print-config"]);
+    check(&out);
+    let defaults: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let defaults = defaults.as_object().unwrap();
+    assert!(defaults.len() > 20);
+    assert_eq!(defaults["early_stopping_metric"], "loss");
+    assert_eq!(defaults["batch_size"], 16);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for key in defaults.keys() {
+        assert!(
+            readme.contains(&format!("| `{key}` |")),
+            "README.md's config table lacks `{key}`"
+        );
+    }
+    let help = run(&["train", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--print-config"));
+    // --print-config with other arguments is a usage error, not a silent choice.
+    let out = run(&["train", "--print-config", "--config", "x.json"]);
+    assert_eq!(out.status.code(), Some(2));
+}

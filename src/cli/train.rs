@@ -4,8 +4,9 @@ use crate::config::{ConfigError, Origin, TrainConfig};
 use crate::error::input_error;
 use crate::train::run_dir::Refusal;
 use crate::train::trainer::{self, Outcome, TrainOptions, CHECKPOINT_DIR};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,9 +19,14 @@ use std::sync::Arc;
     The output directory holds the best model so far (load it with predict --model DIR),\n\
     metrics.jsonl, and checkpoint/ for --resume. Ctrl-C saves a checkpoint and exits (130).")]
 pub struct TrainArgs {
-    /// Training config (JSON); see configs/
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    /// Training config (JSON); see configs/, and --print-config for every key
+    #[arg(long, value_name = "FILE", required_unless_present = "print_config")]
+    config: Option<PathBuf>,
+
+    /// Print every config key with its default value as JSON, and exit (README.md says
+    /// what each key means)
+    #[arg(long, exclusive = true)]
+    print_config: bool,
 
     /// Override a config key (repeatable): --set lr=2e-5 --set similarity=cosine
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -61,6 +67,16 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let Some(config_path) = args.config.clone() else {
+        // Without --config clap has made sure --print-config was given.
+        let mut stdout = std::io::stdout().lock();
+        let json = serde_json::to_string_pretty(&TrainConfig::default())? + "\n";
+        stdout
+            .write_all(json.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to standard output")?;
+        return Ok(());
+    };
     let mut overrides = args.overrides.clone();
     // Overrides made from flags other than --set, and the flag to name in errors about them.
     let mut flag_overrides = Vec::new();
@@ -74,7 +90,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         flag_overrides.push((item.clone(), format!("--device {device}")));
         overrides.push(item);
     }
-    let config = TrainConfig::load(&args.config, &overrides).map_err(|err| {
+    let config = TrainConfig::load(&config_path, &overrides).map_err(|err| {
         let Some(e) = err.downcast_ref::<ConfigError>() else {
             return err;
         };
@@ -158,7 +174,9 @@ fn resume_command(args: &TrainArgs, output_dir: &std::path::Path) -> String {
         "gliznet".to_string(),
         "train".into(),
         "--config".into(),
-        args.config.display().to_string(),
+        args.config
+            .as_deref()
+            .map_or(String::new(), |p| p.display().to_string()),
     ];
     for item in &args.overrides {
         words.push("--set".into());
