@@ -850,3 +850,81 @@ fn case16_print_config_lists_every_key_and_the_readme_documents_them() {
     let out = run(&["train", "--print-config", "--config", "x.json"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+// The issue's smaller items: negative thresholds get a range message (not clap's "unexpected
+// argument"), predict without texts names both sources, and a trained model's files share
+// one mode (model.safetensors was 0600 while the others were 0644).
+#[test]
+fn smaller_items_thresholds_text_sources_and_file_modes() {
+    let f = fixture();
+    let m = s(&f.model);
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--text",
+        "a",
+        "--labels",
+        "cat",
+        "--threshold",
+        "-1",
+    ]);
+    assert_input_error(&out, &["--threshold -1 is outside [0, 1]"]);
+    let out = run(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        s(&f.data),
+        "--threshold",
+        "-1",
+    ]);
+    assert_input_error(&out, &["--threshold -1 is outside [0, 1]"]);
+    let out = run(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        s(&f.data),
+        "--threshold",
+        "2",
+    ]);
+    assert_input_error(&out, &["--threshold 2 is outside [0, 1]"]);
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--method",
+        "bi-encoder",
+        "--text",
+        "a cat",
+        "--labels",
+        "cat,dog",
+        "--threshold",
+        "-0.5",
+    ]);
+    check(&out);
+    let out = run(&["predict", "--model", m, "--labels", "cat"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--text") && stderr(&out).contains("--input"),
+        "{}",
+        stderr(&out)
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    let (_keep, config) = train_setup(&output);
+    check(&train(&config, &[]));
+    let mode = |name: &str| {
+        std::fs::metadata(output.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("model.safetensors"), mode("config.json"));
+    assert_eq!(mode("model.safetensors"), mode("tokenizer.json"));
+    assert_eq!(mode("model.safetensors"), mode("metrics.jsonl"));
+}

@@ -50,7 +50,7 @@ pub struct EvalArgs {
 
     /// Decision threshold for multi-label metrics [default: the model's calibrated threshold,
     /// or 0.5]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
 
     #[arg(long, value_enum, default_value_t = Method::Gliznet)]
@@ -83,6 +83,9 @@ const CHUNK: usize = 64;
 
 pub fn run(args: EvalArgs) -> Result<()> {
     check_stdout()?;
+    if let Some(t) = args.threshold {
+        crate::cli::predict::check_threshold(t, args.method)?;
+    }
     let mut inputs = vec![("--data", args.data.as_path())];
     if let Some(path) = &args.labels_file {
         inputs.push(("--labels-file", path.as_path()));

@@ -20,6 +20,7 @@ use std::rc::Rc;
     gliznet predict --model DIR --input texts.jsonl --labels-file labels.txt --format jsonl\n\n\
     Input lines are JSON objects: {\"text\": \"…\", \"labels\": [\"…\", …]} (labels optional when\n\
     --labels or --labels-file is given).")]
+#[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
     /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
     /// the model built into gliznet]
@@ -27,12 +28,7 @@ pub struct PredictArgs {
     model: Option<String>,
 
     /// Text to classify (repeat for several)
-    #[arg(
-        long,
-        value_name = "TEXT",
-        required_unless_present = "input",
-        conflicts_with = "input"
-    )]
+    #[arg(long, value_name = "TEXT", conflicts_with = "input")]
     text: Vec<String>,
 
     /// JSONL file of texts (and optional per-line labels), or - for standard input
@@ -58,7 +54,7 @@ pub struct PredictArgs {
 
     /// Score at or above which a label is predicted (multi-label mode) [default: the model's
     /// calibrated threshold, or 0.5]
-    #[arg(long, conflicts_with = "single_label")]
+    #[arg(long, conflicts_with = "single_label", allow_negative_numbers = true)]
     threshold: Option<f32>,
 
     /// Output format
@@ -100,8 +96,8 @@ struct Pending {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     check_stdout()?;
-    if let Some(t) = args.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
-        return Err(input_error(format!("--threshold {t} is outside [0, 1]")));
+    if let Some(t) = args.threshold {
+        check_threshold(t, args.method)?;
     }
     let shared_labels = match (&args.labels, &args.labels_file) {
         (Some(list), _) => Some(parse_label_list(list)?),
@@ -282,4 +278,23 @@ impl Notes {
             );
         }
     }
+}
+
+/// A threshold outside the range of the method's scores would predict every label or none:
+/// sigmoid scores lie in [0, 1], bi-encoder cosines in [-1, 1].
+pub fn check_threshold(threshold: f32, method: Method) -> Result<()> {
+    let (low, high) = match method {
+        Method::Gliznet => (0.0, 1.0),
+        Method::BiEncoder => (-1.0, 1.0),
+    };
+    if !(low..=high).contains(&threshold) {
+        return Err(input_error(format!(
+            "--threshold {threshold} is outside [{low}, {high}], the range of {} scores",
+            match method {
+                Method::Gliznet => "gliznet",
+                Method::BiEncoder => "bi-encoder",
+            }
+        )));
+    }
+    Ok(())
 }

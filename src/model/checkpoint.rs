@@ -273,8 +273,12 @@ pub fn save(
     crate::files::write_atomically(&dir.join(CONFIG_FILE), |file| {
         Ok(file.write_all((serde_json::to_string_pretty(&full_config)? + "\n").as_bytes())?)
     })?;
-    write_atomically(&dir.join(WEIGHTS_FILE), |tmp| {
-        Ok(candle_core::safetensors::save(tensors, tmp)?)
+    // Serialized here and written through our own temporary file: the safetensors crate's
+    // file writer makes its own (mode 0600) and renames it into place.
+    let weights = safetensors::serialize(tensors, None)
+        .map_err(|e| anyhow::anyhow!("cannot serialize the weights: {e}"))?;
+    crate::files::write_atomically(&dir.join(WEIGHTS_FILE), |file| {
+        Ok(file.write_all(&weights)?)
     })?;
     let tokenizer_json = tokenizer
         .to_string(false)

@@ -538,25 +538,28 @@ impl Trainer {
             object.insert("improved".into(), improved.into());
         }
         self.log(&line)?;
-        progress.log(&format!(
-            "validation at step {}: loss {:.4} accuracy {:.4} micro-F1 {:.4} macro-F1 {:.4} AUC {}{}",
+        let summary =
+            format!(
+            "validation at step {}: loss {:.4} accuracy {:.4} micro-F1 {:.4} macro-F1 {:.4} AUC {}",
             self.state.step,
             validation.loss,
             validation.metrics.accuracy,
             validation.metrics.micro_f1,
             validation.metrics.macro_f1,
             validation.metrics.auc_roc.map_or("n/a".into(), |a| format!("{a:.4}")),
-            if improved { " (best so far, saved)" } else { "" }
-        ));
+        );
         if improved {
             self.state.best = Some(Best {
                 step: self.state.step,
                 metric: score,
             });
             self.state.evals_without_improvement = 0;
+            // Said only once it is true: a failed save (a full disk) is reported instead.
             self.save_model(&self.config.output_dir)?;
+            progress.log(&format!("{summary} (best so far, saved)"));
             Ok(false)
         } else {
+            progress.log(&summary);
             self.state.evals_without_improvement += 1;
             Ok(self.state.evals_without_improvement >= self.config.early_stopping_patience)
         }
