@@ -277,9 +277,10 @@ pub fn save(
     // file writer makes its own (mode 0600) and renames it into place.
     let weights = safetensors::serialize(tensors, None)
         .map_err(|e| anyhow::anyhow!("cannot serialize the weights: {e}"))?;
-    crate::files::write_atomically(&dir.join(WEIGHTS_FILE), |file| {
-        Ok(file.write_all(&weights)?)
-    })?;
+    crate::files::write_atomically(
+        &dir.join(WEIGHTS_FILE),
+        |file| Ok(file.write_all(&weights)?),
+    )?;
     let tokenizer_json = tokenizer
         .to_string(false)
         .map_err(|e| anyhow::anyhow!("cannot serialize the tokenizer: {e}"))?;
