@@ -476,6 +476,10 @@ def merge(args):
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     if args.manifest:
         manifest = {"seed": args.seed, "sources": SOURCES, **stats}
+        previous = pathlib.Path(args.manifest)
+        if previous.is_file() and "dev_suite" in json.loads(previous.read_text()):
+            # Written by scripts/suite/build.py; kept across corpus rebuilds.
+            manifest["dev_suite"] = json.loads(previous.read_text())["dev_suite"]
         pathlib.Path(args.manifest).write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(stats, indent=2))
 
