@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Evaluates models on the corpus's dev sets with `gliznet eval` and prints a Markdown table.
+"""Evaluates models on the zero-shot dev suite with `gliznet eval` and prints Markdown tables.
 
-    scripts/dev-report.py --row NAME=MODEL[:METHOD[:quantize]] ... [--out DIR]
+    scripts/dev-report.py --row NAME=MODEL[:METHOD[:OPTION...]] ... [--out DIR] [--reuse]
 
-MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder; "quantize"
-evaluates with `--quantize` (int8 encoder weights). Zero-shot
-sets are scored single-label (argmax over candidates, accuracy and macro-F1, the protocol of
-public zero-shot benchmarks); in-domain dev sets multi-label (micro-F1 at the model's
-threshold, micro AUC-ROC, and the best micro-F1 with its threshold). A last table gives the
-macro-F1 of every set, for comparing precisions. Reports land in --out
-(default runs/dev-report); --reuse skips evaluations whose report is already there.
+MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder; OPTIONs:
+"quantize" (`--quantize`, int8 encoder weights), "prior" (`--subtract-label-prior`) and
+"template" (every label read as "This text is about {label}.", the usual zero-shot hypothesis
+template). The suite is
+data/generated/suite (scripts/build-dev-suite.sh). Single-label tasks are scored as public
+zero-shot benchmarks are (argmax over the task's label names: accuracy and macro-F1);
+relevance tasks (one label per text, positive or not) by the label's own score: AUC-ROC,
+the best F1 over the threshold sweep with its threshold, and F1 at the model's default
+threshold. The suite mean is the mean macro-F1 over the single-label tasks. Reports land in
+--out (default runs/dev-report); --reuse skips evaluations whose report is already there.
+--json writes every number in one file.
 """
 
 import argparse
@@ -19,71 +23,100 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEV = ROOT / "data" / "generated" / "dev"
-ZERO_SHOT = ["zeroshot-brown-fiction", "zeroshot-amazon-sentiment"]
-IN_DOMAIN = ["wordnet", "gcide", "foldoc", "brown-nonfiction", "tweets", "nytEditorialSnippets", "fine-food"]
+SUITE = ROOT / "data" / "generated" / "suite"
+TEMPLATE = "This text is about {label}."
 
 
-def evaluate(name, model, method, quantize, dataset, mode, out, reuse):
-    report = out / f"{name}--{dataset}.json"
+def templated(dataset, out):
+    """A copy of the task file with every label read through TEMPLATE."""
+    path = out / f"templated--{dataset.name}"
+    if not path.is_file() or path.stat().st_mtime < dataset.stat().st_mtime:
+        lines = []
+        for line in dataset.read_text().splitlines():
+            row = json.loads(line)
+            for key in ("labels", "not_labels"):
+                row[key] = [TEMPLATE.format(label=l) for l in row[key]]
+            lines.append(json.dumps(row, ensure_ascii=False))
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def evaluate(name, model, method, options, task, scoring, out, reuse):
+    report = out / f"{name}--{task}.json"
     if reuse and report.is_file():
         return json.loads(report.read_text())
-    cmd = [str(ROOT / "target/release/gliznet"), "eval", "--data", str(DEV / f"{dataset}.jsonl"),
-           "--method", method, f"--{mode}", "--report", str(report), "--batch-size", "32", "--device", "cpu"]
+    data = SUITE / f"{task}.jsonl"
+    if "template" in options:
+        data = templated(data, out)
+    mode = "--single-label" if scoring == "single_label" else "--multi-label"
+    cmd = [str(ROOT / "target/release/gliznet"), "eval", "--data", str(data), "--method", method, mode,
+           "--report", str(report), "--batch-size", "32", "--device", "cpu"]
     if model != "builtin":
         cmd += ["--model", model]
-    if quantize:
+    if "quantize" in options:
         cmd.append("--quantize")
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    if "prior" in options:
+        cmd.append("--subtract-label-prior")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stderr}")
     return json.loads(report.read_text())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", action="append", required=True, help="NAME=MODEL[:METHOD[:quantize]]")
+    parser.add_argument("--row", action="append", required=True, help="NAME=MODEL[:METHOD[:OPTION...]]")
     parser.add_argument("--out", default=str(ROOT / "runs" / "dev-report"))
     parser.add_argument("--reuse", action="store_true", help="reuse reports already in --out")
+    parser.add_argument("--json", help="write all numbers here")
     args = parser.parse_args()
+    suite = json.loads((SUITE / "suite.json").read_text())["tasks"]
+    single = [t for t, v in suite.items() if v["scoring"] == "single_label"]
+    relevance = [t for t, v in suite.items() if v["scoring"] == "relevance"]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
     rows = []
     for spec in args.row:
         name, _, target = spec.partition("=")
-        model, method, flag = (target.split(":") + ["", ""])[:3]
-        method = method or "gliznet"
-        if flag not in ("", "quantize"):
-            sys.exit(f"--row {spec}: unknown flag {flag!r} (only quantize)")
+        model, *rest = target.split(":")
+        method = rest[0] if rest and rest[0] else "gliznet"
+        options = set(rest[1:])
+        unknown = options - {"quantize", "template", "prior"}
+        if unknown:
+            sys.exit(f"--row {spec}: unknown option(s) {sorted(unknown)}")
         print(f"evaluating {name} ...", file=sys.stderr)
-        zero = {d: evaluate(name, model, method, flag, d, "single-label", out, args.reuse) for d in ZERO_SHOT}
-        dom = {d: evaluate(name, model, method, flag, d, "multi-label", out, args.reuse) for d in IN_DOMAIN}
-        rows.append((name, zero, dom))
+        reports = {t: evaluate(name, model, method, options, t, suite[t]["scoring"], out, args.reuse)
+                   for t in single + relevance}
+        numbers = {}
+        for t in single:
+            numbers[t] = {"accuracy": reports[t]["accuracy"], "macro_f1": reports[t]["macro_f1"]}
+        for t in relevance:
+            m = reports[t]["multi_label"]
+            best = reports[t]["best_threshold"]
+            numbers[t] = {"auc": m["micro_auc_roc"], "best_f1": best["f1"], "best_threshold": best["threshold"],
+                          "f1_at_default": m["micro_f1"], "default_threshold": reports[t].get("threshold")}
+        numbers["mean_macro_f1"] = sum(numbers[t]["macro_f1"] for t in single) / len(single)
+        numbers["mean_relevance_auc"] = sum(numbers[t]["auc"] for t in relevance) / len(relevance)
+        rows.append((name, spec, numbers))
 
-    lines = ["Zero-shot dev sets (single-label: argmax over the candidates)", "",
-             "| model | " + " | ".join(f"{d} acc / macro-F1" for d in ZERO_SHOT) + " | mean macro-F1 |",
-             "|---|" + "---|" * (len(ZERO_SHOT) + 1)]
-    for name, zero, _ in rows:
-        cells = [f"{zero[d]['accuracy']:.3f} / {zero[d]['macro_f1']:.3f}" for d in ZERO_SHOT]
-        mean = sum(zero[d]["macro_f1"] for d in ZERO_SHOT) / len(ZERO_SHOT)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.3f} |")
-    lines += ["", "In-domain dev sets (multi-label: micro-F1 at the model's threshold / micro AUC-ROC / "
-              "best micro-F1 and its threshold)", "",
-              "| model | " + " | ".join(IN_DOMAIN) + " |", "|---|" + "---|" * len(IN_DOMAIN)]
-    for name, _, dom in rows:
-        cells = []
-        for d in IN_DOMAIN:
-            m = dom[d]["multi_label"]
-            auc = m["micro_auc_roc"]
-            best = dom[d]["best_threshold"]
-            cells.append(f"{m['micro_f1']:.3f} / {auc:.3f} / {best['f1']:.3f} at {best['threshold']:.2f}"
-                         if auc is not None else "n/a")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Macro-F1 per dev set (zero-shot: single-label; in-domain: multi-label at the model's threshold)", "",
-              "| model | " + " | ".join(ZERO_SHOT + IN_DOMAIN) + " |", "|---|" + "---|" * len(ZERO_SHOT + IN_DOMAIN)]
-    for name, zero, dom in rows:
-        cells = [f"{zero[d]['single_label']['macro_f1']:.4f}" for d in ZERO_SHOT]
-        cells += [f"{dom[d]['multi_label']['macro_f1']:.4f}" for d in IN_DOMAIN]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = ["Single-label tasks (argmax over the task's labels): macro-F1 (accuracy)", "",
+             "| model | " + " | ".join(single) + " | **mean macro-F1** |",
+             "|---|" + "---|" * (len(single) + 1)]
+    for name, _, n in rows:
+        cells = [f"{n[t]['macro_f1']:.3f} ({n[t]['accuracy']:.3f})" for t in single]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{n['mean_macro_f1']:.3f}** |")
+    lines += ["", "Relevance tasks (one label per text): AUC-ROC / best F1 at its threshold / F1 at the "
+              "model's default threshold", "",
+              "| model | " + " | ".join(relevance) + " | mean AUC |", "|---|" + "---|" * (len(relevance) + 1)]
+    for name, _, n in rows:
+        cells = [f"{n[t]['auc']:.3f} / {n[t]['best_f1']:.3f} at {n[t]['best_threshold']:.2f} / "
+                 f"{n[t]['f1_at_default']:.3f}" for t in relevance]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {n['mean_relevance_auc']:.3f} |")
     print("\n".join(lines))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({name: {"row": spec, **n} for name, spec, n in rows},
+                                                      indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,14 @@ pub struct Batch {
     /// sequence by sequence: its `[CLS]` (row `b · seq`), then each label's first token (row
     /// `b · seq + position`). Padded label slots point at the sequence's `[CLS]`.
     pub head_rows: Tensor,
+    /// The tokens each head row reads under mean pooling, as (start, length) within its
+    /// sequence, in `head_rows` order: the text row covers `[CLS] text [SEP]`, a label row
+    /// the label's tokens. Padded label slots cover the `[CLS]` alone.
+    pub head_spans: Vec<(usize, usize)>,
     /// [batch, labels] f32, 1 on real labels and 0 on padded slots.
     pub label_mask: Tensor,
     pub max_labels: usize,
+    pub seq_len: usize,
 }
 
 impl Batch {
@@ -35,6 +40,7 @@ impl Batch {
         let mut ids = vec![pad_id; batch * seq_len];
         let mut mask = vec![0f32; batch * seq_len];
         let mut head_rows = vec![0u32; batch * (1 + max_labels)];
+        let mut head_spans = vec![(0, 1); batch * (1 + max_labels)];
         let mut label_mask = vec![0f32; batch * max_labels];
         for (b, seq) in sequences.iter().enumerate() {
             let row = b * seq_len;
@@ -42,6 +48,23 @@ impl Batch {
             mask[row..row + seq.input_ids.len()].fill(1.0);
             let rows = &mut head_rows[b * (1 + max_labels)..][..1 + max_labels];
             rows[0] = row as u32;
+            let spans = &mut head_spans[b * (1 + max_labels)..][..1 + max_labels];
+            // Each label is followed by exactly one [SEP]; the text ends where the first label
+            // starts (or at the end of a label-less sequence).
+            let text_end = seq
+                .label_positions
+                .first()
+                .copied()
+                .unwrap_or(seq.input_ids.len());
+            spans[0] = (0, text_end);
+            for (slot, &start) in seq.label_positions.iter().enumerate() {
+                let next = seq
+                    .label_positions
+                    .get(slot + 1)
+                    .copied()
+                    .unwrap_or(seq.input_ids.len());
+                spans[1 + slot] = (start, next - 1 - start);
+            }
             for slot in 0..max_labels {
                 let position = seq.label_positions.get(slot).copied();
                 rows[1 + slot] = (row + position.unwrap_or(0)) as u32;
@@ -52,8 +75,27 @@ impl Batch {
             input_ids: Tensor::from_vec(ids, (batch, seq_len), device)?,
             attention_mask: Tensor::from_vec(mask, (batch, seq_len), device)?,
             head_rows: Tensor::from_vec(head_rows, batch * (1 + max_labels), device)?,
+            head_spans,
             label_mask: Tensor::from_vec(label_mask, (batch, max_labels), device)?,
             max_labels,
+            seq_len,
         })
+    }
+
+    /// [batch, 1 + labels, seq] f32: row weights that average each head row's span
+    /// (`head_spans`), so that `pool_weights · hidden` mean-pools text and labels.
+    pub fn pool_weights(&self, device: &Device) -> Result<Tensor> {
+        let rows = 1 + self.max_labels;
+        let mut weights = vec![0f32; self.head_spans.len() * self.seq_len];
+        for (row, &(start, len)) in self.head_spans.iter().enumerate() {
+            let base = row * self.seq_len + start;
+            weights[base..base + len].fill(1.0 / len as f32);
+        }
+        let batch = self.head_spans.len() / rows;
+        Ok(Tensor::from_vec(
+            weights,
+            (batch, rows, self.seq_len),
+            device,
+        )?)
     }
 }

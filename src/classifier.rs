@@ -30,6 +30,9 @@ pub struct LabelSet {
 pub struct Classifier {
     pub loaded: LoadedModel,
     pub device: Device,
+    /// Subtract from each GliZNet logit the label's logit with no text (its prior), so that a
+    /// label the model favours whatever the text does not win by default.
+    pub subtract_label_prior: bool,
 }
 
 /// The logits of one text, aligned with its label list, and how the text was packed.
@@ -48,7 +51,11 @@ impl Classifier {
     /// `model` is a directory or repo id; `None` is the built-in model.
     pub fn load(model: Option<&str>, device: Device) -> Result<Self> {
         let loaded = checkpoint::load(model, &device)?;
-        Ok(Self { loaded, device })
+        Ok(Self {
+            loaded,
+            device,
+            subtract_label_prior: false,
+        })
     }
 
     /// Loads a model on the device given as `auto|cpu|cuda[:N]`, warning on stderr when its
@@ -104,13 +111,27 @@ impl Classifier {
         items: &[(&str, &EncodedLabels)],
         batch_size: usize,
     ) -> Result<Vec<TextLogits>> {
-        logits(
+        let mut results = logits(
             &self.loaded.model,
             &self.loaded.tokenizer,
             &self.device,
             items,
             batch_size,
-        )
+        )?;
+        if self.subtract_label_prior {
+            for (result, (_, labels)) in results.iter_mut().zip(items) {
+                let prior = label_priors(
+                    &self.loaded.model,
+                    &self.loaded.tokenizer,
+                    &self.device,
+                    labels,
+                )?;
+                for (logit, p) in result.logits.iter_mut().zip(prior) {
+                    *logit -= p;
+                }
+            }
+        }
+        Ok(results)
     }
 
     pub fn scores(
@@ -178,6 +199,26 @@ pub fn cosine_similarities(
         .zip(similarities)
         .map(|((_, labels), row)| labels.iter().map(|l| row[column[l.as_str()]]).collect())
         .collect())
+}
+
+/// Each label's logit with no text, in the order of `labels`.
+pub fn label_priors(
+    model: &GliZNet,
+    tokenizer: &LabelTokenizer,
+    device: &Device,
+    labels: &EncodedLabels,
+) -> Result<Vec<f32>> {
+    let chunks = tokenizer.encode_without_text(labels);
+    let seqs: Vec<&SequenceEncoding> = chunks.iter().collect();
+    let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
+    let rows = model.forward(&batch, None)?.to_vec2::<f32>()?;
+    let mut prior = vec![0f32; labels.len()];
+    for (seq, row) in chunks.iter().zip(rows) {
+        for (slot, &label) in seq.label_indices.iter().enumerate() {
+            prior[label] = row[slot];
+        }
+    }
+    Ok(prior)
 }
 
 /// Scores many texts in inference mode. Sequences (one per label chunk) are sorted by length

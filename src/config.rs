@@ -4,8 +4,9 @@
 
 use crate::data::example::InvalidExamples;
 use crate::error::input_error;
-use crate::model::head::Similarity;
+use crate::model::head::{Readout, Similarity};
 use crate::tokenizer::PackingLimits;
+use crate::train::loss::LossKind;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,12 @@ pub struct TrainConfig {
     /// model built into gliznet.
     pub backbone: Option<String>,
     pub similarity: Similarity,
+    /// `first_token` (`[CLS]` and each label's first token) or `mean` (the mean over the
+    /// text's and each label's tokens).
+    pub readout: Readout,
+    /// `bce` (a sigmoid per label), `softmax` (each positive against the sequence's negatives)
+    /// or `bce_softmax` (their sum).
+    pub loss: LossKind,
     /// Projection width shared by text and labels; null for none.
     pub projection_dim: Option<usize>,
     pub max_length: usize,
@@ -114,6 +121,8 @@ impl Default for TrainConfig {
         Self {
             backbone: None,
             similarity: Similarity::Bilinear,
+            readout: Readout::FirstToken,
+            loss: LossKind::Bce,
             projection_dim: Some(256),
             max_length: limits.max_length,
             max_label_tokens: limits.max_label_tokens,

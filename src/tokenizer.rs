@@ -177,6 +177,25 @@ impl LabelTokenizer {
         })
     }
 
+    /// The labels packed with no text, `[CLS] [SEP] label [SEP] …`: what the model makes of a
+    /// label before it reads anything (its prior). Labels that do not fit are chunked.
+    pub fn encode_without_text(&self, labels: &EncodedLabels) -> Vec<SequenceEncoding> {
+        let budget = self.limits.max_length - PackingLimits::FIXED_TOKENS;
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < labels.ids.len() {
+            let mut end = start;
+            let mut cost = 0;
+            while end < labels.ids.len() && cost + labels.ids[end].len() < budget {
+                cost += labels.ids[end].len() + 1;
+                end += 1;
+            }
+            chunks.push(self.pack(&[], &labels.ids, start..end));
+            start = end;
+        }
+        chunks
+    }
+
     /// Validates and tokenizes a label list, capping labels longer than `max_label_tokens`.
     pub fn encode_labels(&self, labels: &[String]) -> Result<EncodedLabels> {
         validate_labels(labels).map_err(input_error)?;

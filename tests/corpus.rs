@@ -185,3 +185,87 @@ fn dev_and_zero_shot_sets_are_disjoint_from_training() {
         );
     }
 }
+
+/// The dev suite (`scripts/build-dev-suite.sh`): at least 8 tasks of at least 4 kinds, each
+/// with enough examples, every label a task names, and no suite text in the training mix or
+/// in the training-time validation set (normalised: case and whitespace ignored).
+#[test]
+fn dev_suite_is_broad_and_never_trained_on() {
+    let Some(dir) = corpus() else { return };
+    let suite_dir = dir.join("suite");
+    if !suite_dir.join("suite.json").is_file() {
+        if std::env::var("GLIZNET_REQUIRE_CORPUS").as_deref() == Ok("1") {
+            panic!(
+                "{} is missing and GLIZNET_REQUIRE_CORPUS=1: run scripts/build-dev-suite.sh",
+                suite_dir.display()
+            );
+        }
+        eprintln!("SKIPPED: run scripts/build-dev-suite.sh to check the dev suite");
+        return;
+    }
+    let normalise = |text: &str| -> String {
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let mut trained: HashSet<String> = HashSet::new();
+    for file in ["train.jsonl", "validation-mix.jsonl"] {
+        for row in read(&dir.join(file)) {
+            trained.insert(normalise(row["text"].as_str().unwrap()));
+        }
+    }
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(suite_dir.join("suite.json")).unwrap())
+            .unwrap();
+    let tasks = manifest["tasks"].as_object().unwrap();
+    assert!(tasks.len() >= 8, "{} tasks", tasks.len());
+    let kinds: HashSet<&str> = tasks
+        .values()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.len() >= 4, "kinds: {kinds:?}");
+    let mut seen_in_suite = HashSet::new();
+    for (name, task) in tasks {
+        let rows = read(&suite_dir.join(format!("{name}.jsonl")));
+        assert_eq!(
+            rows.len() as u64,
+            task["examples"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert!(rows.len() >= 300, "{name}: {} examples", rows.len());
+        let names: HashSet<String> = task["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect();
+        for (i, row) in rows.iter().enumerate() {
+            let text = normalise(row["text"].as_str().unwrap());
+            assert!(
+                !trained.contains(&text),
+                "{name} line {}: the text is in the training data",
+                i + 1
+            );
+            assert!(
+                seen_in_suite.insert(text),
+                "{name} line {}: the text is in another task",
+                i + 1
+            );
+            let all: Vec<String> = [labels(row, "labels"), labels(row, "not_labels")].concat();
+            assert!(
+                all.iter().all(|l| names.contains(l)),
+                "{name} line {}",
+                i + 1
+            );
+            match task["scoring"].as_str().unwrap() {
+                "single_label" => {
+                    assert_eq!(labels(row, "labels").len(), 1, "{name} line {}", i + 1);
+                    assert_eq!(all.len(), names.len(), "{name} line {}", i + 1);
+                }
+                "relevance" => assert_eq!(all.len(), 1, "{name} line {}", i + 1),
+                other => panic!("{name}: unknown scoring {other}"),
+            }
+        }
+    }
+}

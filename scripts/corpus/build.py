@@ -430,6 +430,9 @@ def extract(args):
     print(json.dumps(counts))
 
 
+BALANCED_CAP = 4000
+
+
 def merge(args):
     out = pathlib.Path(args.out)
     parts = out / "parts"
@@ -457,6 +460,16 @@ def merge(args):
             train.append(row)
     rng.shuffle(train)
     write_jsonl(out / "train.jsonl", train)
+    # The data-balance ablation's mix: every source capped at BALANCED_CAP examples, so that
+    # dictionary glosses are no longer most of it.
+    balanced_rng = random.Random(f"{args.seed}-balanced")
+    balanced = []
+    for name in sources:
+        rows = list(rows_by_source[name])
+        balanced_rng.shuffle(rows)
+        balanced.extend(rows[:BALANCED_CAP])
+    balanced_rng.shuffle(balanced)
+    write_jsonl(out / "train-balanced.jsonl", balanced)
     # A small mix of the in-domain dev splits for validation during training.
     validation = []
     for name, n in (("wordnet", 100), ("gcide", 60), ("foldoc", 40), ("brown-nonfiction", 60), ("tweets", 20), ("nytEditorialSnippets", 20), ("fine-food", 20)):
@@ -476,6 +489,10 @@ def merge(args):
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     if args.manifest:
         manifest = {"seed": args.seed, "sources": SOURCES, **stats}
+        previous = pathlib.Path(args.manifest)
+        if previous.is_file() and "dev_suite" in json.loads(previous.read_text()):
+            # Written by scripts/suite/build.py; kept across corpus rebuilds.
+            manifest["dev_suite"] = json.loads(previous.read_text())["dev_suite"]
         pathlib.Path(args.manifest).write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(stats, indent=2))
 

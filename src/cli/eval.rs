@@ -76,6 +76,12 @@ pub struct EvalArgs {
     /// for the speed and MODEL.md for the accuracy change
     #[arg(long)]
     quantize: bool,
+
+    /// Subtract from each label's logit its logit with no text (the label's prior), so that a
+    /// label the model favours whatever the text says does not win by default (GliZNet
+    /// method; in multi-label mode the threshold then applies to the corrected score)
+    #[arg(long)]
+    subtract_label_prior: bool,
 }
 
 /// Texts scored per call, so that the progress bar moves.
@@ -108,8 +114,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         "--labels-file"
     };
-    let (examples, lines) =
-        read_eval_examples(&args.data, shared.as_deref().map(|labels| (flag, labels)))?;
+    let (examples, lines) = read_eval_examples(
+        &args.data,
+        shared.as_deref().map(|labels| (flag, labels)),
+        args.multi_label,
+    )?;
     let mode = if args.single_label {
         EvalMode::SingleLabel
     } else if args.multi_label {
@@ -132,6 +141,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 
     let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    classifier.subtract_label_prior = args.subtract_label_prior;
     if args.quantize {
         classifier.quantize()?;
     }
@@ -215,10 +225,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The examples and the line each came from.
+/// The examples and the line each came from. Examples without a gold label are allowed only
+/// with `--multi-label` (`allow_no_gold`): a text that has none of its candidate labels.
 fn read_eval_examples(
     path: &std::path::Path,
     shared: Option<(&str, &[String])>,
+    allow_no_gold: bool,
 ) -> Result<(Vec<Example>, Vec<usize>)> {
     let mut reader = ExampleReader::open(path)?;
     let mut examples = Vec::new();
@@ -227,8 +239,10 @@ fn read_eval_examples(
         let (line, parsed) = item?;
         let location = reader.location(line);
         let mut example = parsed.map_err(|reason| input_error(format!("{location}: {reason}")))?;
-        if example.labels.is_empty() {
-            return Err(input_error(format!("{location}: no gold label")));
+        if example.labels.is_empty() && !allow_no_gold {
+            return Err(input_error(format!(
+                "{location}: no gold label (with --multi-label a text may have none)"
+            )));
         }
         if let Some((flag, candidates)) = shared {
             example.not_labels = others(&example.labels, candidates).map_err(|missing| {

@@ -78,6 +78,12 @@ pub struct PredictArgs {
     /// are cosines, and --threshold applies to them)
     #[arg(long, value_enum, default_value_t = Method::Gliznet)]
     method: Method,
+
+    /// Subtract from each label's logit its logit with no text (the label's prior), so that a
+    /// label the model favours whatever the text says does not win by default (GliZNet
+    /// method; in multi-label mode the threshold then applies to the corrected score)
+    #[arg(long)]
+    subtract_label_prior: bool,
 }
 
 const NO_LABELS: &str = "give the candidate labels with --labels or --labels-file";
@@ -108,6 +114,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Err(input_error(NO_LABELS));
     }
     let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    classifier.subtract_label_prior = args.subtract_label_prior;
     if args.quantize {
         classifier.quantize()?;
     }

@@ -1,6 +1,6 @@
 //! The `gliznet` section of a model directory's `config.json`.
 
-use crate::model::head::{HeadShape, Similarity};
+use crate::model::head::{HeadShape, Readout, Similarity};
 use crate::tokenizer::PackingLimits;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,10 @@ pub struct GliznetConfig {
     pub min_text_tokens: usize,
     /// The token between the text and each label, and after each label.
     pub label_separator: String,
+    /// Which token states make the text and label vectors; models saved before this key
+    /// existed read `[CLS]` and each label's first token.
+    #[serde(default)]
+    pub readout: Readout,
     /// Multi-label decision threshold calibrated on dev data (the default of `predict` and
     /// `eval`); absent means 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,6 +41,7 @@ impl GliznetConfig {
             max_label_tokens: limits.max_label_tokens,
             min_text_tokens: limits.min_text_tokens,
             label_separator: "[SEP]".into(),
+            readout: Readout::Mean,
             threshold: None,
         }
     }

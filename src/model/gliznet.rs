@@ -4,7 +4,7 @@
 use crate::batch::Batch;
 use crate::model::bert::{BertConfig, BertEncoder};
 use crate::model::config::GliznetConfig;
-use crate::model::head::SimilarityHead;
+use crate::model::head::{Readout, SimilarityHead};
 use crate::model::params::Params;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -13,6 +13,7 @@ use candle_core::{IndexOp, Tensor};
 pub struct GliZNet {
     encoder: BertEncoder,
     head: SimilarityHead,
+    readout: Readout,
 }
 
 impl GliZNet {
@@ -20,6 +21,7 @@ impl GliZNet {
         Ok(Self {
             encoder: BertEncoder::load(params, bert)?,
             head: SimilarityHead::load(params, &config.head_shape(bert.hidden_size))?,
+            readout: config.readout,
         })
     }
 
@@ -43,9 +45,9 @@ impl GliZNet {
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
     /// and must be masked with `batch.label_mask`. `rng` is `Some` in training mode.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
-        match rng {
-            None => self.infer(batch),
-            Some(rng) => self.forward_all_rows(batch, Some(rng)),
+        match (rng, self.readout) {
+            (None, Readout::FirstToken) => self.infer(batch),
+            (rng, _) => self.forward_all_rows(batch, rng),
         }
     }
 
@@ -54,16 +56,22 @@ impl GliZNet {
         let hidden = self
             .encoder
             .forward(&batch.input_ids, &batch.attention_mask, rng)?;
-        let (b, s, d) = hidden.dims3()?;
-        let head_states = hidden
-            .reshape((b * s, d))?
-            .index_select(&batch.head_rows, 0)?
-            .reshape((b, 1 + batch.max_labels, d))?;
+        let head_states = match self.readout {
+            Readout::FirstToken => {
+                let (b, s, d) = hidden.dims3()?;
+                hidden
+                    .reshape((b * s, d))?
+                    .index_select(&batch.head_rows, 0)?
+                    .reshape((b, 1 + batch.max_labels, d))?
+            }
+            Readout::Mean => batch.pool_weights(hidden.device())?.matmul(&hidden)?,
+        };
         self.score(&head_states, batch.max_labels)
     }
 
-    /// [`GliZNet::forward`] in inference mode, the encoder's last layer computing only the
-    /// rows the head reads: each sequence's `[CLS]` and label positions.
+    /// [`GliZNet::forward`] in inference mode with the first-token readout, the encoder's last
+    /// layer computing only the rows the head reads: each sequence's `[CLS]` and label
+    /// positions.
     fn infer(&self, batch: &Batch) -> Result<Tensor> {
         let head_states = self.encoder.forward_rows(
             &batch.input_ids,
@@ -90,11 +98,12 @@ mod tests {
     use crate::tokenizer::{LabelTokenizer, SequenceEncoding};
     use candle_core::{Device, Var};
 
-    fn tiny_model(similarity: Similarity) -> (GliZNet, LabelTokenizer) {
+    fn tiny_model(similarity: Similarity, readout: Readout) -> (GliZNet, LabelTokenizer) {
         let device = Device::Cpu;
         let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
         let config = GliznetConfig {
             similarity,
+            readout,
             projection_dim: Some(8),
             ..GliznetConfig::untrained_default(64)
         };
@@ -112,7 +121,7 @@ mod tests {
     /// counts (padding in both), in f32 and int8.
     #[test]
     fn inference_on_the_head_rows_equals_the_full_pass() {
-        let (mut model, tokenizer) = tiny_model(Similarity::Dot);
+        let (mut model, tokenizer) = tiny_model(Similarity::Dot, Readout::FirstToken);
         let labels: Vec<String> = ["cat", "dog house", "news", "bank", "the mat"]
             .map(String::from)
             .to_vec();
@@ -140,15 +149,84 @@ mod tests {
         }
     }
 
+    /// The mean readout averages `[CLS] text [SEP]` for the text and each label's own tokens
+    /// (not its `[SEP]`), whatever the padding: checked against the hidden states by hand.
+    #[test]
+    fn mean_readout_averages_each_span() {
+        let (model, tokenizer) = tiny_model(Similarity::Dot, Readout::Mean);
+        let labels: Vec<String> = ["cat", "dog house", "the mat"].map(String::from).to_vec();
+        let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
+        let b = tokenizer.encode("bank", &labels[..1]).unwrap();
+        let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0]];
+        let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+        let hidden = model
+            .encoder
+            .forward(&batch.input_ids, &batch.attention_mask, None)
+            .unwrap();
+        let pooled: Vec<Vec<Vec<f32>>> = batch
+            .pool_weights(&Device::Cpu)
+            .unwrap()
+            .matmul(&hidden)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        let hidden: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
+        let max_diff = |a: &[f32], b: &[f32]| -> f32 {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+        };
+        let mean = |rows: &[Vec<f32>]| -> Vec<f32> {
+            (0..rows[0].len())
+                .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / rows.len() as f32)
+                .collect()
+        };
+        for (b, seq) in seqs.iter().enumerate() {
+            let text_end = seq.text_tokens_kept + 2;
+            let mut expected = vec![mean(&hidden[b][..text_end])];
+            for (slot, &start) in seq.label_positions.iter().enumerate() {
+                let tokens = tokenizer
+                    .encode_single(&labels[slot])
+                    .unwrap()
+                    .input_ids
+                    .len()
+                    - 2;
+                expected.push(mean(&hidden[b][start..start + tokens]));
+            }
+            for (row, want) in expected.iter().enumerate() {
+                let diff = max_diff(&pooled[b][row], want);
+                assert!(diff < 1e-5, "sequence {b} row {row}: {diff}");
+            }
+            // Padded label slots read the [CLS] state, never the padding.
+            for row in expected.len()..pooled[b].len() {
+                assert!(max_diff(&pooled[b][row], &hidden[b][0]) < 1e-6);
+            }
+        }
+        // Inference with the mean readout scores as the training-mode pass without dropout.
+        let infer: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
+        let all: Vec<Vec<f32>> = model
+            .forward_all_rows(&batch, None)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(infer, all);
+    }
+
     /// Every encoder and head tensor must receive a non-zero gradient in training mode: the
     /// trap this guards against is a fused op without backward that silently stops gradients.
     #[test]
     fn every_parameter_receives_a_gradient() {
         let device = Device::Cpu;
         let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
-        for similarity in [Similarity::Cosine, Similarity::Dot, Similarity::Bilinear] {
+        for (similarity, readout) in [
+            (Similarity::Cosine, Readout::Mean),
+            (Similarity::Dot, Readout::FirstToken),
+            (Similarity::Bilinear, Readout::Mean),
+        ] {
             let config = GliznetConfig {
                 similarity,
+                readout,
                 projection_dim: Some(8),
                 ..GliznetConfig::untrained_default(64)
             };

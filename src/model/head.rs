@@ -19,6 +19,18 @@ pub enum Similarity {
     Bilinear,
 }
 
+/// How the encoder's states become the text vector and each label's vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readout {
+    /// `[CLS]` for the text, each label's first token for the label.
+    #[default]
+    FirstToken,
+    /// The mean over `[CLS] text [SEP]` for the text and over each label's tokens for the
+    /// label: the pooling sentence-transformers backbones were trained with.
+    Mean,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadShape {
     pub similarity: Similarity,

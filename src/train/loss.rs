@@ -1,8 +1,72 @@
-//! Binary cross-entropy on logits, stable for any logit, averaged over each sequence's real
-//! labels and then over the batch.
+//! Training losses on logits, stable for any logit: binary cross-entropy per label, and a
+//! softmax that sets each positive against the sequence's negatives.
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// [`masked_bce_with_logits`].
+    #[default]
+    Bce,
+    /// [`masked_softmax_against_negatives`].
+    Softmax,
+    /// The sum of the two.
+    BceSoftmax,
+}
+
+/// The training loss of `kind`; `logits`, `targets`, `mask`: [batch, labels].
+pub fn training_loss(
+    kind: LossKind,
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    Ok(match kind {
+        LossKind::Bce => masked_bce_with_logits(logits, targets, mask)?,
+        LossKind::Softmax => masked_softmax_against_negatives(logits, targets, mask)?,
+        LossKind::BceSoftmax => {
+            (masked_bce_with_logits(logits, targets, mask)?
+                + masked_softmax_against_negatives(logits, targets, mask)?)?
+        }
+    })
+}
+
+/// `softplus(x) = log(1 + exp(x))` without overflow.
+fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+/// For each positive `p` of a sequence, the cross-entropy of a softmax over `p` and the
+/// sequence's negatives: `softplus(logsumexp(negatives) − x_p)`. Averaged over the sequence's
+/// positives, then over the sequences that have a positive. A sequence without negatives adds
+/// nothing. `logits`, `targets`, `mask`: [batch, labels].
+pub fn masked_softmax_against_negatives(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    const ABSENT: f64 = -1e4;
+    let positives = (targets * mask)?;
+    let negatives = (mask - &positives)?;
+    // Non-negatives pushed far down, so that they vanish from the log-sum-exp.
+    let negative_logits = ((logits * &negatives)? + ((1.0 - &negatives)? * ABSENT)?)?;
+    let max = negative_logits.max_keepdim(D::Minus1)?.detach();
+    let lse = (negative_logits
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let per_positive = (softplus(&lse.broadcast_sub(logits)?)? * &positives)?;
+    let positives_per_sequence = positives.sum(1)?;
+    let has_positive = positives_per_sequence.gt(0.0)?.to_dtype(logits.dtype())?;
+    let per_sequence = (per_positive.sum(1)? / positives_per_sequence.maximum(1.0)?)?;
+    let sequences = has_positive.sum_all()?.maximum(1.0)?;
+    Ok((per_sequence.sum_all()? / sequences)?)
+}
 
 /// `logits`, `targets`, `mask`: [batch, labels]. Uses
 /// `relu(x) − x·y + log(1 + exp(−|x|))`, which neither overflows nor loses precision.
@@ -46,6 +110,72 @@ mod tests {
             "{loss}"
         );
         assert!((bce_with_logit(0.5, true) - naive(0.5, 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn softmax_matches_the_naive_formula_and_ignores_padding() {
+        let dev = Device::Cpu;
+        // Two positives and two negatives; one positive and no negative; padding everywhere.
+        let logits = Tensor::new(
+            &[[2.0f32, 0.5, -1.0, 1.5, 80.0], [3.0, 50.0, -50.0, 0.0, 0.0]],
+            &dev,
+        )
+        .unwrap();
+        let targets = Tensor::new(
+            &[[1f32, 0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0]],
+            &dev,
+        )
+        .unwrap();
+        let mask = Tensor::new(
+            &[[1f32, 1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]],
+            &dev,
+        )
+        .unwrap();
+        let loss: f32 = masked_softmax_against_negatives(&logits, &targets, &mask)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let ce = |pos: f64, negs: &[f64]| {
+            let sum: f64 = negs.iter().map(|n| n.exp()).sum::<f64>() + pos.exp();
+            -(pos.exp() / sum).ln()
+        };
+        // The second sequence has a positive but no negative: it counts with zero loss.
+        let expected = (ce(2.0, &[0.5, -1.0]) + ce(1.5, &[0.5, -1.0])) / 2.0 / 2.0;
+        assert!(
+            (loss as f64 - expected).abs() < 1e-5,
+            "{loss} vs {expected}"
+        );
+        let both: f32 = training_loss(LossKind::BceSoftmax, &logits, &targets, &mask)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let bce: f32 = masked_bce_with_logits(&logits, &targets, &mask)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!((both - bce - loss).abs() < 1e-5);
+    }
+
+    #[test]
+    fn softmax_is_finite_with_the_right_gradient_for_huge_logits() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[-500f32, 500.0, 0.0]], &dev).unwrap();
+        let targets = Tensor::new(&[[1f32, 0.0, 0.0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1f32, 1.0, 1.0]], &dev).unwrap();
+        let loss = masked_softmax_against_negatives(x.as_tensor(), &targets, &mask).unwrap();
+        let value: f32 = loss.to_scalar().unwrap();
+        assert!((value - 1000.0).abs() < 1e-2, "{value}");
+        let grad = loss
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        // d/dx_pos = p_pos − 1 ≈ −1, d/dx_neg = p_neg ≈ 1 for the dominant negative.
+        assert!((grad[0][0] + 1.0).abs() < 1e-4, "{grad:?}");
+        assert!((grad[0][1] - 1.0).abs() < 1e-4, "{grad:?}");
+        assert!(grad[0][2].abs() < 1e-4, "{grad:?}");
     }
 
     #[test]

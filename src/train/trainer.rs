@@ -26,7 +26,7 @@ use crate::model::params::Params;
 use crate::rng::Rng;
 use crate::scoring::sigmoid;
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding};
-use crate::train::loss::{bce_with_logit, masked_bce_with_logits};
+use crate::train::loss::{bce_with_logit, training_loss};
 use crate::train::optim::{clip_scale, lr_factor, AdamW, AdamWConfig, Param};
 use crate::train::run_dir::{RunDir, Start};
 use anyhow::{Context, Result};
@@ -198,6 +198,7 @@ impl Trainer {
             max_label_tokens: config.max_label_tokens,
             min_text_tokens: config.min_text_tokens,
             label_separator: "[SEP]".into(),
+            readout: config.readout,
             threshold: None,
         };
         model_config
@@ -492,7 +493,7 @@ impl Trainer {
                 &[3, self.state.step as u64, micro as u64],
             ));
             let logits = self.model.forward(&batch, Some(&mut dropout_rng))?;
-            let loss = masked_bce_with_logits(&logits, &targets, &batch.label_mask)?;
+            let loss = training_loss(self.config.loss, &logits, &targets, &batch.label_mask)?;
             let weight = indices.len() as f64 / examples.len() as f64;
             total_loss += loss.to_scalar::<f32>()? as f64 * weight;
             let backward = self.model.backward(&(loss * weight)?)?;
