@@ -11,6 +11,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+const MAX_PROJECTION_DIM: usize = 16_384;
+const MAX_BATCH_SIZE: usize = 4_096;
+const MAX_LABELS_PER_EXAMPLE: usize = 4_096;
+
 /// Where a config value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -317,6 +321,24 @@ impl TrainConfig {
         if self.projection_dim == Some(0) {
             return Err("projection_dim must be positive (or null)".into());
         }
+        // Sizes that set allocations: bounded far above any useful value, so that a typo is
+        // a message rather than an allocation failure.
+        let bounded = [
+            (
+                "projection_dim",
+                self.projection_dim.unwrap_or(0),
+                MAX_PROJECTION_DIM,
+            ),
+            ("batch_size", self.batch_size, MAX_BATCH_SIZE),
+            (
+                "max_labels_per_example",
+                self.max_labels_per_example,
+                MAX_LABELS_PER_EXAMPLE,
+            ),
+        ];
+        if let Some((key, value, max)) = bounded.iter().find(|(_, v, max)| v > max) {
+            return Err(format!("{key} = {value} is over the limit of {max}"));
+        }
         self.limits().validate()
     }
 }
@@ -424,6 +446,20 @@ mod tests {
             .unwrap_err(),
         );
         assert!(matches!(err.origin, Origin::File(_)), "{err}");
+    }
+
+    #[test]
+    fn sizes_that_set_allocations_are_bounded() {
+        for item in [
+            "projection_dim=1000000000000",
+            "batch_size=1000000000",
+            "max_labels_per_example=99999999",
+        ] {
+            let err = config_error(load(MINIMAL, &[item]).unwrap_err());
+            assert!(err.message.contains("is over the limit"), "{err}");
+            assert_eq!(err.origin, Origin::Override(item.into()));
+        }
+        load(MINIMAL, &["batch_size=4096", "projection_dim=1024"]).unwrap();
     }
 
     #[test]

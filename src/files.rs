@@ -224,7 +224,12 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+            .map_err(|e| {
+                input_error(format!(
+                    "cannot create the lock file {}: {e}",
+                    path.display()
+                ))
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -445,6 +445,14 @@ fn case06_huge_sizes_are_refused_with_a_message_not_an_abort() {
         assert!(stderr(&out).contains("invalid value"), "{}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
+    // Config sizes that set allocations, too.
+    let root = TempDir::new().unwrap();
+    let (_keep, config) = train_setup(&root.path().join("out"));
+    let out = train(&config, &["--set", "projection_dim=1000000000000"]);
+    assert_input_error(
+        &out,
+        &["--set projection_dim=1000000000000", "over the limit"],
+    );
     // The largest accepted batch size runs (and allocates only what the texts need).
     let out = run(&[
         "predict",
@@ -495,6 +503,9 @@ fn case08_bad_output_paths_fail_before_the_work_without_debris() {
     if std::fs::write(readonly.join("probe"), "").is_err() {
         let out = eval(&["--report", s(&readonly.join("r.json"))]);
         assert_input_error(&out, &["--report", "not writable"]);
+        // A training run's output directory too, before the data or backbone are read.
+        let (_keep, config) = train_setup(&readonly.join("run"));
+        assert_input_error(&train(&config, &[]), &["cannot create", "run"]);
     }
     assert!(debris(&readonly).is_empty());
 }

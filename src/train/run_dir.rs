@@ -3,6 +3,7 @@
 //! lock is an advisory file lock ([`DirLock`]): it dies with its process, so a killed run
 //! never leaves the directory stuck.
 
+use crate::error::input_error;
 use crate::files::{DirLock, LOCK_FILE};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -73,7 +74,8 @@ impl RunDir {
             .into());
         }
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| input_error(format!("cannot create {}: {e}", dir.display())))?;
         let mut run_dir = Self {
             dir: dir.to_path_buf(),
             created,
