@@ -3,6 +3,26 @@ use gliznet::cli::train::Interrupted;
 use gliznet::error::is_input_error;
 use std::process::ExitCode;
 
+/// Notes whether standard output was closed when the process started (`gliznet … >&-`).
+/// The Rust runtime reopens a closed standard descriptor on /dev/null before `main`, after
+/// which it cannot be told from a deliberate `>/dev/null`; this runs earlier, among the ELF
+/// initialisers, like the `ctor` crate's constructors.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod stdout_at_start {
+    extern "C" fn check() {
+        // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; it fails (EBADF) when
+        // descriptor 1 is not open.
+        if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
+            gliznet::cli::output::STDOUT_CLOSED_AT_START
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static CHECK: extern "C" fn() = check;
+}
+
 fn main() -> ExitCode {
     gliznet::tune_malloc();
     let cli = gliznet::cli::Cli::parse();

@@ -539,15 +539,23 @@ fn case09_a_closed_stdout_is_an_error() {
             stderr(&out)
         );
     }
-    // Sent to /dev/null on purpose: fine.
-    let out = Command::new(BIN)
-        .args([
-            "predict", "--model", m, "--text", "a cat", "--labels", "cat,dog",
-        ])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    check(&out);
+    // Sent to /dev/null on purpose: fine, write-only (a shell's >/dev/null) or read-write
+    // (Python's subprocess.DEVNULL, the mode the runtime uses for a closed descriptor).
+    for read in [false, true] {
+        let null = std::fs::OpenOptions::new()
+            .read(read)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "predict", "--model", m, "--text", "a cat", "--labels", "cat,dog",
+            ])
+            .stdout(null)
+            .output()
+            .unwrap();
+        check(&out);
+    }
     // A full disk: exit 1 with a message, no panic.
     if Path::new("/dev/full").exists() {
         for args in [

@@ -3,7 +3,7 @@
 
 mod eval;
 mod mine;
-mod output;
+pub mod output;
 pub mod predict;
 pub mod train;
 

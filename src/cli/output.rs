@@ -9,6 +9,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Checks output files before any work: each must be writable where it would land (see
 /// [`crate::files::destination`]), and none may be the same file as an input (`-` is standard
@@ -38,23 +39,18 @@ pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
-/// Fails when standard output was closed when the program started (`gliznet … >&-`): the
-/// Rust runtime then quietly opens /dev/null in its place (read-write, which a shell's
-/// `>/dev/null` never is), and every result would be lost with exit code 0.
+/// Set (by the binary, before the Rust runtime starts) when standard output was closed at
+/// start (`gliznet … >&-`): the runtime then quietly opens /dev/null in its place.
+pub static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
+
+/// Fails when standard output was closed when the program started: every result would be
+/// lost, with exit code 0.
 pub fn check_stdout() -> Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let is_null =
-            std::fs::read_link("/proc/self/fd/1").is_ok_and(|p| p == Path::new("/dev/null"));
-        let read_write = std::fs::read_to_string("/proc/self/fdinfo/1").is_ok_and(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                .is_some_and(|flags| flags & 0o3 == 0o2)
-        });
-        if is_null && read_write {
-            bail!("standard output is closed; the results would be lost (redirect it to a file, or to /dev/null to discard them)");
-        }
+    if STDOUT_CLOSED_AT_START.load(Ordering::Relaxed) {
+        bail!(
+            "standard output is closed; the results would be lost (redirect it to a file, or \
+             to /dev/null to discard them)"
+        );
     }
     Ok(())
 }
