@@ -199,8 +199,8 @@ mod tests {
                 assert!(diff < 1e-5, "sequence {b} row {row}: {diff}");
             }
             // Padded label slots read the [CLS] state, never the padding.
-            for row in expected.len()..pooled[b].len() {
-                assert!(max_diff(&pooled[b][row], &hidden[b][0]) < 1e-6);
+            for slot in &pooled[b][expected.len()..] {
+                assert!(max_diff(slot, &hidden[b][0]) < 1e-6);
             }
         }
         // Inference with the mean readout scores as the training-mode pass without dropout.
