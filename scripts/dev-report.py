@@ -10,8 +10,8 @@ template). The suite is
 data/generated/suite (scripts/build-dev-suite.sh). Single-label tasks are scored as public
 zero-shot benchmarks are (argmax over the task's label names: accuracy and macro-F1);
 relevance tasks (one label per text, positive or not) by the label's own score: AUC-ROC,
-the best F1 over the threshold sweep with its threshold, and F1 at the model's default
-threshold. The suite mean is the mean macro-F1 over the single-label tasks. Reports land in
+the best F1 over the threshold sweep with its threshold, F1 at the model's default
+threshold, and the expected calibration error of the scores). The suite mean is the mean macro-F1 over the single-label tasks. Reports land in
 --out (default runs/dev-report); --reuse skips evaluations whose report is already there.
 --json writes every number in one file.
 """
@@ -41,9 +41,24 @@ def templated(dataset, out):
     return path
 
 
+def expected_calibration_error(predictions, bins=10):
+    """ECE of the per-label scores against gold over equal-width bins (relevance tasks)."""
+    pairs = [(l["score"], l["gold"]) for line in predictions.read_text().splitlines()
+             for l in json.loads(line)["labels"]]
+    total = 0.0
+    for b in range(bins):
+        inside = [(s, g) for s, g in pairs if b / bins <= s < (b + 1) / bins or (b == bins - 1 and s == 1.0)]
+        if inside:
+            confidence = sum(s for s, _ in inside) / len(inside)
+            frequency = sum(1 for _, g in inside if g) / len(inside)
+            total += len(inside) / len(pairs) * abs(confidence - frequency)
+    return total
+
+
 def evaluate(name, model, method, options, task, scoring, out, reuse):
     report = out / f"{name}--{task}.json"
-    if reuse and report.is_file():
+    predictions = out / f"{name}--{task}.predictions.jsonl"
+    if reuse and report.is_file() and (scoring == "single_label" or predictions.is_file()):
         return json.loads(report.read_text())
     data = SUITE / f"{task}.jsonl"
     if "template" in options:
@@ -51,6 +66,8 @@ def evaluate(name, model, method, options, task, scoring, out, reuse):
     mode = "--single-label" if scoring == "single_label" else "--multi-label"
     cmd = [str(ROOT / "target/release/gliznet"), "eval", "--data", str(data), "--method", method, mode,
            "--report", str(report), "--batch-size", "32", "--device", "cpu"]
+    if scoring == "relevance":
+        cmd += ["--predictions", str(predictions)]
     if model != "builtin":
         cmd += ["--model", model]
     if "quantize" in options:
@@ -95,7 +112,8 @@ def main():
             m = reports[t]["multi_label"]
             best = reports[t]["best_threshold"]
             numbers[t] = {"auc": m["micro_auc_roc"], "best_f1": best["f1"], "best_threshold": best["threshold"],
-                          "f1_at_default": m["micro_f1"], "default_threshold": reports[t].get("threshold")}
+                          "f1_at_default": m["micro_f1"], "default_threshold": reports[t].get("threshold"),
+                          "ece": expected_calibration_error(out / f"{name}--{t}.predictions.jsonl")}
         numbers["mean_macro_f1"] = sum(numbers[t]["macro_f1"] for t in single) / len(single)
         numbers["mean_relevance_auc"] = sum(numbers[t]["auc"] for t in relevance) / len(relevance)
         rows.append((name, spec, numbers))
@@ -107,11 +125,11 @@ def main():
         cells = [f"{n[t]['macro_f1']:.3f} ({n[t]['accuracy']:.3f})" for t in single]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | **{n['mean_macro_f1']:.3f}** |")
     lines += ["", "Relevance tasks (one label per text): AUC-ROC / best F1 at its threshold / F1 at the "
-              "model's default threshold", "",
+              "model's default threshold / expected calibration error of the scores (10 bins)", "",
               "| model | " + " | ".join(relevance) + " | mean AUC |", "|---|" + "---|" * (len(relevance) + 1)]
     for name, _, n in rows:
         cells = [f"{n[t]['auc']:.3f} / {n[t]['best_f1']:.3f} at {n[t]['best_threshold']:.2f} / "
-                 f"{n[t]['f1_at_default']:.3f}" for t in relevance]
+                 f"{n[t]['f1_at_default']:.3f} / {n[t]['ece']:.3f}" for t in relevance]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {n['mean_relevance_auc']:.3f} |")
     print("\n".join(lines))
     if args.json:
