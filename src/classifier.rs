@@ -264,3 +264,61 @@ pub fn logits(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::head::Similarity;
+    use crate::testing::write_tiny_model;
+
+    /// With `subtract_label_prior` every logit moves by the label's logit in the sequence of
+    /// the same labels with no text, `[CLS] [SEP] label [SEP] …` built here by hand, whatever
+    /// the text.
+    #[test]
+    fn the_label_prior_is_the_logit_with_no_text() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), Similarity::Cosine, Some(8), 3).unwrap();
+        let mut classifier = Classifier::load(dir.path().to_str(), Device::Cpu).unwrap();
+        let labels = classifier
+            .label_set(vec!["cat".into(), "news".into()])
+            .unwrap();
+        let texts = ["the cat sat on the mat", "bank news"];
+        let items: Vec<(&str, &EncodedLabels)> =
+            texts.iter().map(|t| (*t, &labels.encoded)).collect();
+        let raw = classifier.logits(&items, 4).unwrap();
+        classifier.subtract_label_prior = true;
+        let corrected = classifier.logits(&items, 4).unwrap();
+
+        let tokenizer = &classifier.loaded.tokenizer;
+        let (cls, sep) = {
+            let ids = tokenizer.encode_single("cat").unwrap().input_ids;
+            (ids[0], *ids.last().unwrap())
+        };
+        let mut input_ids = vec![cls, sep];
+        let mut label_positions = Vec::new();
+        for name in &labels.names {
+            let ids = tokenizer.encode_single(name).unwrap().input_ids;
+            label_positions.push(input_ids.len());
+            input_ids.extend_from_slice(&ids[1..ids.len() - 1]);
+            input_ids.push(sep);
+        }
+        let seq = SequenceEncoding {
+            input_ids,
+            label_positions,
+            label_indices: vec![0, 1],
+            text_tokens_kept: 0,
+        };
+        let batch = Batch::collate(&[&seq], tokenizer.pad_id(), &Device::Cpu).unwrap();
+        let by_hand = classifier.loaded.model.forward(&batch, None).unwrap();
+        let priors = by_hand.to_vec2::<f32>().unwrap().remove(0);
+        for (slot, prior) in priors.iter().enumerate() {
+            for (r, c) in raw.iter().zip(&corrected) {
+                let shift = r.logits[slot] - c.logits[slot];
+                assert!(
+                    (shift - prior).abs() < 1e-5,
+                    "label {slot}: {shift} vs {prior}"
+                );
+            }
+        }
+    }
+}

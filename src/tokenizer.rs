@@ -356,6 +356,42 @@ mod tests {
     /// Property: for random texts, label sets and limits, every sequence fits, every label is
     /// encoded exactly once in input order, each label position points at that label's first
     /// token, and the text is cut only when the labels leave no room for it.
+    /// Labels packed without a text: `[CLS] [SEP]` then labels, every label exactly once and
+    /// in order, no sequence over `max_length`, for random label lists and limits.
+    #[test]
+    fn labels_without_text_are_each_packed_once() {
+        let mut rng = Rng::new(7);
+        for case in 0..200 {
+            let limits = random_limits(&mut rng);
+            let tok = tokenizer(limits);
+            let count = 1 + rng.below(40);
+            let labels = random_labels(&mut rng, count);
+            let encoded = tok.encode_labels(&labels).unwrap();
+            let chunks = tok.encode_without_text(&encoded);
+            let mut seen: Vec<usize> = Vec::new();
+            for seq in &chunks {
+                assert!(seq.input_ids.len() <= limits.max_length, "case {case}");
+                assert_eq!(
+                    &seq.input_ids[..2],
+                    &[tok.cls_id, tok.sep_id],
+                    "case {case}"
+                );
+                assert_eq!(seq.text_tokens_kept, 0);
+                for (&pos, &index) in seq.label_positions.iter().zip(&seq.label_indices) {
+                    let ids = &encoded.ids[index];
+                    assert_eq!(
+                        &seq.input_ids[pos..pos + ids.len()],
+                        &ids[..],
+                        "case {case}"
+                    );
+                    assert_eq!(seq.input_ids[pos + ids.len()], tok.sep_id, "case {case}");
+                }
+                seen.extend(&seq.label_indices);
+            }
+            assert_eq!(seen, (0..labels.len()).collect::<Vec<_>>(), "case {case}");
+        }
+    }
+
     #[test]
     fn packing_invariants_hold_for_random_inputs() {
         let mut rng = Rng::new(42);
