@@ -374,3 +374,49 @@ fn mine_negatives_bad_inputs_leave_no_output() {
         0
     );
 }
+
+/// The model reads label positions, so eval must not pack the gold label first: the score of
+/// every candidate is the same whichever candidate is gold (and however the file lists them).
+#[test]
+fn scores_do_not_depend_on_which_candidate_is_gold() {
+    let (dir, model) = setup();
+    let scores = |name: &str, line: &str| -> Vec<(String, f64)> {
+        let data = write(dir.path(), name, line);
+        let predictions = dir.path().join(format!("{name}.predictions"));
+        check(&run(&[
+            "eval",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--single-label",
+            "--predictions",
+            predictions.to_str().unwrap(),
+        ]));
+        let row: Value =
+            serde_json::from_str(std::fs::read_to_string(&predictions).unwrap().trim()).unwrap();
+        let mut scores: Vec<(String, f64)> = row["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["label"].as_str().unwrap().to_string(),
+                    l["score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        scores.sort_by(|a, b| a.0.cmp(&b.0));
+        scores
+    };
+    let text = "the cat sat on the bank";
+    let a = scores(
+        "a.jsonl",
+        &format!("{{\"text\": \"{text}\", \"labels\": [\"cat\"], \"not_labels\": [\"dog\", \"bank\"]}}\n"),
+    );
+    let b = scores(
+        "b.jsonl",
+        &format!("{{\"text\": \"{text}\", \"labels\": [\"bank\"], \"not_labels\": [\"dog\", \"cat\"]}}\n"),
+    );
+    assert_eq!(a, b);
+}

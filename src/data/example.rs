@@ -164,13 +164,18 @@ impl Example {
         Ok(())
     }
 
-    /// All labels with their targets, positives first.
+    /// All labels with their targets, in the order they are scored by `eval` and validation:
+    /// sorted by name, so that a label's position in the sequence says nothing about whether it
+    /// is gold (the model reads positions, and gold-first packing would flatter it).
     pub fn targets(&self) -> Vec<(&str, bool)> {
-        self.labels
+        let mut targets: Vec<(&str, bool)> = self
+            .labels
             .iter()
             .map(|l| (l.as_str(), true))
             .chain(self.not_labels.iter().map(|l| (l.as_str(), false)))
-            .collect()
+            .collect();
+        targets.sort_by(|a, b| a.0.cmp(b.0));
+        targets
     }
 
     /// The labels of one training view: shuffled, and subsampled to at most `max_labels`
