@@ -17,6 +17,11 @@ pub struct Batch {
     /// sequence, in `head_rows` order: the text row covers `[CLS] text [SEP]`, a label row
     /// the label's tokens. Padded label slots cover the `[CLS]` alone.
     pub head_spans: Vec<(usize, usize)>,
+    /// [batch, seq] u32 position ids under which every label starts at the same position,
+    /// right after the text's `[SEP]` (its tokens and its own `[SEP]` numbered on from there),
+    /// so that no label is told apart by where it stands: with them, scores do not depend on
+    /// the order of the labels. Padding is numbered 0.
+    pub shared_label_positions: Tensor,
     /// [batch, labels] f32, 1 on real labels and 0 on padded slots.
     pub label_mask: Tensor,
     pub max_labels: usize,
@@ -42,6 +47,7 @@ impl Batch {
         let mut head_rows = vec![0u32; batch * (1 + max_labels)];
         let mut head_spans = vec![(0, 1); batch * (1 + max_labels)];
         let mut label_mask = vec![0f32; batch * max_labels];
+        let mut positions = vec![0u32; batch * seq_len];
         for (b, seq) in sequences.iter().enumerate() {
             let row = b * seq_len;
             ids[row..row + seq.input_ids.len()].copy_from_slice(&seq.input_ids);
@@ -57,6 +63,20 @@ impl Batch {
                 .copied()
                 .unwrap_or(seq.input_ids.len());
             spans[0] = (0, text_end);
+            let seq_positions = &mut positions[row..row + seq.input_ids.len()];
+            for (p, slot) in seq_positions[..text_end].iter_mut().enumerate() {
+                *slot = p as u32;
+            }
+            for (p, slot) in seq.label_positions.iter().enumerate() {
+                let end = seq
+                    .label_positions
+                    .get(p + 1)
+                    .copied()
+                    .unwrap_or(seq.input_ids.len());
+                for (offset, position) in seq_positions[*slot..end].iter_mut().enumerate() {
+                    *position = (text_end + offset) as u32;
+                }
+            }
             for (slot, &start) in seq.label_positions.iter().enumerate() {
                 let next = seq
                     .label_positions
@@ -76,6 +96,7 @@ impl Batch {
             attention_mask: Tensor::from_vec(mask, (batch, seq_len), device)?,
             head_rows: Tensor::from_vec(head_rows, batch * (1 + max_labels), device)?,
             head_spans,
+            shared_label_positions: Tensor::from_vec(positions, (batch, seq_len), device)?,
             label_mask: Tensor::from_vec(label_mask, (batch, max_labels), device)?,
             max_labels,
             seq_len,

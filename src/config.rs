@@ -75,6 +75,8 @@ pub struct TrainConfig {
     /// `first_token` (`[CLS]` and each label's first token) or `mean` (the mean over the
     /// text's and each label's tokens).
     pub readout: Readout,
+    /// Number every label from the same position, so that scores do not depend on label order.
+    pub shared_label_positions: bool,
     /// `bce` (a sigmoid per label), `softmax` (each positive against the sequence's negatives)
     /// or `bce_softmax` (their sum).
     pub loss: LossKind,
@@ -126,6 +128,7 @@ impl Default for TrainConfig {
             backbone: None,
             similarity: Similarity::Bilinear,
             readout: Readout::FirstToken,
+            shared_label_positions: false,
             loss: LossKind::Bce,
             projection_dim: Some(256),
             max_length: limits.max_length,

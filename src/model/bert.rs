@@ -269,16 +269,26 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+    /// `positions`: [batch, seq] u32 position ids; `None` numbers every sequence 0, 1, 2, …
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        positions: Option<&Tensor>,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         let (_, seq_len) = input_ids.dims2()?;
-        let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
         let token_types = Tensor::zeros(seq_len, DType::U32, input_ids.device())?;
-        let position_and_type =
-            (self.position.forward(&positions)? + self.token_type.forward(&token_types)?)?;
-        let x = self
-            .word
-            .forward(input_ids)?
-            .broadcast_add(&position_and_type)?;
+        let token_type = self.token_type.forward(&token_types)?;
+        let words = self.word.forward(input_ids)?;
+        let x = match positions {
+            None => {
+                let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
+                words.broadcast_add(&(self.position.forward(&positions)? + token_type)?)?
+            }
+            Some(positions) => {
+                (words + self.position.forward(positions)?)?.broadcast_add(&token_type)?
+            }
+        };
         let training = rng.is_some();
         let x = self.norm.forward(&x, training)?;
         dropout(&x, self.dropout, rng)
@@ -527,10 +537,23 @@ impl BertEncoder {
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        self.forward_with_positions(input_ids, attention_mask, None, rng)
+    }
+
+    /// [`BertEncoder::forward`] with explicit position ids ([batch, seq] u32).
+    pub fn forward_with_positions(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: Option<&Tensor>,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let mask_bias = mask_bias(attention_mask)?;
-        let mut x = self.embeddings.forward(input_ids, rng.as_deref_mut())?;
+        let mut x = self
+            .embeddings
+            .forward(input_ids, positions, rng.as_deref_mut())?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias, rng.as_deref_mut(), &self.block_grads)?;
         }
@@ -546,12 +569,13 @@ impl BertEncoder {
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
+        positions: Option<&Tensor>,
         rows: &Tensor,
         queries: usize,
     ) -> Result<Tensor> {
         let (batch, seq_len) = input_ids.dims2()?;
         let mask_bias = mask_bias(attention_mask)?;
-        let mut x = self.embeddings.forward(input_ids, None)?;
+        let mut x = self.embeddings.forward(input_ids, positions, None)?;
         let select = |x: &Tensor| -> Result<Tensor> {
             let hidden = x.dim(2)?;
             Ok(x.reshape((batch * seq_len, hidden))?

@@ -22,6 +22,10 @@ pub struct GliznetConfig {
     /// existed read `[CLS]` and each label's first token.
     #[serde(default)]
     pub readout: Readout,
+    /// Every label numbered from the same position (`Batch::shared_label_positions`), so that
+    /// scores do not depend on the order of the labels; absent in older models: false.
+    #[serde(default)]
+    pub shared_label_positions: bool,
     /// Multi-label decision threshold calibrated on dev data (the default of `predict` and
     /// `eval`); absent means 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +46,7 @@ impl GliznetConfig {
             min_text_tokens: limits.min_text_tokens,
             label_separator: "[SEP]".into(),
             readout: Readout::Mean,
+            shared_label_positions: false,
             threshold: None,
         }
     }

@@ -14,6 +14,7 @@ pub struct GliZNet {
     encoder: BertEncoder,
     head: SimilarityHead,
     readout: Readout,
+    shared_label_positions: bool,
 }
 
 impl GliZNet {
@@ -22,6 +23,7 @@ impl GliZNet {
             encoder: BertEncoder::load(params, bert)?,
             head: SimilarityHead::load(params, &config.head_shape(bert.hidden_size))?,
             readout: config.readout,
+            shared_label_positions: config.shared_label_positions,
         })
     }
 
@@ -53,9 +55,12 @@ impl GliZNet {
 
     /// The forward pass with the encoder computing every row of every layer.
     fn forward_all_rows(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let hidden = self
-            .encoder
-            .forward(&batch.input_ids, &batch.attention_mask, rng)?;
+        let hidden = self.encoder.forward_with_positions(
+            &batch.input_ids,
+            &batch.attention_mask,
+            self.positions(batch),
+            rng,
+        )?;
         let head_states = match self.readout {
             Readout::FirstToken => {
                 let (b, s, d) = hidden.dims3()?;
@@ -76,10 +81,18 @@ impl GliZNet {
         let head_states = self.encoder.forward_rows(
             &batch.input_ids,
             &batch.attention_mask,
+            self.positions(batch),
             &batch.head_rows,
             1 + batch.max_labels,
         )?;
         self.score(&head_states, batch.max_labels)
+    }
+
+    /// The position ids the encoder reads: the batch's shared label positions, or the plain
+    /// numbering (`None`).
+    fn positions<'a>(&self, batch: &'a Batch) -> Option<&'a Tensor> {
+        self.shared_label_positions
+            .then_some(&batch.shared_label_positions)
     }
 
     /// The head's logits for `head_states` [batch, 1 + labels, hidden]: `[CLS]`, then labels.
@@ -146,6 +159,52 @@ mod tests {
                 }
             }
             model.quantize().unwrap();
+        }
+    }
+
+    /// With shared label positions a label's score does not depend on the order of the labels
+    /// (both readouts, inference and the training-mode pass, ragged batch); with the plain
+    /// numbering it does, which is what makes the check meaningful.
+    #[test]
+    fn shared_label_positions_make_scores_independent_of_label_order() {
+        let labels: Vec<String> = ["cat", "dog house", "news", "the mat bank"]
+            .map(String::from)
+            .to_vec();
+        let order = [2usize, 0, 3, 1];
+        let permuted: Vec<String> = order.iter().map(|&i| labels[i].clone()).collect();
+        for (readout, shared) in [
+            (Readout::FirstToken, true),
+            (Readout::Mean, true),
+            (Readout::Mean, false),
+        ] {
+            let (mut model, tokenizer) = tiny_model(Similarity::Cosine, readout);
+            model.shared_label_positions = shared;
+            let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
+            let b = tokenizer
+                .encode("the cat sat on the mat", &permuted)
+                .unwrap();
+            let c = tokenizer.encode("bank", &labels[..1]).unwrap();
+            let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0], &c.chunks[0]];
+            let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+            for training in [false, true] {
+                let logits: Vec<Vec<f32>> = if training {
+                    model.forward_all_rows(&batch, None).unwrap()
+                } else {
+                    model.forward(&batch, None).unwrap()
+                }
+                .to_vec2()
+                .unwrap();
+                let worst = order
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, &i)| (logits[0][i] - logits[1][slot]).abs())
+                    .fold(0f32, f32::max);
+                if shared {
+                    assert!(worst < 1e-4, "{readout:?}: {logits:?}");
+                } else {
+                    assert!(worst > 1e-3, "{readout:?}: order had no effect: {logits:?}");
+                }
+            }
         }
     }
 

@@ -199,6 +199,7 @@ impl Trainer {
             min_text_tokens: config.min_text_tokens,
             label_separator: "[SEP]".into(),
             readout: config.readout,
+            shared_label_positions: config.shared_label_positions,
             threshold: None,
         };
         model_config
