@@ -181,19 +181,10 @@ impl LabelTokenizer {
     /// label before it reads anything (its prior). Labels that do not fit are chunked.
     pub fn encode_without_text(&self, labels: &EncodedLabels) -> Vec<SequenceEncoding> {
         let budget = self.limits.max_length - PackingLimits::FIXED_TOKENS;
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        while start < labels.ids.len() {
-            let mut end = start;
-            let mut cost = 0;
-            while end < labels.ids.len() && cost + labels.ids[end].len() < budget {
-                cost += labels.ids[end].len() + 1;
-                end += 1;
-            }
-            chunks.push(self.pack(&[], &labels.ids, start..end));
-            start = end;
-        }
-        chunks
+        label_chunks(labels, budget)
+            .into_iter()
+            .map(|(chunk, _)| self.pack(&[], &labels.ids, chunk))
+            .collect()
     }
 
     /// Validates and tokenizes a label list, capping labels longer than `max_label_tokens`.
@@ -241,21 +232,15 @@ impl LabelTokenizer {
         let min_text = text_ids.len().min(limits.min_text_tokens);
         let label_budget = limits.max_length - PackingLimits::FIXED_TOKENS - min_text;
 
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        while start < labels.ids.len() {
-            let mut end = start;
-            let mut cost = 0;
-            while end < labels.ids.len() && cost + labels.ids[end].len() < label_budget {
-                cost += labels.ids[end].len() + 1;
-                end += 1;
-            }
-            let text_kept = text_ids
-                .len()
-                .min(limits.max_length - PackingLimits::FIXED_TOKENS - cost);
-            chunks.push(self.pack(&text_ids[..text_kept], &labels.ids, start..end));
-            start = end;
-        }
+        let chunks = label_chunks(labels, label_budget)
+            .into_iter()
+            .map(|(chunk, cost)| {
+                let text_kept = text_ids
+                    .len()
+                    .min(limits.max_length - PackingLimits::FIXED_TOKENS - cost);
+                self.pack(&text_ids[..text_kept], &labels.ids, chunk)
+            })
+            .collect();
         Ok(TextEncoding {
             chunks,
             text_tokens: text_ids.len(),
@@ -286,6 +271,24 @@ impl LabelTokenizer {
             text_tokens_kept: text_ids.len(),
         }
     }
+}
+
+/// Consecutive runs of labels whose tokens, each followed by its `[SEP]`, fit in `budget`,
+/// with the tokens each run takes.
+fn label_chunks(labels: &EncodedLabels, budget: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < labels.ids.len() {
+        let mut end = start;
+        let mut cost = 0;
+        while end < labels.ids.len() && cost + labels.ids[end].len() < budget {
+            cost += labels.ids[end].len() + 1;
+            end += 1;
+        }
+        chunks.push((start..end, cost));
+        start = end;
+    }
+    chunks
 }
 
 #[cfg(test)]
