@@ -119,14 +119,19 @@ impl Classifier {
             batch_size,
         )?;
         if self.subtract_label_prior {
+            // Texts that share one label list (predict's --labels) share its prior.
+            let mut priors: HashMap<*const EncodedLabels, Vec<f32>> = HashMap::new();
             for (result, (_, labels)) in results.iter_mut().zip(items) {
-                let prior = label_priors(
-                    &self.loaded.model,
-                    &self.loaded.tokenizer,
-                    &self.device,
-                    labels,
-                )?;
-                for (logit, p) in result.logits.iter_mut().zip(prior) {
+                let prior = match priors.entry(*labels as *const EncodedLabels) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(label_priors(
+                        &self.loaded.model,
+                        &self.loaded.tokenizer,
+                        &self.device,
+                        labels,
+                    )?),
+                };
+                for (logit, p) in result.logits.iter_mut().zip(prior.iter()) {
                     *logit -= p;
                 }
             }
