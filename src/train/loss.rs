@@ -156,22 +156,35 @@ mod tests {
         assert!((both - bce - loss).abs() < 1e-5);
     }
 
-    #[test]
-    fn softmax_is_finite_with_the_right_gradient_for_huge_logits() {
+    /// A loss over one row of logits with every label real, and its gradient by the logits.
+    fn value_and_gradient<const N: usize>(
+        loss: fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+        logits: &[[f32; N]; 1],
+        targets: &[[f32; N]; 1],
+    ) -> (f32, Vec<Vec<f32>>) {
         let dev = Device::Cpu;
-        let x = Var::new(&[[-500f32, 500.0, 0.0]], &dev).unwrap();
-        let targets = Tensor::new(&[[1f32, 0.0, 0.0]], &dev).unwrap();
-        let mask = Tensor::new(&[[1f32, 1.0, 1.0]], &dev).unwrap();
-        let loss = masked_softmax_against_negatives(x.as_tensor(), &targets, &mask).unwrap();
-        let value: f32 = loss.to_scalar().unwrap();
-        assert!((value - 1000.0).abs() < 1e-2, "{value}");
+        let x = Var::new(logits, &dev).unwrap();
+        let targets = Tensor::new(targets, &dev).unwrap();
+        let mask = Tensor::ones((1, N), candle_core::DType::F32, &dev).unwrap();
+        let loss = loss(x.as_tensor(), &targets, &mask).unwrap();
         let grad = loss
             .backward()
             .unwrap()
             .get(x.as_tensor())
             .unwrap()
-            .to_vec2::<f32>()
+            .to_vec2()
             .unwrap();
+        (loss.to_scalar().unwrap(), grad)
+    }
+
+    #[test]
+    fn softmax_is_finite_with_the_right_gradient_for_huge_logits() {
+        let (value, grad) = value_and_gradient(
+            masked_softmax_against_negatives,
+            &[[-500f32, 500.0, 0.0]],
+            &[[1f32, 0.0, 0.0]],
+        );
+        assert!((value - 1000.0).abs() < 1e-2, "{value}");
         // d/dx_pos = p_pos − 1 ≈ −1, d/dx_neg = p_neg ≈ 1 for the dominant negative.
         assert!((grad[0][0] + 1.0).abs() < 1e-4, "{grad:?}");
         assert!((grad[0][1] - 1.0).abs() < 1e-4, "{grad:?}");
@@ -180,20 +193,12 @@ mod tests {
 
     #[test]
     fn is_finite_with_the_right_gradient_for_huge_logits() {
-        let dev = Device::Cpu;
-        let x = Var::new(&[[1000f32, -1000.0]], &dev).unwrap();
-        let targets = Tensor::new(&[[0f32, 1.0]], &dev).unwrap();
-        let mask = Tensor::new(&[[1f32, 1.0]], &dev).unwrap();
-        let loss = masked_bce_with_logits(x.as_tensor(), &targets, &mask).unwrap();
-        let value: f32 = loss.to_scalar().unwrap();
+        let (value, grad) = value_and_gradient(
+            masked_bce_with_logits,
+            &[[1000f32, -1000.0]],
+            &[[0f32, 1.0]],
+        );
         assert!((value - 1000.0).abs() < 1e-3, "{value}");
-        let grad = loss
-            .backward()
-            .unwrap()
-            .get(x.as_tensor())
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
         // d/dx = (sigmoid(x) − y) / labels
         assert!(
             (grad[0][0] - 0.5).abs() < 1e-6 && (grad[0][1] + 0.5).abs() < 1e-6,
