@@ -6,10 +6,10 @@ into token sequences (tokenizers, from the same tokenizer.json, with gliznet's r
 batches. Also the cost an NLI cross-encoder would pay: one forward pass per (text, label) pair,
 with random weights in bart-large-mnli's shape and in MiniLM's.
 
-    python bench/reference.py predict MODEL_DIR LABELS TEXTS... [--reps 3] [--quantize]
+    python bench/reference.py predict MODEL_DIR LABELS TEXTS... [--reps 3] [--batches 16,1] [--device cpu] [--quantize]
     python bench/reference.py predict-file MODEL_DIR LABELS TEXTS [--k 20] [--batch 16]
     python bench/reference.py predict-one MODEL_DIR TEXT LABELS
-    python bench/reference.py train MODEL_DIR TRAIN_JSONL --max-length N [--steps 6]
+    python bench/reference.py train MODEL_DIR TRAIN_JSONL --max-length N [--steps 6] [--device cpu]
     python bench/reference.py cross-encoder MODEL_DIR TEXTS... [--reps 2]
 """
 
@@ -64,7 +64,8 @@ class Packer:
 class GliZNetReference(torch.nn.Module):
     def __init__(self, model_dir, similarity="cosine", projection_dim=None):
         super().__init__()
-        self.bert = BertModel.from_pretrained(model_dir, add_pooling_layer=False)
+        # f32 whatever the stored dtype (the GPU check's backbone is stored in f16).
+        self.bert = BertModel.from_pretrained(model_dir, add_pooling_layer=False).float()
         hidden = self.bert.config.hidden_size
         self.projection = torch.nn.Linear(hidden, projection_dim) if projection_dim else None
         dim = projection_dim or hidden
@@ -108,20 +109,22 @@ def read_texts(path):
     return [json.loads(l)["text"] for l in open(path, encoding="utf-8")]
 
 
-def score(model, packer, texts, label_ids, batch):
-    """Scores like gliznet: pack every text, sort the sequences by length, run in batches."""
+def score(model, packer, texts, label_ids, batch, device="cpu"):
+    """Scores like gliznet: pack every text, sort the sequences by length, run in batches;
+    the scores end on the host, as gliznet's do."""
     chunks = [c for t in texts for c in packer.encode(t, label_ids)]
     chunks.sort(key=lambda c: len(c[0]))
     out = []
     with torch.inference_mode():
         for i in range(0, len(chunks), batch):
             ids, mask, rows, _, max_labels = collate(chunks[i: i + batch], packer.pad)
-            out.append(torch.sigmoid(model(ids, mask, rows, max_labels)))
+            ids, mask, rows = ids.to(device), mask.to(device), rows.to(device)
+            out.append(torch.sigmoid(model(ids, mask, rows, max_labels)).cpu())
     return out
 
 
 def cmd_predict(args):
-    model = GliZNetReference(args.model).eval()
+    model = GliZNetReference(args.model).eval().to(args.device)
     if args.quantize:
         # PyTorch's own int8 inference: weights per tensor, activations quantized per batch.
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -131,12 +134,12 @@ def cmd_predict(args):
         texts = read_texts(path)
         for k in (5, 20, 50):
             label_ids = packer.encode_labels(labels[:k])
-            for batch in (16, 1):
+            for batch in (int(b) for b in args.batches.split(",")):
                 rates = []
                 for _ in range(args.reps):
                     start = time.perf_counter()
                     for i in range(0, len(texts), batch):
-                        score(model, packer, texts[i: i + batch], label_ids, batch)
+                        score(model, packer, texts[i: i + batch], label_ids, batch, args.device)
                     rates.append(len(texts) / (time.perf_counter() - start))
                 print(json.dumps({"texts": path, "k": k, "batch": batch,
                                   "texts_per_second": statistics.median(rates), "runs": sorted(rates)}), flush=True)
@@ -162,7 +165,7 @@ def cmd_train(args):
     """Training steps as gliznet takes them: AdamW (no decay on biases and LayerNorm),
     dropout on, stable BCE averaged per example, clipping at 1.0, batch 16."""
     torch.manual_seed(0)
-    model = GliZNetReference(args.model, similarity="cosine", projection_dim=256).train()
+    model = GliZNetReference(args.model, similarity="cosine", projection_dim=256).train().to(args.device)
     packer = Packer(args.model, max_length=args.max_length, max_label_tokens=12, min_text_tokens=24)
     rows = [json.loads(l) for l in open(args.train, encoding="utf-8")][: args.steps * 16]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n or n == "log_scale"]
@@ -179,6 +182,7 @@ def cmd_train(args):
                 targets.append([1.0 if i < len(r["labels"]) else 0.0 for i in indices])
         ids, mask, label_rows, label_mask, max_labels = collate(chunks, packer.pad)
         tokens += int(mask.sum())
+        ids, mask, label_rows, label_mask = (t.to(args.device) for t in (ids, mask, label_rows, label_mask))
         y = torch.zeros_like(label_mask)
         for b, t in enumerate(targets):
             y[b, : len(t)] = torch.tensor(t)
@@ -189,6 +193,8 @@ def cmd_train(args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+    if args.device != "cpu":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     print(json.dumps({"examples_per_second": args.steps * 16 / elapsed, "mean_tokens": tokens / (args.steps * 16)}))
 
@@ -238,6 +244,8 @@ def main():
     p.add_argument("texts", nargs="+")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quantize", action="store_true", help="int8 dense layers (torch.ao quantize_dynamic)")
+    p.add_argument("--batches", default="16,1", help="comma-separated batch sizes")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p = sub.add_parser("predict-file")
     p.add_argument("model")
     p.add_argument("labels")
@@ -253,6 +261,7 @@ def main():
     p.add_argument("train")
     p.add_argument("--max-length", type=int, required=True)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p = sub.add_parser("cross-encoder")
     p.add_argument("model")
     p.add_argument("texts", nargs="+")

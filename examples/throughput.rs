@@ -1,7 +1,8 @@
 //! gliznet's side of the benchmark (bench/run.py): prediction throughput in one process, model
 //! loaded once. Prints one JSON line per configuration.
 //!
-//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device auto|cpu|cuda[:N]] [--quantize]
+//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches 16,1]
+//!                [--device auto|cpu|cuda[:N]] [--quantize]
 
 use anyhow::{Context, Result};
 use gliznet::classifier::{Classifier, LabelSet, Method};
@@ -17,11 +18,16 @@ fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1))
     };
     let reps: usize = option("--reps").map_or(Ok(3), |r| r.parse())?;
+    let batches: Vec<usize> = option("--batches")
+        .map_or("16,1", |b| b.as_str())
+        .split(',')
+        .map(|b| b.parse().context("--batches: comma-separated batch sizes"))
+        .collect::<Result<_>>()?;
     let device = gliznet::device::choose(option("--device").map_or("cpu", |d| d.as_str()))?;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
         anyhow::bail!(
-            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--device D] [--quantize]"
+            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize]"
         );
     };
     let mut classifier = Classifier::load(Some(model.as_str()), device)?;
@@ -42,7 +48,7 @@ fn main() -> Result<()> {
             .collect::<Result<_>>()?;
         for k in [5, 20, 50] {
             let labels: LabelSet = classifier.label_set(all_labels[..k].to_vec())?;
-            for batch in [16, 1] {
+            for &batch in &batches {
                 let mut rates = Vec::new();
                 for _ in 0..reps {
                     let start = Instant::now();

@@ -13,17 +13,21 @@ relevance tasks (one label per text, positive or not) by the label's own score: 
 the best F1 over the threshold sweep with its threshold, F1 at the model's default
 threshold, and the expected calibration error of the scores). The suite mean is the mean macro-F1 over the single-label tasks. Reports land in
 --out (default runs/dev-report); --reuse skips evaluations whose report is already there.
---json writes every number in one file.
+--json writes every number in one file. GLIZNET_BIN (default target/release/gliznet),
+GLIZNET_DEVICE (default cpu) and GLIZNET_SUITE (default data/generated/suite) point it elsewhere.
 """
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUITE = ROOT / "data" / "generated" / "suite"
+SUITE = pathlib.Path(os.environ.get("GLIZNET_SUITE", ROOT / "data" / "generated" / "suite"))
+BIN = os.environ.get("GLIZNET_BIN", str(ROOT / "target/release/gliznet"))
+DEVICE = os.environ.get("GLIZNET_DEVICE", "cpu")
 TEMPLATE = "This text is about {label}."
 
 
@@ -64,8 +68,8 @@ def evaluate(name, model, method, options, task, scoring, out, reuse):
     if "template" in options:
         data = templated(data, out)
     mode = "--single-label" if scoring == "single_label" else "--multi-label"
-    cmd = [str(ROOT / "target/release/gliznet"), "eval", "--data", str(data), "--method", method, mode,
-           "--report", str(report), "--batch-size", "32", "--device", "cpu"]
+    cmd = [BIN, "eval", "--data", str(data), "--method", method, mode,
+           "--report", str(report), "--batch-size", "32", "--device", DEVICE]
     if scoring == "relevance":
         cmd += ["--predictions", str(predictions)]
     if model != "builtin":

@@ -16,7 +16,10 @@ pub fn select(spec: &str) -> Result<(Device, Option<String>)> {
                 Ok(device) => Ok((device, None)),
                 Err(e) => Ok((
                     Device::Cpu,
-                    Some(format!("no usable CUDA device ({e}); running on the CPU")),
+                    Some(format!(
+                        "no usable CUDA device was found ({}); running on the CPU",
+                        cuda_cause(&e)
+                    )),
                 )),
             }
         }
@@ -34,8 +37,12 @@ pub fn select(spec: &str) -> Result<(Device, Option<String>)> {
                     "--device {spec}: this build has no CUDA support (rebuild with --features cuda)"
                 )));
             }
-            let device = Device::new_cuda(ordinal)
-                .map_err(|e| input_error(format!("--device {spec}: {e}")))?;
+            let device = Device::new_cuda(ordinal).map_err(|e| {
+                input_error(format!(
+                    "--device {spec}: no usable CUDA device was found ({})",
+                    cuda_cause(&e)
+                ))
+            })?;
             Ok((device, None))
         }
     }
@@ -48,6 +55,27 @@ pub fn choose(spec: &str) -> Result<Device> {
         eprintln!("notice: {notice}");
     }
     Ok(device)
+}
+
+/// The driver's reason in words: candle passes cudarc's errors on as debug strings such as
+/// `DriverError(CUDA_ERROR_NO_DEVICE, "no CUDA-capable device is detected")`.
+fn cuda_cause(error: &candle_core::Error) -> String {
+    let text = error.to_string();
+    let quoted = text
+        .split_once('"')
+        .and_then(|(_, rest)| rest.rsplit_once('"'))
+        .map(|(inside, _)| inside.to_string())
+        // "<Failure when calling cuGetErrorString()>": the driver could not name its error.
+        .filter(|reason| !reason.is_empty() && !reason.starts_with('<'));
+    let code = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|word| word.starts_with("CUDA_ERROR_"));
+    match (quoted, code) {
+        (Some(reason), Some(code)) => format!("{reason}, {code}"),
+        (Some(reason), None) => reason,
+        (None, Some(code)) => code.to_string(),
+        (None, None) => text,
+    }
 }
 
 fn bad_spec(spec: &str) -> anyhow::Error {
@@ -74,5 +102,23 @@ mod tests {
                 .to_string()
                 .contains("no CUDA support"));
         }
+    }
+
+    #[test]
+    fn cuda_errors_read_as_words() {
+        let driver = candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_STUB_LIBRARY, \"CUDA driver is a stub library\")".into(),
+        );
+        assert_eq!(
+            cuda_cause(&driver),
+            "CUDA driver is a stub library, CUDA_ERROR_STUB_LIBRARY"
+        );
+        let unnamed = candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_STUB_LIBRARY, \"<Failure when calling cuGetErrorString()>\")"
+                .into(),
+        );
+        assert_eq!(cuda_cause(&unnamed), "CUDA_ERROR_STUB_LIBRARY");
+        let plain = candle_core::Error::Msg("something else".into());
+        assert_eq!(cuda_cause(&plain), "something else");
     }
 }

@@ -16,6 +16,7 @@ pub mod mining;
 pub mod model;
 pub mod rng;
 pub mod scoring;
+pub mod serve;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;

@@ -106,6 +106,11 @@ impl EncodedLabels {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Tokens of every label with the separator after each, as packed after a text.
+    pub fn packed_tokens(&self) -> usize {
+        self.ids.iter().map(|l| l.len() + 1).sum()
+    }
 }
 
 #[derive(Clone)]

@@ -140,7 +140,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
 
-    let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    let mut classifier = Classifier::open(
+        args.model.as_deref(),
+        super::device_for(&args.device, args.quantize)?,
+        args.method,
+    )?;
     classifier.subtract_label_prior = args.subtract_label_prior;
     if args.quantize {
         classifier.quantize()?;

@@ -5,6 +5,7 @@ mod eval;
 mod mine;
 pub mod output;
 pub mod predict;
+mod serve;
 pub mod train;
 
 use anyhow::Result;
@@ -40,6 +41,22 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Add hard (or random) negative labels to training examples
     MineNegatives(mine::MineArgs),
+    /// Serve the classifier over HTTP, batching concurrent requests
+    Serve(serve::ServeArgs),
+}
+
+/// The device spec to open a model on: int8 kernels (`--quantize`) are CPU code, so `auto`
+/// means the CPU then and a GPU is a usage error, whatever the machine has.
+fn device_for(spec: &str, quantize: bool) -> Result<&str> {
+    if !quantize || spec == "cpu" {
+        return Ok(spec);
+    }
+    if spec == "auto" {
+        return Ok("cpu");
+    }
+    Err(crate::error::input_error(format!(
+        "--quantize runs on the CPU only (int8 kernels); it cannot be used with --device {spec}"
+    )))
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -48,5 +65,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::MineNegatives(args) => mine::run(args),
+        Command::Serve(args) => serve::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_for;
+
+    #[test]
+    fn quantize_keeps_to_the_cpu() {
+        assert_eq!(device_for("auto", true).unwrap(), "cpu");
+        assert_eq!(device_for("cpu", true).unwrap(), "cpu");
+        assert_eq!(device_for("auto", false).unwrap(), "auto");
+        assert_eq!(device_for("cuda:1", false).unwrap(), "cuda:1");
+        for gpu in ["cuda", "cuda:0"] {
+            let err = device_for(gpu, true).unwrap_err();
+            assert!(crate::error::is_input_error(&err));
+            assert!(
+                err.to_string().contains("--quantize runs on the CPU only"),
+                "{err}"
+            );
+        }
     }
 }

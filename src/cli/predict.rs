@@ -113,7 +113,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
     }
-    let mut classifier = Classifier::open(args.model.as_deref(), &args.device, args.method)?;
+    let mut classifier = Classifier::open(
+        args.model.as_deref(),
+        super::device_for(&args.device, args.quantize)?,
+        args.method,
+    )?;
     classifier.subtract_label_prior = args.subtract_label_prior;
     if args.quantize {
         classifier.quantize()?;

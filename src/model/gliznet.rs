@@ -97,7 +97,8 @@ impl GliZNet {
 
     /// The head's logits for `head_states` [batch, 1 + labels, hidden]: `[CLS]`, then labels.
     fn score(&self, head_states: &Tensor, labels: usize) -> Result<Tensor> {
-        let text = head_states.i((.., 0))?;
+        // Contiguous: candle's CUDA matmul takes no row stride other than the row length.
+        let text = head_states.i((.., 0))?.contiguous()?;
         let label_states = head_states.narrow(1, 1, labels)?.contiguous()?;
         self.head.forward(&text, &label_states)
     }

@@ -1,0 +1,142 @@
+//! `gliznet serve`: flags into [`crate::serve::ServeOptions`], the listener, signals.
+
+use crate::classifier::{Classifier, Method};
+use crate::error::input_error;
+use crate::serve::{serve, BatchLimits, ServeOptions};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    gliznet serve --port 8080\n  \
+    curl -s localhost:8080/v1/classify -d '{\"text\": \"The match went to penalties\", \"labels\": [\"sports\", \"politics\"]}'\n\n\
+    Routes: POST /v1/classify, GET /health, /info, /v1/models, /metrics, /openapi.json.\n\
+    SIGTERM or Ctrl-C stops accepting, answers what is in flight (at most --shutdown-timeout-s) and exits 0.")]
+pub struct ServeArgs {
+    /// Model directory or Hugging Face repo id (default: the built-in model)
+    #[arg(long, value_name = "DIR|REPO")]
+    model: Option<String>,
+    /// Address to listen on (0.0.0.0 to accept other machines)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the address is printed on stderr)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Int8 encoder weights (CPU only; see `predict --help`)
+    #[arg(long)]
+    quantize: bool,
+    /// Subtract each label's score with no text (see `predict --help`)
+    #[arg(long)]
+    subtract_label_prior: bool,
+    /// Most texts in one encoder batch (requests are batched together up to it)
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_batch_texts: u64,
+    /// Most tokens (texts and labels, before packing) in one encoder batch
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_batch_tokens: u64,
+    /// How long a request waits for others to fill its batch, in milliseconds
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    max_wait_ms: u64,
+    /// Most texts accepted and not yet answered; beyond it requests get 503 and Retry-After
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_queue: u64,
+    /// Largest request body in bytes (413 beyond)
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
+    max_request_bytes: u64,
+    /// Most labels one text may be scored against (413 beyond)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_labels: u64,
+    /// Name of an environment variable holding an API key: every route but /health then needs
+    /// `Authorization: Bearer <key>`
+    #[arg(long, value_name = "NAME")]
+    api_key_env: Option<String>,
+    /// Seconds a shutdown waits for requests in flight
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_timeout_s: u64,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let api_key = match &args.api_key_env {
+        None => None,
+        Some(name) => match std::env::var(name) {
+            Ok(key) if !key.is_empty() => Some(key),
+            Ok(_) => {
+                return Err(input_error(format!(
+                    "--api-key-env {name}: the variable is empty"
+                )))
+            }
+            Err(_) => {
+                return Err(input_error(format!(
+                    "--api-key-env {name}: no such environment variable (or not UTF-8)"
+                )))
+            }
+        },
+    };
+    let options = ServeOptions {
+        limits: BatchLimits {
+            max_texts: args.max_batch_texts as usize,
+            max_tokens: args.max_batch_tokens as usize,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            max_queue: args.max_queue as usize,
+        },
+        max_request_bytes: args.max_request_bytes as usize,
+        max_labels: args.max_labels as usize,
+        api_key,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+    };
+    let device = super::device_for(&args.device, args.quantize)?.to_string();
+    let (model, quantize, prior) = (args.model.clone(), args.quantize, args.subtract_label_prior);
+    let load = move || -> Result<Classifier> {
+        let mut classifier = Classifier::open(model.as_deref(), &device, Method::Gliznet)?;
+        classifier.subtract_label_prior = prior;
+        if quantize {
+            classifier.quantize()?;
+        }
+        eprintln!("model loaded: {}", classifier.loaded.name);
+        Ok(classifier)
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| input_error(format!("--host/--port {address}: cannot listen: {e}")))?;
+        let local = listener.local_addr()?;
+        eprintln!("listening on http://{local}");
+        serve(listener, load, options, shutdown_signal()).await?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    eprintln!("shutting down: answering requests in flight");
+}
