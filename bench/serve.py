@@ -6,7 +6,7 @@ resident memory over a long run. Bounded: REQUESTS per configuration, RSS_REQUES
 memory run. Prints a Markdown table.
 
     python3 bench/serve.py [--bin target/release/gliznet] [--model DIR] [--requests 256]
-                           [--rss-requests 10000] [--json FILE]
+                           [--rss-requests 10000] [--serve-args "--max-wait-ms 5"] [--json FILE]
 """
 
 import argparse
@@ -37,8 +37,8 @@ def labels(k):
 
 
 class Server:
-    def __init__(self, binary, model):
-        cmd = [binary, "serve", "--port", "0"] + (["--model", model] if model else [])
+    def __init__(self, binary, model, extra):
+        cmd = [binary, "serve", "--port", "0"] + (["--model", model] if model else []) + extra
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         for line in self.proc.stderr:
             if line.startswith("listening on http://"):
@@ -148,13 +148,14 @@ def main():
                                         "reference needs a directory)")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rss-requests", type=int, default=10000)
+    parser.add_argument("--serve-args", default="", help="more flags for `gliznet serve`, one string")
     parser.add_argument("--json")
     args = parser.parse_args()
     corpus = texts()
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) before the run; {os.cpu_count()} CPUs; client and server "
           f"share them", file=sys.stderr)
 
-    server = Server(args.bin, args.model)
+    server = Server(args.bin, args.model, args.serve_args.split())
     rows = []
     for k in (5, 20):
         label_list = labels(k)

@@ -32,9 +32,13 @@ pub struct ServeArgs {
     /// Subtract each label's score with no text (see `predict --help`)
     #[arg(long)]
     subtract_label_prior: bool,
-    /// Most texts in one encoder batch (requests are batched together up to it)
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    /// Most texts scored together (texts of concurrent requests are batched up to it)
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_batch_texts: u64,
+    /// Sequences per encoder pass, as in predict (the texts scored together are sorted by
+    /// length and run in passes of this size)
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=super::MAX_BATCH_SIZE))]
+    batch_size: u32,
     /// Most tokens (texts and labels, before packing) in one encoder batch
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_batch_tokens: u64,
@@ -79,6 +83,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let options = ServeOptions {
         limits: BatchLimits {
             max_texts: args.max_batch_texts as usize,
+            encoder_batch: args.batch_size as usize,
             max_tokens: args.max_batch_tokens as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),
             max_queue: args.max_queue as usize,

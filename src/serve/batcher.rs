@@ -15,8 +15,10 @@ use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
-    /// Texts in one encoder call (also its batch size).
+    /// Texts scored together (from one or more requests).
     pub max_texts: usize,
+    /// Sequences per encoder pass; the texts scored together are sorted by length first.
+    pub encoder_batch: usize,
     /// Tokens (texts and their labels, estimated before packing) in one encoder call.
     pub max_tokens: usize,
     /// How long the first request of a batch waits for others.
@@ -165,7 +167,7 @@ fn run_batch(
     let texts = items.len();
     let tokens: usize = live.iter().map(|j| j.tokens).sum();
     let start = Instant::now();
-    let result = classifier.logits(&items, limits.max_texts.max(1));
+    let result = classifier.logits(&items, limits.encoder_batch.max(1));
     let elapsed = start.elapsed().as_secs_f64();
     metrics.batch_texts.observe(texts as f64);
     metrics.batch_tokens.observe(tokens as f64);

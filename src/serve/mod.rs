@@ -142,6 +142,7 @@ fn start_engine(classifier: Classifier, state: &Arc<AppState>) -> Engine {
         "device": if classifier.device.is_cpu() { "cpu" } else { "cuda" },
         "limits": {
             "max_batch_texts": state.options.limits.max_texts,
+            "batch_size": state.options.limits.encoder_batch,
             "max_batch_tokens": state.options.limits.max_tokens,
             "max_wait_ms": state.options.limits.max_wait.as_millis() as u64,
             "max_queue": state.options.limits.max_queue,
