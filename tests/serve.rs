@@ -112,6 +112,15 @@ impl Server {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the metric reaches `value`; fails after `within` saying `what`.
+    fn wait_for_metric(&self, name: &str, value: f64, within: Duration, what: &str) {
+        let start = Instant::now();
+        while self.metric(name) < value {
+            assert!(start.elapsed() < within, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn terminate(&mut self) {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -419,14 +428,12 @@ fn a_full_queue_answers_503_with_retry_after() {
     std::thread::scope(|scope| {
         let first =
             scope.spawn(|| server.post(&json!({"texts": ["a", "b"], "labels": ["x"]}).to_string()));
-        let start = Instant::now();
-        while server.metric("gliznet_queue_texts") < 2.0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "the first request never queued"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        server.wait_for_metric(
+            "gliznet_queue_texts",
+            2.0,
+            Duration::from_secs(3),
+            "the first request never queued",
+        );
         let ((status, body), retry) =
             server.post_with(&json!({"text": "c", "labels": ["x"]}).to_string(), None);
         assert_eq!(status, 503, "{body}");
@@ -537,14 +544,12 @@ fn sigterm_answers_requests_in_flight_then_exits_0() {
             .unwrap();
         read(response)
     });
-    let start = Instant::now();
-    while server.metric("gliznet_queue_texts") < 2.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "the request never queued"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric(
+        "gliznet_queue_texts",
+        2.0,
+        Duration::from_secs(1),
+        "the request never queued",
+    );
     server.terminate();
     let (status, body) = in_flight.join().unwrap();
     assert_eq!(status, 200, "{body}");
@@ -589,22 +594,19 @@ fn a_client_that_goes_away_frees_its_work() {
         body.len()
     )
     .unwrap();
-    let start = Instant::now();
-    while server.metric("gliznet_queue_texts") < 3.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "the request never queued"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric(
+        "gliznet_queue_texts",
+        3.0,
+        Duration::from_secs(1),
+        "the request never queued",
+    );
     drop(stream);
-    while server.metric("gliznet_cancelled_texts_total") < 3.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the abandoned texts were scored anyway"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_metric(
+        "gliznet_cancelled_texts_total",
+        3.0,
+        Duration::from_secs(5),
+        "the abandoned texts were scored anyway",
+    );
     assert_eq!(server.metric("gliznet_texts_scored_total"), 0.0);
     assert_eq!(server.metric("gliznet_queue_texts"), 0.0);
 }
