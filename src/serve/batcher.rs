@@ -32,7 +32,13 @@ pub struct Job {
     pub texts: Vec<(String, Arc<LabelSet>)>,
     pub tokens: usize,
     pub mode: ScoreMode,
-    pub reply: oneshot::Sender<Result<Vec<Vec<LabelScore>>, String>>,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// A job's texts handed back with their scores (in the same order), or why scoring failed.
+pub struct Answer {
+    pub texts: Vec<(String, Arc<LabelSet>)>,
+    pub scores: Result<Vec<Vec<LabelScore>>, String>,
 }
 
 /// Why a job was not queued.
@@ -185,14 +191,20 @@ fn run_batch(
                     .map(|r| score(&r.logits, job.mode))
                     .collect();
                 queued.fetch_sub(job.texts.len(), Ordering::SeqCst);
-                let _ = job.reply.send(Ok(scores));
+                let _ = job.reply.send(Answer {
+                    texts: job.texts,
+                    scores: Ok(scores),
+                });
             }
         }
         Err(e) => {
             let message = format!("{e:#}");
             for job in live {
                 queued.fetch_sub(job.texts.len(), Ordering::SeqCst);
-                let _ = job.reply.send(Err(message.clone()));
+                let _ = job.reply.send(Answer {
+                    texts: job.texts,
+                    scores: Err(message.clone()),
+                });
             }
         }
     }

@@ -249,7 +249,6 @@ async fn classify(
     })?;
     let engine = engine(&state)?;
     let request = request::parse(&body, &engine.classifier, &state.options)?;
-    let names: Vec<(String, Arc<crate::classifier::LabelSet>)> = request.texts.clone();
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job {
         texts: request.texts,
@@ -282,15 +281,15 @@ async fn classify(
         .metrics
         .queue_texts
         .set(engine.batcher.queued_texts() as i64);
+    let answer = answer.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server stopped before scoring",
+        )
+    })?;
     let scores = answer
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server stopped before scoring",
-            )
-        })?
+        .scores
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
     let mut out = Vec::new();
     let mut writer = ResultWriter::new(
@@ -298,7 +297,7 @@ async fn classify(
         Format::Json,
         engine.classifier.loaded.name.clone(),
     );
-    for ((text, labels), text_scores) in names.iter().zip(&scores) {
+    for ((text, labels), text_scores) in answer.texts.iter().zip(&scores) {
         writer
             .write(text, &labels.names, text_scores)
             .map_err(|e| {
