@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use gliznet::classifier::{Classifier, LabelSet, Method};
+use gliznet::model::checkpoint::ModelSource;
 use gliznet::scoring::ScoreMode;
 use std::time::Instant;
 
@@ -23,14 +24,14 @@ fn main() -> Result<()> {
         .split(',')
         .map(|b| b.parse().context("--batches: comma-separated batch sizes"))
         .collect::<Result<_>>()?;
-    let device = gliznet::device::choose(option("--device").map_or("cpu", |d| d.as_str()))?;
+    let device = gliznet::device::select(option("--device").map_or("cpu", |d| d.as_str()))?.0;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
         anyhow::bail!(
             "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize]"
         );
     };
-    let mut classifier = Classifier::load(Some(model.as_str()), device)?;
+    let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()))?, device)?;
     if args.iter().any(|a| a == "--quantize") {
         classifier.quantize()?;
     }

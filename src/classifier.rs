@@ -4,7 +4,7 @@
 
 use crate::batch::Batch;
 use crate::embed::Embedder;
-use crate::model::checkpoint::{self, LoadedModel};
+use crate::model::checkpoint::{self, LoadedModel, ModelSource};
 use crate::model::gliznet::GliZNet;
 use crate::scoring::{score, score_similarities, LabelScore, ScoreMode};
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEncoding};
@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use candle_core::Device;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Text and labels in one sequence, scored by the GliZNet head
@@ -48,9 +48,8 @@ pub struct TextScores {
 }
 
 impl Classifier {
-    /// `model` is a directory or repo id; `None` is the built-in model.
-    pub fn load(model: Option<&str>, device: Device) -> Result<Self> {
-        let loaded = checkpoint::load(model, &device)?;
+    pub fn load(source: &ModelSource, device: Device) -> Result<Self> {
+        let loaded = checkpoint::load(source, &device)?;
         Ok(Self {
             loaded,
             device,
@@ -58,30 +57,10 @@ impl Classifier {
         })
     }
 
-    /// Loads a model on the device given as `auto|cpu|cuda[:N]`, warning on stderr when its
-    /// head is untrained and `method` would use it.
-    pub fn open(model: Option<&str>, device: &str, method: Method) -> Result<Self> {
-        let classifier = Self::load(model, crate::device::choose(device)?)?;
-        if !classifier.loaded.head_trained && method == Method::Gliznet {
-            eprintln!(
-                "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
-                 untrained head (cosine similarity of the encoder's vectors)",
-                classifier.loaded.name
-            );
-        }
-        Ok(classifier)
-    }
-
-    /// Int8 encoder weights (`--quantize`): see BENCHMARKS.md for speed and MODEL.md for the
-    /// accuracy change.
+    /// Int8 encoder weights: see BENCHMARKS.md for speed and MODEL.md for the accuracy change.
+    /// Without [`crate::model::has_fast_int8_kernel`] the int8 kernel is the slow portable one.
     pub fn quantize(&mut self) -> Result<()> {
         self.loaded.model.quantize()?;
-        if !crate::model::kernels::has_fast_int8_kernel() {
-            eprintln!(
-                "warning: this CPU has no AVX-512 VNNI, so --quantize runs a portable int8 kernel \
-                 that is several times slower than f32 (the scores are the same as on a VNNI CPU)"
-            );
-        }
         self.loaded.name.push_str(" (int8)");
         Ok(())
     }
@@ -216,7 +195,7 @@ pub fn label_priors(
     let chunks = tokenizer.encode_without_text(labels);
     let seqs: Vec<&SequenceEncoding> = chunks.iter().collect();
     let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
-    let rows = model.forward(&batch, None)?.to_vec2::<f32>()?;
+    let rows = model.infer(&batch)?.to_vec2::<f32>()?;
     let mut prior = vec![0f32; labels.len()];
     for (seq, row) in chunks.iter().zip(rows) {
         for (slot, &label) in seq.label_indices.iter().enumerate() {
@@ -252,7 +231,7 @@ pub fn logits(
     for group in sequences.chunks(batch_size) {
         let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, s)| *s).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
-        let rows = model.forward(&batch, None)?.to_vec2::<f32>()?;
+        let rows = model.infer(&batch)?.to_vec2::<f32>()?;
         for ((item, seq), row) in group.iter().zip(rows) {
             for (slot, &label) in seq.label_indices.iter().enumerate() {
                 logits[*item][label] = Some(row[slot]);
@@ -283,7 +262,8 @@ mod tests {
     fn the_label_prior_is_the_logit_with_no_text() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_model(dir.path(), Similarity::Cosine, Some(8), 3).unwrap();
-        let mut classifier = Classifier::load(dir.path().to_str(), Device::Cpu).unwrap();
+        let mut classifier =
+            Classifier::load(&ModelSource::Dir(dir.path().to_path_buf()), Device::Cpu).unwrap();
         let labels = classifier
             .label_set(vec!["cat".into(), "news".into()])
             .unwrap();
@@ -314,7 +294,7 @@ mod tests {
             text_tokens_kept: 0,
         };
         let batch = Batch::collate(&[&seq], tokenizer.pad_id(), &Device::Cpu).unwrap();
-        let by_hand = classifier.loaded.model.forward(&batch, None).unwrap();
+        let by_hand = classifier.loaded.model.infer(&batch).unwrap();
         let priors = by_hand.to_vec2::<f32>().unwrap().remove(0);
         for (slot, prior) in priors.iter().enumerate() {
             for (r, c) in raw.iter().zip(&corrected) {

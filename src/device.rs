@@ -1,10 +1,11 @@
-//! Run-time device choice: `auto`, `cpu`, `cuda` or `cuda:N`.
+//! Run-time device choice: `auto`, `cpu`, `cuda` or `cuda:N`. Errors say what is wrong with
+//! the spec; the caller names where it came from (a flag, a config key).
 
 use crate::error::input_error;
 use anyhow::Result;
 use candle_core::Device;
 
-/// The device to run on, and a notice for stderr when `auto` fell back to the CPU.
+/// The device to run on, and a notice for the user when `auto` fell back to the CPU.
 pub fn select(spec: &str) -> Result<(Device, Option<String>)> {
     match spec {
         "cpu" => Ok((Device::Cpu, None)),
@@ -29,32 +30,23 @@ pub fn select(spec: &str) -> Result<(Device, Option<String>)> {
                 Some(rest) => rest
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| bad_spec(spec))?,
-                None => return Err(bad_spec(spec)),
+                    .ok_or_else(bad_spec)?,
+                None => return Err(bad_spec()),
             };
             if !cfg!(feature = "cuda") {
-                return Err(input_error(format!(
-                    "--device {spec}: this build has no CUDA support (rebuild with --features cuda)"
-                )));
+                return Err(input_error(
+                    "this build has no CUDA support (rebuild with --features cuda)",
+                ));
             }
             let device = Device::new_cuda(ordinal).map_err(|e| {
                 input_error(format!(
-                    "--device {spec}: no usable CUDA device was found ({})",
+                    "no usable CUDA device was found ({})",
                     cuda_cause(&e)
                 ))
             })?;
             Ok((device, None))
         }
     }
-}
-
-/// [`select`], telling stderr when `auto` fell back to the CPU.
-pub fn choose(spec: &str) -> Result<Device> {
-    let (device, notice) = select(spec)?;
-    if let Some(notice) = notice {
-        eprintln!("notice: {notice}");
-    }
-    Ok(device)
 }
 
 /// The driver's reason in words: candle passes cudarc's errors on as debug strings such as
@@ -78,10 +70,8 @@ fn cuda_cause(error: &candle_core::Error) -> String {
     }
 }
 
-fn bad_spec(spec: &str) -> anyhow::Error {
-    input_error(format!(
-        "--device {spec:?}: expected auto, cpu, cuda or cuda:N"
-    ))
+fn bad_spec() -> anyhow::Error {
+    input_error("expected auto, cpu, cuda or cuda:N")
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 pub mod batch;
 pub mod classifier;
-pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -14,6 +13,7 @@ pub mod eval;
 pub mod files;
 pub mod mining;
 pub mod model;
+pub mod results;
 pub mod rng;
 pub mod scoring;
 pub mod serve;

@@ -1,5 +1,7 @@
+mod cli;
+
 use clap::Parser;
-use gliznet::cli::train::Interrupted;
+use cli::train::Interrupted;
 use gliznet::error::is_input_error;
 use std::process::ExitCode;
 
@@ -13,7 +15,7 @@ mod stdout_at_start {
         // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; it fails (EBADF) when
         // descriptor 1 is not open.
         if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
-            gliznet::cli::output::STDOUT_CLOSED_AT_START
+            crate::cli::output::STDOUT_CLOSED_AT_START
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -25,8 +27,8 @@ mod stdout_at_start {
 
 fn main() -> ExitCode {
     gliznet::tune_malloc();
-    let cli = gliznet::cli::Cli::parse();
-    match gliznet::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<Interrupted>().is_some() => ExitCode::from(130),

@@ -11,7 +11,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 use std::collections::{HashMap, HashSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// The most similar labels first
     Hard,
@@ -59,7 +59,7 @@ impl<'a> Miner<'a> {
         pool.dedup();
         if pool.len() < options.k {
             return Err(input_error(format!(
-                "the label pool has {} distinct labels, fewer than --k {}",
+                "the label pool has {} distinct labels, fewer than the {} negatives asked for",
                 pool.len(),
                 options.k
             )));

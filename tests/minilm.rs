@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 use gliznet::batch::Batch;
 use gliznet::model::bert::{BertConfig, BertEncoder};
 use gliznet::model::checkpoint::{read_config, read_weights};
+use gliznet::model::ParamGrads;
 use gliznet::rng::Rng;
 use gliznet::tokenizer::SequenceEncoding;
 use serde::Deserialize;
@@ -89,9 +90,12 @@ fn hidden_states(
     let seqs: Vec<SequenceEncoding> = cases.iter().map(|c| sequence(&c.input_ids)).collect();
     let refs: Vec<&SequenceEncoding> = seqs.iter().collect();
     let batch = Batch::collate(&refs, 0, &Device::Cpu).unwrap();
-    let hidden: Tensor = encoder
-        .forward(&batch.input_ids, &batch.attention_mask, rng)
-        .unwrap();
+    let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
+    let hidden: Tensor = match rng {
+        Some(rng) => encoder.forward_train(ids, mask, None, rng, &ParamGrads::default()),
+        None => encoder.forward(ids, mask, None),
+    }
+    .unwrap();
     let hidden: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
     hidden
         .into_iter()

@@ -1,17 +1,17 @@
 //! `gliznet eval`: score a labelled JSONL file and report the metrics practitioners read.
 
-use crate::classifier::{Classifier, LabelSet, Method};
+use super::{progress_bar, shared_labels};
+use crate::cli::model_args::{ClassifierArgs, MethodArg};
 use crate::cli::output::{check_outputs, check_stdout};
-use crate::data::example::{others, Example, ExampleReader};
-use crate::data::labels::{parse_label_list, read_label_file};
-use crate::error::input_error;
-use crate::eval::report::{evaluate, EvalMode, Evaluated, Report};
-use crate::files::write_atomically;
-use crate::scoring::ScoreMode;
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use gliznet::classifier::{LabelSet, Method};
+use gliznet::data::example::{others, Example, ExampleReader};
+use gliznet::error::input_error;
+use gliznet::eval::report::{evaluate, EvalMode, Evaluated, Report};
+use gliznet::files::write_atomically;
+use gliznet::scoring::ScoreMode;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -22,10 +22,8 @@ use std::path::PathBuf;
     {\"text\", \"all_labels\", \"true_labels\"}. With --labels, every example is scored against that\n\
     list, its gold labels positive and the rest negative.")]
 pub struct EvalArgs {
-    /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
-    /// the model built into gliznet]
-    #[arg(long, value_name = "DIR|REPO")]
-    model: Option<String>,
+    #[command(flatten)]
+    classifier: ClassifierArgs,
 
     /// Labelled JSONL file
     #[arg(long, value_name = "FILE")]
@@ -53,8 +51,8 @@ pub struct EvalArgs {
     #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
 
-    #[arg(long, value_enum, default_value_t = Method::Gliznet)]
-    method: Method,
+    #[arg(long, value_enum, default_value_t = MethodArg::Gliznet)]
+    method: MethodArg,
 
     /// Write the full report (JSON) here
     #[arg(long, value_name = "FILE")]
@@ -67,21 +65,6 @@ pub struct EvalArgs {
     /// Encoder sequences per forward pass
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
-
-    /// auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
-
-    /// Int8 encoder weights (CPU only): scores differ slightly from f32; see BENCHMARKS.md
-    /// for the speed and MODEL.md for the accuracy change
-    #[arg(long)]
-    quantize: bool,
-
-    /// Subtract from each label's logit its logit with no text (the label's prior), so that a
-    /// label the model favours whatever the text says does not win by default (GliZNet
-    /// method; in multi-label mode the threshold then applies to the corrected score)
-    #[arg(long)]
-    subtract_label_prior: bool,
 }
 
 /// Texts scored per call, so that the progress bar moves.
@@ -89,9 +72,83 @@ const CHUNK: usize = 64;
 
 pub fn run(args: EvalArgs) -> Result<()> {
     check_stdout()?;
+    let method = Method::from(args.method);
     if let Some(t) = args.threshold {
-        crate::cli::predict::check_threshold(t, args.method)?;
+        crate::cli::predict::check_threshold(t, method)?;
     }
+    check_files(&args)?;
+    let shared = shared_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
+    let (examples, lines) = read_eval_examples(
+        &args.data,
+        shared
+            .as_ref()
+            .map(|(labels, flag)| (*flag, labels.as_slice())),
+        args.multi_label,
+    )?;
+    let mode = eval_mode(&args, &examples)?;
+    let classifier = args.classifier.open(method)?;
+    let threshold = args
+        .threshold
+        .unwrap_or_else(|| classifier.default_threshold(method));
+    let score_mode = match mode {
+        EvalMode::SingleLabel => ScoreMode::SingleLabel,
+        EvalMode::MultiLabel => ScoreMode::MultiLabel { threshold },
+    };
+    let label_sets = examples
+        .iter()
+        .zip(&lines)
+        .map(|(e, &line)| {
+            let place = || format!("{}:{line}", args.data.display());
+            classifier.check_text(&e.text).with_context(place)?;
+            let names: Vec<String> = e.targets().iter().map(|(l, _)| l.to_string()).collect();
+            classifier.label_set(names).with_context(place)
+        })
+        .collect::<Result<Vec<LabelSet>>>()?;
+    let progress = Some(examples.len())
+        .filter(|&n| n >= CHUNK * 4)
+        .and_then(|n| {
+            progress_bar(
+                n as u64,
+                "{bar:40} {pos}/{len} examples [{elapsed} < {eta}]",
+            )
+        });
+    let mut scored = Vec::with_capacity(examples.len());
+    let mut sequences = 0;
+    for (chunk_examples, chunk_labels) in examples.chunks(CHUNK).zip(label_sets.chunks(CHUNK)) {
+        let items: Vec<(&str, &LabelSet)> = chunk_examples
+            .iter()
+            .map(|e| e.text.as_str())
+            .zip(chunk_labels)
+            .collect();
+        for result in classifier.scores(&items, score_mode, method, args.batch_size as usize)? {
+            sequences += result.encoding.as_ref().map_or(1, |e| e.chunks.len());
+            scored.push(result.scores);
+        }
+        if let Some(bar) = &progress {
+            bar.inc(chunk_examples.len() as u64);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let evaluated: Vec<Evaluated> = examples
+        .iter()
+        .zip(&scored)
+        .map(|(e, s)| Evaluated::new(e, s))
+        .collect();
+    let report = Report {
+        model: classifier.loaded.name.clone(),
+        method,
+        head_trained: classifier.loaded.head_trained,
+        data: args.data.display().to_string(),
+        sequences,
+        ..evaluate(&evaluated, mode, threshold)
+    };
+    write_results(&args, &report, &evaluated)
+}
+
+/// Input and output files checked before any work.
+fn check_files(args: &EvalArgs) -> Result<()> {
     let mut inputs = vec![("--data", args.data.as_path())];
     if let Some(path) = &args.labels_file {
         inputs.push(("--labels-file", path.as_path()));
@@ -103,22 +160,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.predictions {
         outputs.push(("--predictions", path.as_path()));
     }
-    check_outputs(&outputs, &inputs)?;
-    let shared = match (&args.labels, &args.labels_file) {
-        (Some(list), _) => Some(parse_label_list(list)?),
-        (None, Some(path)) => Some(read_label_file(path)?),
-        (None, None) => None,
-    };
-    let flag = if args.labels.is_some() {
-        "--labels"
-    } else {
-        "--labels-file"
-    };
-    let (examples, lines) = read_eval_examples(
-        &args.data,
-        shared.as_deref().map(|labels| (flag, labels)),
-        args.multi_label,
-    )?;
+    check_outputs(&outputs, &inputs)
+}
+
+/// Single- or multi-label, as asked or as the gold labels suggest (said on stderr).
+fn eval_mode(args: &EvalArgs, examples: &[Example]) -> Result<EvalMode> {
     let mode = if args.single_label {
         EvalMode::SingleLabel
     } else if args.multi_label {
@@ -139,69 +185,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             )));
         }
     }
+    Ok(mode)
+}
 
-    let mut classifier = Classifier::open(
-        args.model.as_deref(),
-        super::device_for(&args.device, args.quantize)?,
-        args.method,
-    )?;
-    classifier.subtract_label_prior = args.subtract_label_prior;
-    if args.quantize {
-        classifier.quantize()?;
-    }
-    let threshold = args
-        .threshold
-        .unwrap_or_else(|| classifier.default_threshold(args.method));
-    let score_mode = match mode {
-        EvalMode::SingleLabel => ScoreMode::SingleLabel,
-        EvalMode::MultiLabel => ScoreMode::MultiLabel { threshold },
-    };
-    let label_sets = examples
-        .iter()
-        .zip(&lines)
-        .map(|(e, &line)| {
-            let place = || format!("{}:{line}", args.data.display());
-            classifier.check_text(&e.text).with_context(place)?;
-            let names: Vec<String> = e.targets().iter().map(|(l, _)| l.to_string()).collect();
-            classifier.label_set(names).with_context(place)
-        })
-        .collect::<Result<Vec<LabelSet>>>()?;
-    let progress = progress_bar(examples.len());
-    let mut scored = Vec::with_capacity(examples.len());
-    let mut sequences = 0;
-    for (chunk_examples, chunk_labels) in examples.chunks(CHUNK).zip(label_sets.chunks(CHUNK)) {
-        let items: Vec<(&str, &LabelSet)> = chunk_examples
-            .iter()
-            .map(|e| e.text.as_str())
-            .zip(chunk_labels)
-            .collect();
-        for result in
-            classifier.scores(&items, score_mode, args.method, args.batch_size as usize)?
-        {
-            sequences += result.encoding.as_ref().map_or(1, |e| e.chunks.len());
-            scored.push(result.scores);
-        }
-        if let Some(bar) = &progress {
-            bar.inc(chunk_examples.len() as u64);
-        }
-    }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-
-    let evaluated: Vec<Evaluated> = examples
-        .iter()
-        .zip(&scored)
-        .map(|(e, s)| Evaluated::new(e, s))
-        .collect();
-    let report = Report {
-        model: classifier.loaded.name.clone(),
-        method: args.method,
-        head_trained: classifier.loaded.head_trained,
-        data: args.data.display().to_string(),
-        sequences,
-        ..evaluate(&evaluated, mode, threshold)
-    };
+/// The table on standard output, and the report and predictions files where asked.
+fn write_results(args: &EvalArgs, report: &Report, evaluated: &[Evaluated]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(report.table().as_bytes())
@@ -218,7 +206,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.predictions {
         write_atomically(path, |file| {
             let mut out = std::io::BufWriter::new(file);
-            for e in &evaluated {
+            for e in evaluated {
                 writeln!(out, "{}", serde_json::to_string(&e.to_json())?)?;
             }
             Ok(out.flush()?)
@@ -262,16 +250,4 @@ fn read_eval_examples(
         return Err(input_error(format!("{}: no examples", path.display())));
     }
     Ok((examples, lines))
-}
-
-fn progress_bar(total: usize) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() || total < CHUNK * 4 {
-        return None;
-    }
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} examples [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    Some(bar)
 }

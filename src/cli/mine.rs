@@ -1,16 +1,15 @@
 //! `gliznet mine-negatives`: add hard (or random) negative labels to examples.
 
+use crate::cli::model_args::ModelArgs;
 use crate::cli::output::check_outputs;
-use crate::data::example::{Example, ExampleReader};
-use crate::data::labels::read_label_file;
-use crate::device;
-use crate::embed::Embedder;
-use crate::error::input_error;
-use crate::files::write_atomically;
-use crate::mining::{Miner, MiningOptions, Strategy};
-use crate::model::checkpoint;
 use anyhow::Result;
 use clap::Args;
+use gliznet::data::example::{Example, ExampleReader};
+use gliznet::data::labels::read_label_file;
+use gliznet::embed::Embedder;
+use gliznet::error::input_error;
+use gliznet::files::write_atomically;
+use gliznet::mining::{Miner, MiningOptions, Strategy};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -21,10 +20,9 @@ use std::path::{Path, PathBuf};
     {\"text\", \"all_labels\", \"true_labels\"}); output lines are {\"text\", \"labels\", \"not_labels\"}\n\
     with the mined labels appended to not_labels. The output file appears only when complete.")]
 pub struct MineArgs {
-    /// Encoder used to embed labels (any BERT / sentence-transformers / GliZNet directory)
-    /// [default: the model built into gliznet]
-    #[arg(long, value_name = "DIR|REPO")]
-    model: Option<String>,
+    /// The encoder that embeds the labels (any BERT / sentence-transformers / GliZNet model)
+    #[command(flatten)]
+    model: ModelArgs,
 
     /// JSONL examples with positive labels
     #[arg(long, value_name = "FILE")]
@@ -51,8 +49,8 @@ pub struct MineArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(..=MAX_SKIP_TOP))]
     skip_top: u32,
 
-    #[arg(long, value_enum, default_value_t = Strategy::Hard)]
-    strategy: Strategy,
+    #[arg(long, value_enum, default_value_t = StrategyArg::Hard)]
+    strategy: StrategyArg,
 
     /// Seed for the random strategy
     #[arg(long, default_value_t = 42)]
@@ -61,10 +59,24 @@ pub struct MineArgs {
     /// Strings per encoder pass when embedding labels
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
+}
 
-    /// auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
+/// `--strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StrategyArg {
+    /// The most similar labels first
+    Hard,
+    /// Uniformly random labels (for ablations)
+    Random,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(strategy: StrategyArg) -> Self {
+        match strategy {
+            StrategyArg::Hard => Strategy::Hard,
+            StrategyArg::Random => Strategy::Random,
+        }
+    }
 }
 
 /// Examples handed to the miner at once.
@@ -90,8 +102,13 @@ pub fn run(args: MineArgs) -> Result<()> {
         Some(path) => read_label_file(path)?,
         None => labels_of(&args.input)?,
     };
-    let device = device::choose(&args.device)?;
-    let loaded = checkpoint::load(args.model.as_deref(), &device)?;
+    let distinct = pool.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if distinct < k {
+        return Err(input_error(format!(
+            "the label pool has {distinct} distinct labels, fewer than --k {k}"
+        )));
+    }
+    let (loaded, device) = args.model.load()?;
     let embedder = Embedder {
         encoder: loaded.model.encoder(),
         tokenizer: &loaded.tokenizer,
@@ -101,7 +118,7 @@ pub fn run(args: MineArgs) -> Result<()> {
         k,
         max_similarity: args.max_similarity,
         skip_top: args.skip_top as usize,
-        strategy: args.strategy,
+        strategy: args.strategy.into(),
         seed: args.seed,
     };
     let miner = Miner::new(embedder, pool, options, args.batch_size as usize)?;

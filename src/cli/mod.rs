@@ -3,6 +3,7 @@
 
 mod eval;
 mod mine;
+mod model_args;
 pub mod output;
 pub mod predict;
 mod serve;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "gliznet",
     version,
-    long_version = crate::model::builtin::LONG_VERSION,
+    long_version = gliznet::model::builtin::LONG_VERSION,
     about = "Zero-shot text classification: score any labels against a text in one encoder pass",
     long_about = "Zero-shot text classification. A text and any set of label names are packed \
                   into one encoder sequence, [CLS] text [SEP] label_1 [SEP] label_2 [SEP] …, \
@@ -45,18 +46,49 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-/// The device spec to open a model on: int8 kernels (`--quantize`) are CPU code, so `auto`
-/// means the CPU then and a GPU is a usage error, whatever the machine has.
-fn device_for(spec: &str, quantize: bool) -> Result<&str> {
-    if !quantize || spec == "cpu" {
-        return Ok(spec);
+/// Opens the device named by `spec` (`auto|cpu|cuda[:N]`), telling stderr when `auto` fell
+/// back to the CPU; errors start with `place` (the flag or config key it came from).
+fn open_device(spec: &str, place: &str) -> Result<candle_core::Device> {
+    let (device, notice) = gliznet::device::select(spec)
+        .map_err(|e| gliznet::error::input_error(format!("{place} {spec}: {e}")))?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
     }
-    if spec == "auto" {
-        return Ok("cpu");
+    Ok(device)
+}
+
+/// The label list given to every text by `--labels` or `--labels-file`, with the flag it came
+/// from (for errors about it); `None` when neither was given.
+fn shared_labels(
+    list: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<(Vec<String>, &'static str)>> {
+    Ok(match (list, file) {
+        (Some(list), _) => Some((
+            gliznet::data::labels::parse_label_list(list)
+                .map_err(|e| gliznet::error::input_error(format!("--labels {e}")))?,
+            "--labels",
+        )),
+        (None, Some(path)) => Some((
+            gliznet::data::labels::read_label_file(path)?,
+            "--labels-file",
+        )),
+        (None, None) => None,
+    })
+}
+
+/// A progress bar of `len` units drawn with `template`, on a terminal only.
+fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
     }
-    Err(crate::error::input_error(format!(
-        "--quantize runs on the CPU only (int8 kernels); it cannot be used with --device {spec}"
-    )))
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -66,26 +98,5 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::MineNegatives(args) => mine::run(args),
         Command::Serve(args) => serve::run(args),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::device_for;
-
-    #[test]
-    fn quantize_keeps_to_the_cpu() {
-        assert_eq!(device_for("auto", true).unwrap(), "cpu");
-        assert_eq!(device_for("cpu", true).unwrap(), "cpu");
-        assert_eq!(device_for("auto", false).unwrap(), "auto");
-        assert_eq!(device_for("cuda:1", false).unwrap(), "cuda:1");
-        for gpu in ["cuda", "cuda:0"] {
-            let err = device_for(gpu, true).unwrap_err();
-            assert!(crate::error::is_input_error(&err));
-            assert!(
-                err.to_string().contains("--quantize runs on the CPU only"),
-                "{err}"
-            );
-        }
     }
 }

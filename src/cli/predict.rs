@@ -1,16 +1,16 @@
 //! `gliznet predict`: score labels for texts given on the command line or in a JSONL file.
 
-use crate::classifier::{Classifier, LabelSet, Method};
-use crate::cli::output::{check_stdout, Format, ResultWriter};
-use crate::data::jsonl::JsonlReader;
-use crate::data::labels::{parse_label_list, read_label_file};
-use crate::error::input_error;
-use crate::scoring::ScoreMode;
+use super::{progress_bar, shared_labels};
+use crate::cli::model_args::{ClassifierArgs, MethodArg};
+use crate::cli::output::{check_stdout, FormatArg};
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use gliznet::classifier::{Classifier, LabelSet, Method};
+use gliznet::data::jsonl::JsonlReader;
+use gliznet::error::input_error;
+use gliznet::results::ResultWriter;
+use gliznet::scoring::ScoreMode;
 use serde::Deserialize;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -22,10 +22,8 @@ use std::rc::Rc;
     --labels or --labels-file is given).")]
 #[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
-    /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
-    /// the model built into gliznet]
-    #[arg(long, value_name = "DIR|REPO")]
-    model: Option<String>,
+    #[command(flatten)]
+    classifier: ClassifierArgs,
 
     /// Text to classify (repeat for several)
     #[arg(long, value_name = "TEXT", conflicts_with = "input")]
@@ -58,32 +56,17 @@ pub struct PredictArgs {
     threshold: Option<f32>,
 
     /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
 
     /// Encoder sequences per forward pass
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 
-    /// auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
-
-    /// Int8 encoder weights (CPU only): scores differ slightly from f32; see BENCHMARKS.md
-    /// for the speed and MODEL.md for the accuracy change
-    #[arg(long)]
-    quantize: bool,
-
     /// gliznet (joint encoding) or bi-encoder (cosine of mean-pooled embeddings; its scores
     /// are cosines, and --threshold applies to them)
-    #[arg(long, value_enum, default_value_t = Method::Gliznet)]
-    method: Method,
-
-    /// Subtract from each label's logit its logit with no text (the label's prior), so that a
-    /// label the model favours whatever the text says does not win by default (GliZNet
-    /// method; in multi-label mode the threshold then applies to the corrected score)
-    #[arg(long)]
-    subtract_label_prior: bool,
+    #[arg(long, value_enum, default_value_t = MethodArg::Gliznet)]
+    method: MethodArg,
 }
 
 const NO_LABELS: &str = "give the candidate labels with --labels or --labels-file";
@@ -102,51 +85,33 @@ struct Pending {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     check_stdout()?;
+    let method = Method::from(args.method);
     if let Some(t) = args.threshold {
-        check_threshold(t, args.method)?;
+        check_threshold(t, method)?;
     }
-    let shared_labels = match (&args.labels, &args.labels_file) {
-        (Some(list), _) => Some(parse_label_list(list)?),
-        (None, Some(path)) => Some(read_label_file(path)?),
-        (None, None) => None,
-    };
+    let shared_labels = shared_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
     }
-    let mut classifier = Classifier::open(
-        args.model.as_deref(),
-        super::device_for(&args.device, args.quantize)?,
-        args.method,
-    )?;
-    classifier.subtract_label_prior = args.subtract_label_prior;
-    if args.quantize {
-        classifier.quantize()?;
-    }
+    let classifier = args.classifier.open(method)?;
     let mode = if args.single_label {
         ScoreMode::SingleLabel
     } else {
         ScoreMode::MultiLabel {
             threshold: args
                 .threshold
-                .unwrap_or_else(|| classifier.default_threshold(args.method)),
+                .unwrap_or_else(|| classifier.default_threshold(method)),
         }
     };
     let shared: Option<Rc<LabelSet>> = match shared_labels {
-        Some(labels) => {
-            let flag = if args.labels.is_some() {
-                "--labels"
-            } else {
-                "--labels-file"
-            };
-            Some(Rc::new(label_set(&classifier, labels, flag)?))
-        }
+        Some((labels, flag)) => Some(Rc::new(label_set(&classifier, labels, flag)?)),
         None => None,
     };
 
     let stdout = std::io::stdout().lock();
     let mut writer = ResultWriter::new(
         std::io::BufWriter::new(stdout),
-        args.format,
+        args.format.into(),
         classifier.loaded.name.clone(),
     );
     let mut notes = Notes::default();
@@ -156,7 +121,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             .iter()
             .map(|p| (p.text.as_str(), p.labels.as_ref()))
             .collect();
-        let results = classifier.scores(&items, mode, args.method, batch_size)?;
+        let results = classifier.scores(&items, mode, method, batch_size)?;
         for (p, result) in pending.iter().zip(results) {
             if let Some(encoding) = &result.encoding {
                 notes.record(encoding);
@@ -186,7 +151,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         Some(path) => {
             let mut reader = JsonlReader::<InputLine>::open(path)?;
-            let progress = progress_bar(path);
+            let progress = std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| {
+                    progress_bar(
+                        m.len(),
+                        "{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})",
+                    )
+                });
             while let Some(record) = reader.next() {
                 let (line_number, line) = record?;
                 let location = reader.location(line_number);
@@ -231,19 +204,6 @@ fn label_set(classifier: &Classifier, labels: Vec<String>, place: &str) -> Resul
         .map_err(|e| input_error(format!("{place}: {e}")))
 }
 
-fn progress_bar(path: &std::path::Path) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let size = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
-    let bar = ProgressBar::new(size);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    Some(bar)
-}
-
 /// What packing did to the inputs, reported once at the end on stderr.
 #[derive(Default)]
 struct Notes {
@@ -254,7 +214,7 @@ struct Notes {
 }
 
 impl Notes {
-    fn record(&mut self, encoding: &crate::tokenizer::TextEncoding) {
+    fn record(&mut self, encoding: &gliznet::tokenizer::TextEncoding) {
         self.truncated_texts += usize::from(encoding.text_truncated());
         self.chunked_texts += usize::from(encoding.chunks.len() > 1);
         self.capped_labels = self.capped_labels.max(encoding.capped_labels.len());

@@ -1,10 +1,11 @@
-//! `gliznet serve`: flags into [`crate::serve::ServeOptions`], the listener, signals.
+//! `gliznet serve`: flags into [`gliznet::serve::ServeOptions`], the listener, signals.
 
-use crate::classifier::{Classifier, Method};
-use crate::error::input_error;
-use crate::serve::{serve, BatchLimits, ServeOptions};
+use crate::cli::model_args::ClassifierArgs;
 use anyhow::{Context, Result};
 use clap::Args;
+use gliznet::classifier::{Classifier, Method};
+use gliznet::error::input_error;
+use gliznet::serve::{serve, BatchLimits, ServeOptions};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -14,24 +15,14 @@ use std::time::Duration;
     Routes: POST /v1/classify, GET /health, /info, /v1/models, /metrics, /openapi.json.\n\
     SIGTERM or Ctrl-C stops accepting, answers what is in flight (at most --shutdown-timeout-s) and exits 0.")]
 pub struct ServeArgs {
-    /// Model directory or Hugging Face repo id (default: the built-in model)
-    #[arg(long, value_name = "DIR|REPO")]
-    model: Option<String>,
+    #[command(flatten)]
+    classifier: ClassifierArgs,
     /// Address to listen on (0.0.0.0 to accept other machines)
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Port to listen on (0: any free port; the address is printed on stderr)
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Int8 encoder weights (CPU only; see `predict --help`)
-    #[arg(long)]
-    quantize: bool,
-    /// Subtract each label's score with no text (see `predict --help`)
-    #[arg(long)]
-    subtract_label_prior: bool,
     /// Most texts scored together (texts of concurrent requests are batched up to it)
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_batch_texts: u64,
@@ -93,14 +84,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_key,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
     };
-    let device = super::device_for(&args.device, args.quantize)?.to_string();
-    let (model, quantize, prior) = (args.model.clone(), args.quantize, args.subtract_label_prior);
+    args.classifier.check()?;
+    let classifier_args = args.classifier.clone();
     let load = move || -> Result<Classifier> {
-        let mut classifier = Classifier::open(model.as_deref(), &device, Method::Gliznet)?;
-        classifier.subtract_label_prior = prior;
-        if quantize {
-            classifier.quantize()?;
-        }
+        let classifier = classifier_args.open(Method::Gliznet)?;
         eprintln!("model loaded: {}", classifier.loaded.name);
         Ok(classifier)
     };

@@ -1,12 +1,13 @@
 //! `gliznet train`: fine-tune a GliZNet model from a JSON config.
 
-use crate::config::{ConfigError, Origin, TrainConfig};
-use crate::error::input_error;
-use crate::train::run_dir::Refusal;
-use crate::train::trainer::{self, Outcome, TrainOptions, CHECKPOINT_DIR};
 use anyhow::{Context, Result};
 use clap::Args;
-use std::io::Write;
+use gliznet::config::{ConfigError, Origin, TrainConfig};
+use gliznet::error::input_error;
+use gliznet::train::run_dir::{Refusal, CHECKPOINT_DIR};
+use gliznet::train::trainer::{self, Outcome, TrainEvent, TrainOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,8 +127,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         force: args.force,
     };
     let resume_hint = format!("resume with: {}", resume_command(&args, &output_dir));
-    let outcome = trainer::train(config, &options).map_err(|err| {
-        match err.downcast_ref::<Refusal>() {
+    let device_place = match &args.device {
+        Some(_) => "--device".to_string(),
+        None => format!("{}: device", config_path.display()),
+    };
+    let device = super::open_device(&config.device, &device_place)?;
+    let mut progress = Progress::default();
+    let outcome = trainer::train(config, device, &options, &mut |event| progress.show(event))
+        .map_err(|err| match err.downcast_ref::<Refusal>() {
             Some(refusal @ Refusal::HoldsRun { .. }) => input_error(format!(
                 "output directory {refusal}; pass --resume to continue it, --force to start over (its \
                  checkpoint and metrics are deleted), or choose another output directory"
@@ -136,10 +143,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 "output directory {refusal}; choose another output directory, or pass --force to \
                  write the run into it (files of the same names are replaced)"
             )),
+            Some(refusal @ Refusal::NoCheckpoint { .. }) => {
+                input_error(format!("--resume: {refusal}"))
+            }
             Some(refusal) => input_error(format!("output directory {refusal}")),
             None => err,
-        }
-    })?;
+        })?;
     match outcome {
         Outcome::Finished { best } | Outcome::EarlyStopped { best } => {
             match best {
@@ -163,6 +172,105 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Outcome::Interrupted { step } => {
             eprintln!("checkpoint saved at step {step}; {resume_hint}");
             Err(Interrupted.into())
+        }
+    }
+}
+
+/// Shows training events on stderr: a progress bar on a terminal (log lines printed above
+/// it), plain lines otherwise.
+#[derive(Default)]
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn show(&mut self, event: TrainEvent) {
+        match event {
+            TrainEvent::Skipped { split, report } => self.line(&format!(
+                "skipped {} invalid {split} examples: {}",
+                report.total(),
+                report.summary()
+            )),
+            TrainEvent::Started {
+                train_examples,
+                validation_examples,
+                parameters,
+                tensors,
+            } => self.line(&format!(
+                "training on {train_examples} examples, validating on {validation_examples}; \
+                 {parameters} parameters in {tensors} tensors"
+            )),
+            TrainEvent::AlreadyFinished => {
+                self.line("this run already finished; nothing to resume")
+            }
+            TrainEvent::Step {
+                step,
+                total_steps,
+                loss,
+                encoder_lr,
+                examples_per_second,
+            } => {
+                if self.bar.is_none() && std::io::stderr().is_terminal() {
+                    let bar = ProgressBar::new(total_steps as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    self.bar = Some(bar);
+                }
+                if let Some(bar) = &self.bar {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!(
+                        "loss {loss:.4} lr {encoder_lr:.2e} {examples_per_second:.1} ex/s"
+                    ));
+                }
+            }
+            TrainEvent::Logged {
+                step,
+                total_steps,
+                epoch,
+                loss,
+                encoder_lr,
+                examples_per_second,
+            } => self.line(&format!(
+                "step {step}/{total_steps} epoch {epoch} loss {loss:.4} lr {encoder_lr:.2e} \
+                 {examples_per_second:.1} ex/s"
+            )),
+            TrainEvent::Validated {
+                step,
+                validation,
+                saved,
+            } => {
+                let metrics = &validation.metrics;
+                let summary = format!(
+                    "validation at step {step}: loss {:.4} accuracy {:.4} micro-F1 {:.4} macro-F1 \
+                     {:.4} AUC {}",
+                    validation.loss,
+                    metrics.accuracy,
+                    metrics.micro_f1,
+                    metrics.macro_f1,
+                    metrics.auc_roc.map_or("n/a".into(), |a| format!("{a:.4}")),
+                );
+                if saved {
+                    self.line(&format!("{summary} (best so far, saved)"));
+                } else {
+                    self.line(&summary);
+                }
+            }
+            TrainEvent::Stopped => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    fn line(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Splits `a,b,c` into labels, trimming whitespace around each.
 pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
     let labels: Vec<String> = list.split(',').map(|l| l.trim().to_string()).collect();
-    validate_labels(&labels).map_err(|e| input_error(format!("--labels {list:?}: {e}")))?;
+    validate_labels(&labels).map_err(|e| input_error(format!("{list:?}: {e}")))?;
     Ok(labels)
 }
 

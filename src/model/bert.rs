@@ -1,13 +1,15 @@
 //! A BERT encoder that is differentiable end to end, with Hugging Face parameter names (no
 //! `bert.` prefix). On the CPU, dense layers, LayerNorm and attention are single kernels
 //! with their own backward passes (`kernels`), and in training each block is one kernel
-//! whose parameter gradients reach candle's `GradStore` through `merge_gradients`;
+//! whose parameter gradients go to the pass's [`ParamGrads`], not to candle's `GradStore`
+//! (`GliZNet::forward_train` returns both halves together);
 //! elsewhere they are built from candle's ops (candle's fused LayerNorm and softmax in
 //! inference mode, which have no backward pass). Training mode applies dropout.
 
 use crate::error::input_error;
 use crate::model::kernels;
 use crate::model::params::Params;
+use crate::model::ParamGrads;
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};
@@ -413,31 +415,35 @@ impl Layer {
     }
 
     /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
-    /// In CPU training the block is one kernel whose parameter gradients go to `grads`.
+    /// In CPU training the block is one kernel whose parameter gradients go to the pass's
+    /// store.
     fn forward(
         &self,
         x: &Tensor,
         mask_bias: &Tensor,
-        mut rng: Option<&mut Rng>,
-        grads: &kernels::ParamGrads,
+        train: Option<&mut Training>,
     ) -> Result<Tensor> {
-        if let (Some(rng), Some(params)) = (rng.as_deref_mut(), self.block_params(x)) {
-            let (batch, seq_len, _) = x.dims3()?;
-            let probs_len = batch * self.heads * seq_len * seq_len;
-            let dropout = kernels::BlockDropout {
-                attention: dropout_factors(probs_len, self.attention_dropout, Some(&mut *rng)),
-                attention_output: dropout_factors(
-                    x.elem_count(),
-                    self.hidden_dropout,
-                    Some(&mut *rng),
-                ),
-                output: dropout_factors(x.elem_count(), self.hidden_dropout, Some(rng)),
-            };
-            return Ok(kernels::encoder_block(
-                x, params, mask_bias, dropout, grads,
-            )?);
-        }
-        self.forward_queries(x, x, mask_bias, rng)
+        let Some(train) = train else {
+            return self.forward_queries(x, x, mask_bias, None);
+        };
+        let Some(params) = self.block_params(x) else {
+            return self.forward_queries(x, x, mask_bias, Some(&mut *train.rng));
+        };
+        let (batch, seq_len, _) = x.dims3()?;
+        let probs_len = batch * self.heads * seq_len * seq_len;
+        let rng = &mut *train.rng;
+        let dropout = kernels::BlockDropout {
+            attention: dropout_factors(probs_len, self.attention_dropout, Some(&mut *rng)),
+            attention_output: dropout_factors(x.elem_count(), self.hidden_dropout, Some(&mut *rng)),
+            output: dropout_factors(x.elem_count(), self.hidden_dropout, Some(rng)),
+        };
+        Ok(kernels::encoder_block(
+            x,
+            params,
+            mask_bias,
+            dropout,
+            train.grads,
+        )?)
     }
 
     /// The block's output for the rows `queries` [batch, queries, hidden] of `x` [batch, seq,
@@ -489,8 +495,13 @@ fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
 pub struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    /// Gradients of the blocks that ran as one kernel, until [`BertEncoder::merge_gradients`].
-    block_grads: kernels::ParamGrads,
+}
+
+/// What a training pass threads through the layers: the dropout randomness, and the store for
+/// the parameter gradients of blocks that run as one kernel.
+struct Training<'a> {
+    rng: &'a mut Rng,
+    grads: &'a ParamGrads,
 }
 
 impl BertEncoder {
@@ -504,7 +515,6 @@ impl BertEncoder {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::load(params, cfg, i))
                 .collect::<Result<_>>()?,
-            block_grads: kernels::ParamGrads::default(),
         };
         let unused = params.unused(&["embeddings.", "encoder."]);
         if let Some(first) = unused.first() {
@@ -525,37 +535,45 @@ impl BertEncoder {
         self.layers.par_iter_mut().try_for_each(Layer::quantize)
     }
 
-    /// Adds the parameter gradients of the last backward pass that candle's `GradStore`
-    /// lacks (those of blocks that ran as one kernel) to `grads`.
-    pub fn merge_gradients(&self, grads: &mut candle_core::backprop::GradStore) -> Result<()> {
-        Ok(self.block_grads.merge_into(grads)?)
-    }
-
-    /// `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1.
-    /// Returns the last hidden states, [batch, seq, hidden]. `rng` is `Some` in training mode.
+    /// Inference. `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1;
+    /// `positions`: [batch, seq] u32 position ids, or `None` for 0, 1, 2, … Returns the last
+    /// hidden states, [batch, seq, hidden].
     pub fn forward(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        rng: Option<&mut Rng>,
+        positions: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.forward_with_positions(input_ids, attention_mask, None, rng)
+        self.run(input_ids, attention_mask, positions, None)
     }
 
-    /// [`BertEncoder::forward`] with explicit position ids ([batch, seq] u32).
-    pub fn forward_with_positions(
+    /// [`BertEncoder::forward`] in training mode: dropout from `rng`, and the gradients of the
+    /// blocks that run as one kernel sent to `grads` by the backward pass (candle's
+    /// `GradStore` holds the rest).
+    pub fn forward_train(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
         positions: Option<&Tensor>,
-        mut rng: Option<&mut Rng>,
+        rng: &mut Rng,
+        grads: &ParamGrads,
+    ) -> Result<Tensor> {
+        let train = Training { rng, grads };
+        self.run(input_ids, attention_mask, positions, Some(train))
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: Option<&Tensor>,
+        mut train: Option<Training>,
     ) -> Result<Tensor> {
         let mask_bias = mask_bias(attention_mask)?;
-        let mut x = self
-            .embeddings
-            .forward(input_ids, positions, rng.as_deref_mut())?;
+        let rng = train.as_mut().map(|t| &mut *t.rng);
+        let mut x = self.embeddings.forward(input_ids, positions, rng)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask_bias, rng.as_deref_mut(), &self.block_grads)?;
+            x = layer.forward(&x, &mask_bias, train.as_mut())?;
         }
         Ok(x)
     }
@@ -586,7 +604,7 @@ impl BertEncoder {
             return select(&x);
         };
         for layer in rest {
-            x = layer.forward(&x, &mask_bias, None, &self.block_grads)?;
+            x = layer.forward(&x, &mask_bias, None)?;
         }
         last.forward_queries(&x, &select(&x)?, &mask_bias, None)
     }

@@ -34,6 +34,26 @@ pub struct LoadedModel {
     pub head_trained: bool,
 }
 
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The model built into this binary.
+    Builtin,
+    /// A model directory (a GliZNet model, or a plain BERT / sentence-transformers encoder).
+    Dir(PathBuf),
+}
+
+impl ModelSource {
+    /// `None` is the built-in model; otherwise a directory, or a Hugging Face repo id already
+    /// in the local hub cache (`HF_HOME`). Nothing is downloaded.
+    pub fn resolve(model: Option<&str>) -> Result<Self> {
+        match model {
+            None => Ok(Self::Builtin),
+            Some(model) => Ok(Self::Dir(resolve(model)?)),
+        }
+    }
+}
+
 /// A model's files, read but not yet turned into a model.
 pub struct ModelFiles {
     pub name: String,
@@ -44,13 +64,12 @@ pub struct ModelFiles {
     pub tokenizer: tokenizers::Tokenizer,
 }
 
-/// Reads `--model`: a directory, a Hugging Face repo id in the local hub cache, or (`None`) the
-/// model built into this binary.
-pub fn open(model: Option<&str>, device: &Device) -> Result<ModelFiles> {
-    let Some(model) = model else {
-        return open_builtin(device);
+/// Reads a model's files.
+pub fn open(source: &ModelSource, device: &Device) -> Result<ModelFiles> {
+    let dir = match source {
+        ModelSource::Builtin => return open_builtin(device),
+        ModelSource::Dir(dir) => dir.clone(),
     };
-    let dir = resolve(model)?;
     let (bert, gliznet, encoder_config) = read_config(&dir)?;
     let tokenizer_path = required_file(&dir, TOKENIZER_FILE)?;
     let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
@@ -71,7 +90,9 @@ pub fn open(model: Option<&str>, device: &Device) -> Result<ModelFiles> {
 
 fn open_builtin(device: &Device) -> Result<ModelFiles> {
     let builtin = crate::model::builtin::FILES.ok_or_else(|| {
-        input_error("this build has no built-in model: pass --model DIR (see README.md)")
+        input_error(
+            "this build has no built-in model (it was built without one); give a model directory",
+        )
     })?;
     let source = format!("built-in model {}", crate::model::builtin::NAME);
     let json: serde_json::Value =
@@ -91,15 +112,15 @@ fn open_builtin(device: &Device) -> Result<ModelFiles> {
     })
 }
 
-/// Finds the directory for `--model`: a local directory, or a Hugging Face repo id already in
-/// the local hub cache (`HF_HOME`). Nothing is downloaded.
-pub fn resolve(model: &str) -> Result<PathBuf> {
+/// Finds a model's directory: a local directory, or a Hugging Face repo id already in the local
+/// hub cache (`HF_HOME`). Nothing is downloaded.
+fn resolve(model: &str) -> Result<PathBuf> {
     let path = Path::new(model);
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
     if path.exists() {
-        return Err(input_error(format!("--model {model}: not a directory")));
+        return Err(input_error(format!("{model}: not a directory")));
     }
     if looks_like_repo_id(model) {
         let cache = hf_hub::Cache::from_env();
@@ -110,13 +131,13 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
             }
         }
         return Err(input_error(format!(
-            "--model {model}: no such directory, and no copy of that Hugging Face repo in the \
+            "{model}: no such directory, and no copy of that Hugging Face repo in the \
              local hub cache ({}). gliznet does not download models: download it with \
              `huggingface-cli download {model}` or pass a model directory",
             cache.path().display()
         )));
     }
-    Err(input_error(format!("--model {model}: no such directory")))
+    Err(input_error(format!("{model}: no such directory")))
 }
 
 fn looks_like_repo_id(model: &str) -> bool {
@@ -223,9 +244,9 @@ fn canonical_params(
     Ok(Params::new(canonical, source))
 }
 
-/// Loads a model (see [`open`] for what `model` may be).
-pub fn load(model: Option<&str>, device: &Device) -> Result<LoadedModel> {
-    let files = open(model, device)?;
+/// Loads a model.
+pub fn load(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
+    let files = open(source, device)?;
     let ModelFiles {
         name,
         bert,
@@ -287,11 +308,4 @@ pub fn save(
     crate::files::write_atomically(&dir.join(TOKENIZER_FILE), |file| {
         Ok(file.write_all(tokenizer_json.as_bytes())?)
     })
-}
-
-/// Writes `path` atomically for writers that take a path (see
-/// [`crate::files::write_atomically_at`]): a unique temporary file beside it, renamed into
-/// place when complete.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    crate::files::write_atomically_at(path, write)
 }

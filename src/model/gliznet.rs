@@ -1,13 +1,16 @@
-//! The GliZNet model: encoder, then the `[CLS]` vector and each label's first-token vector,
-//! then the similarity head.
+//! The GliZNet model: encoder, then a vector for the text and one for each label (the
+//! `[CLS]` and each label's first token, or the mean over their tokens), then the similarity
+//! head.
 
 use crate::batch::Batch;
 use crate::model::bert::{BertConfig, BertEncoder};
 use crate::model::config::GliznetConfig;
 use crate::model::head::{Readout, SimilarityHead};
 use crate::model::params::Params;
+use crate::model::ParamGrads;
 use crate::rng::Rng;
 use anyhow::Result;
+use candle_core::backprop::GradStore;
 use candle_core::{IndexOp, Tensor};
 
 pub struct GliZNet {
@@ -15,6 +18,23 @@ pub struct GliZNet {
     head: SimilarityHead,
     readout: Readout,
     shared_label_positions: bool,
+}
+
+/// A training-mode forward pass: the logits, and what its backward pass needs besides
+/// candle's graph.
+pub struct TrainStep {
+    /// [batch, max_labels], as [`GliZNet::infer`]'s.
+    pub logits: Tensor,
+    block_grads: ParamGrads,
+}
+
+impl TrainStep {
+    /// The gradients of `loss` (computed from `self.logits`) with respect to every parameter.
+    pub fn backward(self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        self.block_grads.merge_into(&mut grads)?;
+        Ok(grads)
+    }
 }
 
 impl GliZNet {
@@ -36,32 +56,54 @@ impl GliZNet {
         &self.encoder
     }
 
-    /// The gradients of `loss` with respect to every parameter (candle's backward pass, plus
-    /// those the encoder's training kernels computed themselves).
-    pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
-        let mut grads = loss.backward()?;
-        self.encoder.merge_gradients(&mut grads)?;
-        Ok(grads)
-    }
-
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
-    /// and must be masked with `batch.label_mask`. `rng` is `Some` in training mode.
-    pub fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
-        match (rng, self.readout) {
-            (None, Readout::FirstToken) => self.infer(batch),
-            (rng, _) => self.forward_all_rows(batch, rng),
-        }
+    /// and must be masked with `batch.label_mask`. Inference: no dropout, no gradients kept.
+    pub fn infer(&self, batch: &Batch) -> Result<Tensor> {
+        let head_states = match self.readout {
+            // The encoder's last layer computes only the rows the head reads: each sequence's
+            // `[CLS]` and label positions.
+            Readout::FirstToken => self.encoder.forward_rows(
+                &batch.input_ids,
+                &batch.attention_mask,
+                self.positions(batch),
+                &batch.head_rows,
+                1 + batch.max_labels,
+            )?,
+            Readout::Mean => {
+                let hidden = self.encoder.forward(
+                    &batch.input_ids,
+                    &batch.attention_mask,
+                    self.positions(batch),
+                )?;
+                self.read_out(batch, &hidden)?
+            }
+        };
+        self.score(&head_states, batch.max_labels)
     }
 
-    /// The forward pass with the encoder computing every row of every layer.
-    fn forward_all_rows(&self, batch: &Batch, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let hidden = self.encoder.forward_with_positions(
+    /// [`GliZNet::infer`] in training mode, with dropout from `rng`. Its gradients come from
+    /// [`TrainStep::backward`], which also collects those the encoder's training kernels keep
+    /// apart from candle's graph.
+    pub fn forward_train(&self, batch: &Batch, rng: &mut Rng) -> Result<TrainStep> {
+        let block_grads = ParamGrads::default();
+        let hidden = self.encoder.forward_train(
             &batch.input_ids,
             &batch.attention_mask,
             self.positions(batch),
             rng,
+            &block_grads,
         )?;
-        let head_states = match self.readout {
+        let logits = self.score(&self.read_out(batch, &hidden)?, batch.max_labels)?;
+        Ok(TrainStep {
+            logits,
+            block_grads,
+        })
+    }
+
+    /// The head's input from every hidden state [batch, seq, hidden]: [batch, 1 + labels,
+    /// hidden], the text's vector then each label's.
+    fn read_out(&self, batch: &Batch, hidden: &Tensor) -> Result<Tensor> {
+        Ok(match self.readout {
             Readout::FirstToken => {
                 let (b, s, d) = hidden.dims3()?;
                 hidden
@@ -69,23 +111,8 @@ impl GliZNet {
                     .index_select(&batch.head_rows, 0)?
                     .reshape((b, 1 + batch.max_labels, d))?
             }
-            Readout::Mean => batch.pool_weights(hidden.device())?.matmul(&hidden)?,
-        };
-        self.score(&head_states, batch.max_labels)
-    }
-
-    /// [`GliZNet::forward`] in inference mode with the first-token readout, the encoder's last
-    /// layer computing only the rows the head reads: each sequence's `[CLS]` and label
-    /// positions.
-    fn infer(&self, batch: &Batch) -> Result<Tensor> {
-        let head_states = self.encoder.forward_rows(
-            &batch.input_ids,
-            &batch.attention_mask,
-            self.positions(batch),
-            &batch.head_rows,
-            1 + batch.max_labels,
-        )?;
-        self.score(&head_states, batch.max_labels)
+            Readout::Mean => batch.pool_weights(hidden.device())?.matmul(hidden)?,
+        })
     }
 
     /// The position ids the encoder reads: the batch's shared label positions, or the plain
@@ -111,6 +138,20 @@ mod tests {
     use crate::testing::{random_encoder_weights, tiny_bert_config, tiny_tokenizer};
     use crate::tokenizer::{LabelTokenizer, SequenceEncoding};
     use candle_core::{Device, Var};
+
+    /// Inference with the encoder computing every row of every layer.
+    fn infer_all_rows(model: &GliZNet, batch: &Batch) -> Tensor {
+        let hidden = model
+            .encoder
+            .forward(
+                &batch.input_ids,
+                &batch.attention_mask,
+                model.positions(batch),
+            )
+            .unwrap();
+        let head_states = model.read_out(batch, &hidden).unwrap();
+        model.score(&head_states, batch.max_labels).unwrap()
+    }
 
     fn tiny_model(similarity: Similarity, readout: Readout) -> (GliZNet, LabelTokenizer) {
         let device = Device::Cpu;
@@ -145,12 +186,8 @@ mod tests {
         let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0], &c.chunks[0]];
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
         for precision in ["f32", "int8"] {
-            let all: Vec<Vec<f32>> = model
-                .forward_all_rows(&batch, None)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
-            let pruned: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
+            let all: Vec<Vec<f32>> = infer_all_rows(&model, &batch).to_vec2().unwrap();
+            let pruned: Vec<Vec<f32>> = model.infer(&batch).unwrap().to_vec2().unwrap();
             let mask: Vec<Vec<f32>> = batch.label_mask.to_vec2().unwrap();
             for ((all, pruned), mask) in all.iter().zip(&pruned).zip(&mask) {
                 for ((x, y), m) in all.iter().zip(pruned).zip(mask) {
@@ -187,11 +224,11 @@ mod tests {
             let c = tokenizer.encode("bank", &labels[..1]).unwrap();
             let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0], &c.chunks[0]];
             let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
-            for training in [false, true] {
-                let logits: Vec<Vec<f32>> = if training {
-                    model.forward_all_rows(&batch, None).unwrap()
+            for all_rows in [false, true] {
+                let logits: Vec<Vec<f32>> = if all_rows {
+                    infer_all_rows(&model, &batch)
                 } else {
-                    model.forward(&batch, None).unwrap()
+                    model.infer(&batch).unwrap()
                 }
                 .to_vec2()
                 .unwrap();
@@ -263,13 +300,9 @@ mod tests {
                 assert!(max_diff(slot, &hidden[b][0]) < 1e-6);
             }
         }
-        // Inference with the mean readout scores as the training-mode pass without dropout.
-        let infer: Vec<Vec<f32>> = model.forward(&batch, None).unwrap().to_vec2().unwrap();
-        let all: Vec<Vec<f32>> = model
-            .forward_all_rows(&batch, None)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        // Inference with the mean readout scores as the pass over every row.
+        let infer: Vec<Vec<f32>> = model.infer(&batch).unwrap().to_vec2().unwrap();
+        let all: Vec<Vec<f32>> = infer_all_rows(&model, &batch).to_vec2().unwrap();
         assert_eq!(infer, all);
     }
 
@@ -317,14 +350,14 @@ mod tests {
             let seqs: Vec<&SequenceEncoding> = vec![&a.chunks[0], &b.chunks[0]];
             let batch = Batch::collate(&seqs, tokenizer.pad_id(), &device).unwrap();
             let mut rng = Rng::new(3);
-            let logits = model.forward(&batch, Some(&mut rng)).unwrap();
-            let loss = (logits * &batch.label_mask)
+            let step = model.forward_train(&batch, &mut rng).unwrap();
+            let loss = (&step.logits * &batch.label_mask)
                 .unwrap()
                 .sqr()
                 .unwrap()
                 .sum_all()
                 .unwrap();
-            let grads = model.backward(&loss).unwrap();
+            let grads = step.backward(&loss).unwrap();
             for (name, var) in &vars {
                 let grad = grads
                     .get(var.as_tensor())

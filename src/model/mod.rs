@@ -8,3 +8,5 @@ pub mod gliznet;
 pub mod head;
 pub(crate) mod kernels;
 pub mod params;
+
+pub use kernels::{has_fast_int8_kernel, ParamGrads};

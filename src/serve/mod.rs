@@ -9,7 +9,7 @@ mod metrics;
 mod request;
 
 use crate::classifier::Classifier;
-use crate::cli::output::{Format, ResultWriter};
+use crate::results::{Format, ResultWriter};
 use anyhow::Result;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

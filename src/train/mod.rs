@@ -3,4 +3,6 @@
 pub mod loss;
 pub mod optim;
 pub mod run_dir;
+pub mod setup;
 pub mod trainer;
+pub mod validation;

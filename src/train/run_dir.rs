@@ -2,15 +2,28 @@
 //! for the run's whole life so that two runs cannot interleave their logs and weights. The
 //! lock is an advisory file lock ([`DirLock`]): it dies with its process, so a killed run
 //! never leaves the directory stuck.
+//!
+//! ```text
+//! OUTPUT/                 the best model so far (config.json, model.safetensors, tokenizer.json)
+//! OUTPUT/metrics.jsonl    one line per log and per validation
+//! OUTPUT/checkpoint/      the latest resumable state (written to checkpoint.tmp, then swapped
+//!                         in through checkpoint.old, so a crash at any moment leaves one)
+//! ```
 
 use crate::error::input_error;
-use crate::files::{DirLock, LOCK_FILE};
+use crate::files::{write_atomically_at, DirLock, LOCK_FILE};
 use anyhow::{Context, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The file a checkpoint is recognised by (written last, before the swap).
+pub const STATE_FILE: &str = "trainer_state.json";
+
 /// Files and directories that mark a directory as a gliznet run's.
-const CHECKPOINT_NAMES: [&str; 2] = ["checkpoint", "checkpoint.old"];
-const RUN_NAMES: [&str; 2] = ["metrics.jsonl", "checkpoint.tmp"];
+const CHECKPOINT_NAMES: [&str; 2] = [CHECKPOINT_DIR, "checkpoint.old"];
+const RUN_NAMES: [&str; 2] = [METRICS_FILE, "checkpoint.tmp"];
 
 /// How the run starts in the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +45,8 @@ pub enum Refusal {
     NotEmpty { dir: PathBuf, entry: String },
     /// The path exists and is not a directory.
     NotADirectory { dir: PathBuf },
+    /// A resumed run's directory holds no checkpoint.
+    NoCheckpoint { dir: PathBuf },
 }
 
 impl std::fmt::Display for Refusal {
@@ -46,6 +61,9 @@ impl std::fmt::Display for Refusal {
                 dir.display()
             ),
             Refusal::NotADirectory { dir } => write!(f, "{} is not a directory", dir.display()),
+            Refusal::NoCheckpoint { dir } => {
+                write!(f, "{} has no checkpoint to resume from", dir.display())
+            }
         }
     }
 }
@@ -126,6 +144,74 @@ impl RunDir {
         &self.dir
     }
 
+    /// The checkpoint to resume from: `checkpoint`, or `checkpoint.old` if a swap was cut
+    /// short ([`Refusal::NoCheckpoint`] when there is neither).
+    pub fn latest_checkpoint(&self) -> Result<PathBuf> {
+        for name in CHECKPOINT_NAMES {
+            let dir = self.dir.join(name);
+            if dir.join(STATE_FILE).is_file() {
+                return Ok(dir);
+            }
+        }
+        Err(Refusal::NoCheckpoint {
+            dir: self.dir.clone(),
+        }
+        .into())
+    }
+
+    /// Writes a checkpoint: `write` fills a fresh `checkpoint.tmp` (and must write
+    /// [`STATE_FILE`]), which is synced and then swapped in, so that a crash or a failed write
+    /// at any moment leaves a complete checkpoint (`checkpoint`, or `checkpoint.old` mid-swap).
+    pub fn save_checkpoint(&self, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let tmp = self.dir.join(RUN_NAMES[1]);
+        let old = self.dir.join(CHECKPOINT_NAMES[1]);
+        let current = self.dir.join(CHECKPOINT_DIR);
+        remove_dir(&tmp)?;
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        write(&tmp)?;
+        sync_files(&tmp).with_context(|| format!("cannot sync {}", tmp.display()))?;
+        if current.exists() {
+            remove_dir(&old)?;
+            std::fs::rename(&current, &old).with_context(|| {
+                format!("cannot move {} to {}", current.display(), old.display())
+            })?;
+        }
+        std::fs::rename(&tmp, &current)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), current.display()))?;
+        remove_dir(&old)
+    }
+
+    /// The metrics log, opened for appending.
+    pub fn open_metrics_log(&self) -> Result<std::fs::File> {
+        let path = self.dir.join(METRICS_FILE);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
+    /// Drops log lines written after `step` (those of steps a resumed run will redo), so that
+    /// the log reads as one run.
+    pub fn truncate_metrics_log(&self, step: usize) -> Result<()> {
+        let path = self.dir.join(METRICS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= step)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        write_atomically_at(&path, |tmp| Ok(std::fs::write(tmp, kept)?))
+    }
+
     /// The directory's entries other than the lock file, sorted.
     fn entries(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
@@ -141,6 +227,27 @@ impl RunDir {
         names.sort();
         Ok(names)
     }
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn sync_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        std::fs::File::open(entry?.path())?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Appends one JSON line and flushes it.
+pub fn append_line(log: &mut std::fs::File, line: &serde_json::Value) -> Result<()> {
+    writeln!(log, "{line}")?;
+    log.flush()?;
+    Ok(())
 }
 
 impl Drop for RunDir {
@@ -211,5 +318,94 @@ mod tests {
         );
         drop(held);
         RunDir::open(root.path(), Start::Resume).unwrap();
+    }
+
+    fn write_state(dir: &Path, step: usize) -> Result<()> {
+        std::fs::write(dir.join(STATE_FILE), format!("{{\"step\": {step}}}"))?;
+        Ok(())
+    }
+
+    fn saved_step(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(STATE_FILE)).unwrap()
+    }
+
+    /// Saving swaps a complete checkpoint in; a failed save leaves the previous one whole; a
+    /// swap cut short (only `checkpoint.old` left) is still found; with none, resuming is
+    /// refused by name.
+    #[test]
+    fn checkpoints_are_swapped_in_whole_and_found_after_a_cut_swap() {
+        let root = tempfile::TempDir::new().unwrap();
+        let run = RunDir::open(root.path(), Start::Fresh { force: false }).unwrap();
+        let err = run.latest_checkpoint().unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<Refusal>(),
+            Some(Refusal::NoCheckpoint { .. })
+        ));
+
+        run.save_checkpoint(|tmp| write_state(tmp, 1)).unwrap();
+        run.save_checkpoint(|tmp| write_state(tmp, 2)).unwrap();
+        let current = run.latest_checkpoint().unwrap();
+        assert_eq!(current, root.path().join(CHECKPOINT_DIR));
+        assert_eq!(saved_step(&current), "{\"step\": 2}");
+        let names = run.entries().unwrap();
+        assert_eq!(
+            names,
+            vec![CHECKPOINT_DIR.to_string()],
+            "no tmp or old left"
+        );
+
+        let failed = run.save_checkpoint(|tmp| {
+            write_state(tmp, 3)?;
+            anyhow::bail!("disk full")
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            saved_step(&run.latest_checkpoint().unwrap()),
+            "{\"step\": 2}"
+        );
+        // The next save starts from a clean temporary directory.
+        run.save_checkpoint(|tmp| {
+            assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+            write_state(tmp, 4)
+        })
+        .unwrap();
+
+        // A crash between the two renames: only checkpoint.old holds the state.
+        std::fs::rename(
+            root.path().join(CHECKPOINT_DIR),
+            root.path().join(CHECKPOINT_NAMES[1]),
+        )
+        .unwrap();
+        let found = run.latest_checkpoint().unwrap();
+        assert_eq!(found, root.path().join(CHECKPOINT_NAMES[1]));
+        assert_eq!(saved_step(&found), "{\"step\": 4}");
+        run.save_checkpoint(|tmp| write_state(tmp, 5)).unwrap();
+        assert_eq!(run.entries().unwrap(), vec![CHECKPOINT_DIR.to_string()]);
+    }
+
+    /// Resuming at step N drops the log lines of later steps (the steps that will be redone).
+    #[test]
+    fn the_metrics_log_is_cut_back_to_the_resumed_step() {
+        let root = tempfile::TempDir::new().unwrap();
+        let run = RunDir::open(root.path(), Start::Fresh { force: false }).unwrap();
+        let mut log = run.open_metrics_log().unwrap();
+        for step in [10, 20, 30] {
+            append_line(
+                &mut log,
+                &serde_json::json!({"event": "train", "step": step}),
+            )
+            .unwrap();
+        }
+        run.truncate_metrics_log(20).unwrap();
+        let text = std::fs::read_to_string(root.path().join(METRICS_FILE)).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, vec![10, 20]);
     }
 }

@@ -5,7 +5,7 @@
 //! out, keeps its intermediate buffers, and sums the three q/k/v input gradients in place.
 //! The op's only candle input is the block's input; the parameters' gradients go to a
 //! [`ParamGrads`] store, which the model merges into candle's `GradStore` after
-//! `backward` (see `GliZNet::backward`).
+//! `backward` (see `TrainStep::backward` in `model::gliznet`).
 
 use super::attention::Attention;
 use super::layer_norm::NormValues;

@@ -1,0 +1,153 @@
+//! The model flags that predict, eval, serve and mine-negatives share, and how they become a
+//! loaded model: every subcommand resolves them the same way, with the same errors.
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use gliznet::classifier::{Classifier, Method};
+use gliznet::error::input_error;
+use gliznet::model::checkpoint::{self, LoadedModel, ModelSource};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory, or a Hugging Face repo id already in the local hub cache [default:
+    /// the model built into gliznet]
+    #[arg(long, value_name = "DIR|REPO")]
+    pub model: Option<String>,
+
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// [`ModelArgs`] with the options of the classifiers that score labels.
+#[derive(Args, Debug, Clone)]
+pub struct ClassifierArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Int8 encoder weights (CPU only): scores differ slightly from f32; see BENCHMARKS.md
+    /// for the speed and MODEL.md for the accuracy change
+    #[arg(long)]
+    pub quantize: bool,
+
+    /// Subtract from each label's logit its logit with no text (the label's prior), so that a
+    /// label the model favours whatever the text says does not win by default (GliZNet
+    /// method; in multi-label mode the threshold then applies to the corrected score)
+    #[arg(long)]
+    pub subtract_label_prior: bool,
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Text and labels in one sequence, scored by the GliZNet head
+    Gliznet,
+    /// Cosine between separately mean-pooled text and label embeddings (baseline)
+    BiEncoder,
+}
+
+impl From<MethodArg> for Method {
+    fn from(method: MethodArg) -> Self {
+        match method {
+            MethodArg::Gliznet => Method::Gliznet,
+            MethodArg::BiEncoder => Method::BiEncoder,
+        }
+    }
+}
+
+impl ModelArgs {
+    fn source(&self) -> Result<ModelSource> {
+        let source = ModelSource::resolve(self.model.as_deref())
+            .map_err(|e| input_error(format!("--model {e}")))?;
+        if source == ModelSource::Builtin && gliznet::model::builtin::FILES.is_none() {
+            return Err(input_error(
+                "this build has no built-in model: pass --model DIR (see README.md)",
+            ));
+        }
+        Ok(source)
+    }
+
+    /// The model on the device the flags name (the CPU when `cpu_only`: `auto` then means the
+    /// CPU and a GPU is a usage error, naming `cpu_only_flag`).
+    fn open(&self, cpu_only: Option<&str>) -> Result<(ModelSource, Device)> {
+        let spec = match cpu_only {
+            Some(flag) => cpu_device(&self.device, flag)?,
+            None => self.device.as_str(),
+        };
+        let device = super::open_device(spec, "--device")?;
+        Ok((self.source()?, device))
+    }
+
+    /// The model as an encoder (mine-negatives embeds with it).
+    pub fn load(&self) -> Result<(LoadedModel, Device)> {
+        let (source, device) = self.open(None)?;
+        Ok((checkpoint::load(&source, &device)?, device))
+    }
+}
+
+impl ClassifierArgs {
+    /// Checks the flags' combination without loading anything (serve binds its port first).
+    pub fn check(&self) -> Result<()> {
+        if self.quantize {
+            cpu_device(&self.model.device, "--quantize")?;
+        }
+        Ok(())
+    }
+
+    /// The classifier the flags ask for, warning on stderr where the scores will be poor (an
+    /// untrained head that `method` would use) or slow (int8 without the VNNI kernel).
+    pub fn open(&self, method: Method) -> Result<Classifier> {
+        let (source, device) = self.model.open(self.quantize.then_some("--quantize"))?;
+        let mut classifier = Classifier::load(&source, device)?;
+        if !classifier.loaded.head_trained && method == Method::Gliznet {
+            eprintln!(
+                "warning: {} is a plain encoder with no trained GliZNet head; scores come from an \
+                 untrained head (cosine similarity of the encoder's vectors)",
+                classifier.loaded.name
+            );
+        }
+        classifier.subtract_label_prior = self.subtract_label_prior;
+        if self.quantize {
+            classifier.quantize()?;
+            if !gliznet::model::has_fast_int8_kernel() {
+                eprintln!(
+                    "warning: this CPU has no AVX-512 VNNI, so --quantize runs a portable int8 \
+                     kernel that is several times slower than f32 (the scores are the same as on \
+                     a VNNI CPU)"
+                );
+            }
+        }
+        Ok(classifier)
+    }
+}
+
+/// The device spec for CPU-only work (int8 kernels are CPU code): `auto` means the CPU, and a
+/// GPU is a usage error naming `flag`, whatever the machine has.
+fn cpu_device<'a>(spec: &'a str, flag: &str) -> Result<&'a str> {
+    match spec {
+        "auto" | "cpu" => Ok("cpu"),
+        _ => Err(input_error(format!(
+            "{flag} runs on the CPU only (int8 kernels); it cannot be used with --device {spec}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_device;
+
+    #[test]
+    fn quantize_keeps_to_the_cpu() {
+        assert_eq!(cpu_device("auto", "--quantize").unwrap(), "cpu");
+        assert_eq!(cpu_device("cpu", "--quantize").unwrap(), "cpu");
+        for gpu in ["cuda", "cuda:0", "cuda:1"] {
+            let err = cpu_device(gpu, "--quantize").unwrap_err();
+            assert!(gliznet::error::is_input_error(&err));
+            assert!(
+                err.to_string().contains("--quantize runs on the CPU only"),
+                "{err}"
+            );
+        }
+    }
+}
