@@ -17,6 +17,9 @@ pub mod results;
 pub mod rng;
 pub mod scoring;
 pub mod serve;
+/// Fixtures for tests (tiny models, fixture paths); not in the shipped library. The integration
+/// tests get it through the `test-support` feature (a dev-dependency of this crate on itself).
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tokenizer;
 pub mod train;

@@ -1,9 +1,10 @@
 //! Hard-negative mining: for each example, the pool labels most similar to its positives
 //! (cosine of mean-pooled embeddings) that are not positives themselves. Guards against false
-//! negatives: labels equal to a positive after normalisation, labels above a similarity
+//! negatives: labels equal to a positive ([`label_key`]), labels above a similarity
 //! ceiling, and optionally the top few, are skipped.
 
 use crate::data::example::Example;
+use crate::data::labels::label_key;
 use crate::embed::Embedder;
 use crate::error::input_error;
 use crate::rng::Rng;
@@ -26,16 +27,6 @@ pub struct MiningOptions {
     pub skip_top: usize,
     pub strategy: Strategy,
     pub seed: u64,
-}
-
-/// Lower case, `_` and `-` as spaces, whitespace collapsed: "Soccer_ball" ≡ "soccer ball".
-pub fn normalize_label(label: &str) -> String {
-    label
-        .to_lowercase()
-        .replace(['_', '-'], " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub struct Miner<'a> {
@@ -67,7 +58,7 @@ impl<'a> Miner<'a> {
         let refs: Vec<&str> = pool.iter().map(String::as_str).collect();
         let pool_vectors = embedder.embed(&refs, batch_size)?;
         Ok(Self {
-            pool_normalized: pool.iter().map(|l| normalize_label(l)).collect(),
+            pool_normalized: pool.iter().map(|l| label_key(l)).collect(),
             pool,
             pool_vectors,
             embedder,
@@ -99,7 +90,7 @@ impl<'a> Miner<'a> {
                 .labels
                 .iter()
                 .chain(&example.not_labels)
-                .map(|l| normalize_label(l))
+                .map(|l| label_key(l))
                 .collect();
             let rows: Vec<&Vec<f32>> = example
                 .labels
@@ -135,17 +126,5 @@ impl<'a> Miner<'a> {
             );
         }
         Ok(mined)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalisation_equates_case_and_separators() {
-        assert_eq!(normalize_label("Soccer_Ball"), "soccer ball");
-        assert_eq!(normalize_label(" soccer-ball "), "soccer ball");
-        assert_ne!(normalize_label("soccer"), normalize_label("soccer ball"));
     }
 }

@@ -5,7 +5,7 @@ use crate::cli::output::check_outputs;
 use anyhow::Result;
 use clap::Args;
 use gliznet::data::example::{Example, ExampleReader};
-use gliznet::data::labels::read_label_file;
+use gliznet::data::labels::read_label_pool;
 use gliznet::embed::Embedder;
 use gliznet::error::input_error;
 use gliznet::files::write_atomically;
@@ -99,7 +99,7 @@ pub fn run(args: MineArgs) -> Result<()> {
         ));
     }
     let pool = match &args.pool {
-        Some(path) => read_label_file(path)?,
+        Some(path) => read_label_pool(path)?,
         None => labels_of(&args.input)?,
     };
     let distinct = pool.iter().collect::<std::collections::BTreeSet<_>>().len();

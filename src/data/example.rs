@@ -7,6 +7,7 @@
 //! all) is an error naming file and line, or, with [`InvalidExamples::Skip`], a counted skip.
 
 use crate::data::jsonl::JsonlReader;
+use crate::data::labels::label_key;
 use crate::error::input_error;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -112,10 +113,10 @@ impl RawExample {
     }
 }
 
-/// The candidates that are not gold (compared trimmed and case-insensitively, like every
-/// label check), or the first gold label missing from the candidates.
+/// The candidates that are not gold (compared by [`label_key`], like every label check), or
+/// the first gold label missing from the candidates.
 pub fn others(gold: &[String], candidates: &[String]) -> Result<Vec<String>, String> {
-    let key = |l: &String| l.trim().to_lowercase();
+    let key = |l: &String| label_key(l);
     let candidate_keys: HashSet<String> = candidates.iter().map(key).collect();
     if let Some(missing) = gold.iter().find(|l| !candidate_keys.contains(&key(l))) {
         return Err(missing.clone());
@@ -144,11 +145,11 @@ impl Example {
         {
             return Err("empty label".into());
         }
-        let positives: HashSet<String> = self.labels.iter().map(|l| l.to_lowercase()).collect();
+        let positives: HashSet<String> = self.labels.iter().map(|l| label_key(l)).collect();
         if let Some(both) = self
             .not_labels
             .iter()
-            .find(|l| positives.contains(&l.to_lowercase()))
+            .find(|l| positives.contains(&label_key(l)))
         {
             return Err(format!("label {both:?} is both positive and negative"));
         }
@@ -157,7 +158,7 @@ impl Example {
             .labels
             .iter()
             .chain(&self.not_labels)
-            .find(|l| !seen.insert(l.to_lowercase()))
+            .find(|l| !seen.insert(label_key(l)))
         {
             return Err(format!("duplicate label {dup:?}"));
         }

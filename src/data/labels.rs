@@ -14,28 +14,57 @@ pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
 }
 
 /// Reads one label per line. Blank lines and comment lines (`#` first, after any spaces) are
-/// skipped, and so is a leading byte-order mark.
+/// skipped, and so is a leading byte-order mark. The labels must be distinct
+/// ([`validate_labels`]).
 pub fn read_label_file(path: &Path) -> Result<Vec<String>> {
+    let labels = label_lines(path)?;
+    validate_labels(&labels).map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+    Ok(labels)
+}
+
+/// [`read_label_file`] for a pool of candidates (mining): the same label may come more than
+/// once (a pool gathered from data), only an empty pool is refused.
+pub fn read_label_pool(path: &Path) -> Result<Vec<String>> {
+    let labels = label_lines(path)?;
+    if labels.is_empty() {
+        return Err(input_error(format!(
+            "{}: the label list is empty",
+            path.display()
+        )));
+    }
+    Ok(labels)
+}
+
+fn label_lines(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path)
         .map_err(|e| input_error(format!("cannot read labels file {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| input_error(format!("labels file {} is not valid UTF-8", path.display())))?;
-    label_lines(&text, &path.display().to_string())
+    Ok(lines_of(&text))
 }
 
-fn label_lines(text: &str, source: &str) -> Result<Vec<String>> {
+fn lines_of(text: &str) -> Vec<String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let labels: Vec<String> = text
-        .lines()
+    text.lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    validate_labels(&labels).map_err(|e| input_error(format!("{source}: {e}")))?;
-    Ok(labels)
+        .collect()
 }
 
-/// Checks that a label list is non-empty, has no blank label and no duplicate. Labels that
-/// differ only in case count as duplicates: the uncased tokenizer would give them one score.
+/// What makes two labels the same label, everywhere labels are compared (duplicates, gold
+/// among candidates, positive and negative at once, mined negatives): case, `_` and `-` and
+/// runs of whitespace do not count, so "Soccer_ball" is "soccer ball".
+pub fn label_key(label: &str) -> String {
+    label
+        .to_lowercase()
+        .replace(['_', '-'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks that a label list is non-empty, has no blank label and no duplicate (the same
+/// [`label_key`]).
 pub fn validate_labels(labels: &[String]) -> Result<(), String> {
     if labels.is_empty() || (labels.len() == 1 && labels[0].trim().is_empty()) {
         return Err("the label list is empty".into());
@@ -45,7 +74,7 @@ pub fn validate_labels(labels: &[String]) -> Result<(), String> {
         if label.trim().is_empty() {
             return Err(format!("label {} of {} is empty", i + 1, labels.len()));
         }
-        if let Some(first) = seen.insert(label.trim().to_lowercase(), i) {
+        if let Some(first) = seen.insert(label_key(label), i) {
             return Err(format!(
                 "duplicate label {:?} (labels {} and {})",
                 label.trim(),
@@ -89,13 +118,28 @@ mod tests {
 
     #[test]
     fn label_files_skip_a_byte_order_mark_blank_lines_and_comments() {
-        let labels =
-            label_lines("\u{feff}economy\n\n# a comment\n  #another\nsports\n", "f").unwrap();
+        let labels = lines_of("\u{feff}economy\n\n# a comment\n  #another\nsports\n");
         assert_eq!(labels, vec!["economy", "sports"]);
-        let err = label_lines("# only comments\n", "f")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("f: the label list is empty"), "{err}");
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "# only comments\n").unwrap();
+        for err in [
+            read_label_file(&path).unwrap_err(),
+            read_label_pool(&path).unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("f: the label list is empty"), "{err}");
+        }
+        std::fs::write(&path, "cat\nCat_\n").unwrap();
+        assert!(
+            read_label_file(&path).is_err(),
+            "a duplicate in a label file"
+        );
+        assert_eq!(
+            read_label_pool(&path).unwrap().len(),
+            2,
+            "a pool may repeat"
+        );
     }
 
     #[test]
@@ -103,5 +147,29 @@ mod tests {
         assert!(crate::error::is_input_error(
             &parse_label_list("a,a").unwrap_err()
         ));
+    }
+
+    #[test]
+    fn one_label_key_for_every_comparison() {
+        assert_eq!(label_key("Soccer_Ball"), "soccer ball");
+        assert_eq!(label_key(" soccer-ball "), "soccer ball");
+        assert_eq!(label_key("soccer \t ball"), "soccer ball");
+        assert_ne!(label_key("soccer"), label_key("soccer ball"));
+        let err = parse_label_list("soccer-ball,news,Soccer ball").unwrap_err();
+        assert!(err.to_string().contains("labels 1 and 3"), "{err}");
+        let example = crate::data::example::Example {
+            text: "a match".into(),
+            labels: vec!["soccer_ball".into()],
+            not_labels: vec!["Soccer ball".into()],
+        };
+        assert!(example
+            .validate()
+            .unwrap_err()
+            .contains("both positive and negative"));
+        let others = crate::data::example::others(
+            &["Soccer-Ball".to_string()],
+            &["soccer ball".to_string(), "news".to_string()],
+        );
+        assert_eq!(others.unwrap(), vec!["news".to_string()]);
     }
 }

@@ -156,8 +156,11 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        if let Some(y) = kernels::layer_norm(x, &self.weight, &self.bias, self.eps)? {
-            return Ok(y);
+        if [x, &self.weight, &self.bias]
+            .iter()
+            .all(|t| kernels::uses_cpu_kernels(t))
+        {
+            return Ok(kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?);
         }
         if !training {
             let x = x.contiguous()?;
@@ -203,7 +206,7 @@ impl Dense {
         if let DenseWeight::Float(weight) = &self.weight {
             if !kernels::uses_cpu_kernels(weight) {
                 return Err(input_error(
-                    "--quantize runs on the CPU only (int8 kernels); leave it out with --device cuda",
+                    "int8 weights run on the CPU only; this model is on a GPU",
                 ));
             }
             let (outputs, inputs) = weight.dims2()?;
@@ -231,7 +234,23 @@ impl Dense {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
-            DenseWeight::Float(weight) => kernels::linear(x, weight, &self.bias),
+            DenseWeight::Float(weight) => {
+                if [x, weight, &self.bias]
+                    .iter()
+                    .all(|t| kernels::uses_cpu_kernels(t))
+                {
+                    return kernels::linear(x, weight, &self.bias);
+                }
+                let Some((&inputs, batch_dims)) = x.dims().split_last() else {
+                    candle_core::bail!("linear: a scalar input")
+                };
+                let mut shape = batch_dims.to_vec();
+                shape.push(weight.dim(0)?);
+                x.reshape((x.elem_count() / inputs.max(1), inputs))?
+                    .matmul(&weight.t()?)?
+                    .reshape(shape)?
+                    .broadcast_add(&self.bias)
+            }
             DenseWeight::Int8(weight) => x.contiguous()?.apply_op1_no_bwd(weight),
         }
     }

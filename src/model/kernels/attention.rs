@@ -73,16 +73,16 @@ impl Attention {
     }
 
     /// The block's head in a key, value or gradient buffer ([batch, seq, hidden]).
-    fn head(data: &[f32], block: Block) -> Matrix {
+    fn head(data: &[f32], block: Block) -> Matrix<'_> {
         Self::head_at(data, block, block.offset, block.seq)
     }
 
     /// The block's head in the query buffer ([batch, queries, hidden]).
-    fn query_head(data: &[f32], block: Block) -> Matrix {
+    fn query_head(data: &[f32], block: Block) -> Matrix<'_> {
         Self::head_at(data, block, block.query_offset, block.queries)
     }
 
-    fn head_at(data: &[f32], block: Block, offset: usize, rows: usize) -> Matrix {
+    fn head_at(data: &[f32], block: Block, offset: usize, rows: usize) -> Matrix<'_> {
         Matrix::rows(data, offset, (rows, block.head_dim), block.hidden)
     }
 
@@ -197,7 +197,9 @@ impl Attention {
                 let [dq_head, dk_head, dv_head] = outputs
                     .each_ref()
                     .map(|output| unsafe { output.view(block.offset, (seq, head_dim), hidden) });
-                let square = |data: &[f32]| Matrix::rows(data, 0, (seq, seq), seq);
+                fn square(data: &[f32], seq: usize) -> Matrix<'_> {
+                    Matrix::rows(data, 0, (seq, seq), seq)
+                }
                 let dropout = self.dropout_factors(block);
                 // dV = dropped(P)ᵀ·dC, with dprobs as scratch for dropped(P).
                 let dropped: &[f32] = match dropout {
@@ -208,7 +210,13 @@ impl Attention {
                     }
                     None => probs,
                 };
-                matmul(dv_head, square(dropped).t(), grad_head, false, Threads::One);
+                matmul(
+                    dv_head,
+                    square(dropped, seq).t(),
+                    grad_head,
+                    false,
+                    Threads::One,
+                );
                 // dP = (dC·Vᵀ) ∘ dropout factors.
                 matmul(
                     MatrixMut::rows(dprobs, 0, (seq, seq), seq),
@@ -229,14 +237,14 @@ impl Attention {
                 }
                 matmul(
                     dq_head,
-                    square(dprobs),
+                    square(dprobs, seq),
                     Self::head(k_values, block),
                     false,
                     Threads::One,
                 );
                 matmul(
                     dk_head,
-                    square(dprobs).t(),
+                    square(dprobs, seq).t(),
                     Self::head(q_values, block),
                     false,
                     Threads::One,

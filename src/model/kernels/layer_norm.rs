@@ -3,7 +3,9 @@
 //! dx = (ĝ − mean(ĝ) − x̂·mean(ĝ∘x̂)) / σ with ĝ = g∘w, where candle's autograd would chain
 //! eight broadcast ops and their gradients.
 
-use super::{contiguous_f32, fold_lanes, kernel_values, rows_per_task, uses_cpu_kernels};
+use super::{
+    contiguous_f32, fold_lanes, kernel_values, rows_per_task, sum_in_order, uses_cpu_kernels,
+};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -110,8 +112,7 @@ impl NormValues<'_> {
         let width = w.len();
         let chunk = width * rows_per_task(width);
         let mut dx = vec![0.0; x.len()];
-        // Partial parameter gradients per fixed chunk of rows, summed in order afterwards, so
-        // that the result does not depend on how rayon schedules the chunks.
+        // Partial parameter gradients per fixed chunk of rows, summed in order afterwards.
         let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk).zip(grad.par_chunks(chunk)))
@@ -124,17 +125,8 @@ impl NormValues<'_> {
                 (dweight, dbias)
             })
             .collect();
-        let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
-        for (partial_weight, partial_bias) in &partials {
-            dweight
-                .iter_mut()
-                .zip(partial_weight)
-                .for_each(|(a, b)| *a += b);
-            dbias
-                .iter_mut()
-                .zip(partial_bias)
-                .for_each(|(a, b)| *a += b);
-        }
+        let dweight = sum_in_order(partials.iter().map(|(w, _)| w.as_slice()), width);
+        let dbias = sum_in_order(partials.iter().map(|(_, b)| b.as_slice()), width);
         (dx, dweight, dbias)
     }
 }
@@ -200,21 +192,18 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-/// LayerNorm of `x` over its last axis with `weight` and `bias`; `None` where the CPU
-/// kernel does not apply.
+/// LayerNorm of `x` over its last axis with `weight` and `bias`, differentiable, for CPU f32
+/// tensors (see [`uses_cpu_kernels`]).
 pub fn layer_norm(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-) -> candle_core::Result<Option<Tensor>> {
+) -> candle_core::Result<Tensor> {
     if !(uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias)) {
-        return Ok(None);
+        candle_core::bail!("the layer norm kernel takes CPU f32 tensors");
     }
     let op = LayerNorm { eps: eps as f32 };
-    Ok(Some(x.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        op,
-    )?))
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }

@@ -146,20 +146,12 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// `x·weightᵀ + bias` for x [.., in], weight [out, in], bias [out]; differentiable.
+/// `x·weightᵀ + bias` for x [.., in], weight [out, in], bias [out]; differentiable, for CPU
+/// f32 tensors (see [`uses_cpu_kernels`]).
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    if uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias) {
-        return x
-            .contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Linear);
+    if !(uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias)) {
+        candle_core::bail!("the linear kernel takes CPU f32 tensors");
     }
-    let Some((&inputs, batch_dims)) = x.dims().split_last() else {
-        candle_core::bail!("linear: a scalar input")
-    };
-    let mut shape = batch_dims.to_vec();
-    shape.push(weight.dim(0)?);
-    x.reshape((x.elem_count() / inputs.max(1), inputs))?
-        .matmul(&weight.t()?)?
-        .reshape(shape)?
-        .broadcast_add(bias)
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Linear)
 }

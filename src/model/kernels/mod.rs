@@ -6,6 +6,9 @@
 //! inference (`int8`). erf and exp are polynomials the compiler vectorizes (AVX2 where the
 //! CPU has it); work is split across threads with rayon. Other devices and dtypes use
 //! candle's ops.
+//!
+//! One contract for every kernel: [`uses_cpu_kernels`] says where they apply, the caller
+//! (`model::bert`) decides and keeps the fallback, and a kernel given other tensors fails.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
@@ -165,6 +168,7 @@ pub use residual::dropout_add;
 /// Elements per task when an element-wise map is split across threads.
 const CHUNK: usize = 1 << 15;
 
+/// The values of a contiguous f32 tensor on the CPU (what a `CustomOp`'s `cpu_fwd` is given).
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("expected f32, got {:?}", storage.dtype())
@@ -175,20 +179,21 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::
     Ok(&data[start..end])
 }
 
-/// The values of a contiguous f32 tensor on the CPU (as `storage_and_layout` gives it);
-/// `None` for any other tensor.
+/// [`contiguous_f32`] for any storage (as `storage_and_layout` gives it); `None` for a tensor
+/// that is not a contiguous CPU f32 one.
 pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
-    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
-        return None;
-    };
-    let (start, end) = layout.contiguous_offsets()?;
-    Some(&data[start..end])
+    match storage {
+        Storage::Cpu(cpu) => contiguous_f32(cpu, layout).ok(),
+        _ => None,
+    }
 }
 
 /// [`cpu_f32`] for a kernel's backward pass, whose tensors are its own CPU f32 ones.
 fn kernel_values<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    cpu_f32(storage, layout)
-        .ok_or_else(|| candle_core::Error::Msg("expected a contiguous CPU f32 tensor".into()))
+    match storage {
+        Storage::Cpu(cpu) => contiguous_f32(cpu, layout),
+        _ => candle_core::bail!("expected a CPU tensor"),
+    }
 }
 
 /// Σ over the rows of `values` (rows of `width`), in fixed chunks summed in order so that
@@ -204,8 +209,14 @@ fn column_sums(values: &[f32], width: usize) -> Vec<f32> {
             sums
         })
         .collect();
+    sum_in_order(partials.iter().map(Vec::as_slice), width)
+}
+
+/// The element-wise Σ of `width`-long partial sums, added in the order given: a fixed order,
+/// so the result does not depend on how rayon scheduled the tasks that made them.
+fn sum_in_order<'a>(partials: impl IntoIterator<Item = &'a [f32]>, width: usize) -> Vec<f32> {
     let mut sums = vec![0.0; width];
-    for partial in &partials {
+    for partial in partials {
         sums.iter_mut().zip(partial).for_each(|(s, v)| *s += v);
     }
     sums
@@ -398,7 +409,7 @@ mod tests {
     fn layer_norm_matches_candles_ops_with_gradients() {
         let (x, w, b) = (random_var((4, 7, 37)), random_var(37), random_var(37));
         let x_shifted = (x.as_tensor() * 3.0).unwrap().affine(1.0, 5.0).unwrap();
-        let fast = layer_norm(&x_shifted, &w, &b, 1e-12).unwrap().unwrap();
+        let fast = layer_norm(&x_shifted, &w, &b, 1e-12).unwrap();
         let mean = x_shifted.mean_keepdim(D::Minus1).unwrap();
         let centered = x_shifted.broadcast_sub(&mean).unwrap();
         let variance = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
@@ -549,7 +560,6 @@ mod tests {
                 affines[i].1.as_tensor(),
                 eps,
             )
-            .unwrap()
             .unwrap()
         };
         let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
