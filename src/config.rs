@@ -290,7 +290,7 @@ impl TrainConfig {
             return Err("train_file is required".into());
         }
         if self.output_dir.as_os_str().is_empty() {
-            return Err("output_dir is required (or pass --output DIR)".into());
+            return Err("output_dir is required".into());
         }
         for (key, lr) in [("encoder_lr", self.encoder_lr), ("head_lr", self.head_lr)] {
             if !(lr >= 0.0 && lr.is_finite()) {

@@ -123,6 +123,21 @@ pub fn run(args: MineArgs) -> Result<()> {
     };
     let miner = Miner::new(embedder, pool, options, args.batch_size as usize)?;
 
+    let (examples_written, short) = write_mined(&args, &miner)?;
+    eprintln!(
+        "wrote {examples_written} examples to {}",
+        args.output.display()
+    );
+    if short > 0 {
+        eprintln!("note: {short} examples got fewer than {} negatives (the guards left too few candidates)", args.k);
+    }
+    Ok(())
+}
+
+/// Mines negatives for every input example and writes the output file atomically. Returns the
+/// number of examples written and of those that got fewer than `--k` negatives.
+fn write_mined(args: &MineArgs, miner: &Miner) -> Result<(usize, usize)> {
+    let k = args.k as usize;
     let mut examples_written = 0usize;
     let mut short = 0usize;
     write_atomically(&args.output, |file| {
@@ -170,14 +185,7 @@ pub fn run(args: MineArgs) -> Result<()> {
         out.flush()?;
         Ok(())
     })?;
-    eprintln!(
-        "wrote {examples_written} examples to {}",
-        args.output.display()
-    );
-    if short > 0 {
-        eprintln!("note: {short} examples got fewer than {} negatives (the guards left too few candidates)", args.k);
-    }
-    Ok(())
+    Ok((examples_written, short))
 }
 
 /// Every distinct label (positive or negative) of an examples file.

@@ -83,6 +83,55 @@ struct Pending {
     labels: Rc<LabelSet>,
 }
 
+/// Scores texts in batches and writes each result as it comes.
+struct Scorer<W: std::io::Write> {
+    classifier: Classifier,
+    mode: ScoreMode,
+    method: Method,
+    batch_size: usize,
+    writer: ResultWriter<W>,
+    notes: Notes,
+    pending: Vec<Pending>,
+}
+
+impl<W: std::io::Write> Scorer<W> {
+    fn push(&mut self, text: String, labels: Rc<LabelSet>) {
+        self.pending.push(Pending { text, labels });
+    }
+
+    fn is_full(&self) -> bool {
+        self.pending.len() >= self.batch_size
+    }
+
+    /// Scores and writes what is pending.
+    fn flush(&mut self) -> Result<()> {
+        let items: Vec<(&str, &LabelSet)> = self
+            .pending
+            .iter()
+            .map(|p| (p.text.as_str(), p.labels.as_ref()))
+            .collect();
+        let results = self
+            .classifier
+            .scores(&items, self.mode, self.method, self.batch_size)?;
+        for (p, result) in self.pending.iter().zip(results) {
+            if let Some(encoding) = &result.encoding {
+                self.notes.record(encoding);
+            }
+            self.writer
+                .write(&p.text, &p.labels.names, &result.scores)?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        self.writer.finish()?;
+        self.notes.report();
+        Ok(())
+    }
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     check_stdout()?;
     let method = Method::from(args.method);
@@ -107,94 +156,83 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Some((labels, flag)) => Some(Rc::new(label_set(&classifier, labels, flag)?)),
         None => None,
     };
-
-    let stdout = std::io::stdout().lock();
-    let mut writer = ResultWriter::new(
-        std::io::BufWriter::new(stdout),
+    let writer = ResultWriter::new(
+        std::io::BufWriter::new(std::io::stdout().lock()),
         args.format.into(),
         classifier.loaded.name.clone(),
     );
-    let mut notes = Notes::default();
-    let batch_size = args.batch_size as usize;
-    let mut run_batch = |pending: &mut Vec<Pending>| -> Result<()> {
-        let items: Vec<(&str, &LabelSet)> = pending
-            .iter()
-            .map(|p| (p.text.as_str(), p.labels.as_ref()))
-            .collect();
-        let results = classifier.scores(&items, mode, method, batch_size)?;
-        for (p, result) in pending.iter().zip(results) {
-            if let Some(encoding) = &result.encoding {
-                notes.record(encoding);
-            }
-            writer.write(&p.text, &p.labels.names, &result.scores)?;
-        }
-        pending.clear();
-        Ok(())
+    let mut scorer = Scorer {
+        classifier,
+        mode,
+        method,
+        batch_size: args.batch_size as usize,
+        writer,
+        notes: Notes::default(),
+        pending: Vec::new(),
     };
-
-    let mut pending = Vec::new();
     match &args.input {
         None => {
             let Some(labels) = &shared else {
                 return Err(input_error(NO_LABELS));
             };
             for (i, text) in args.text.iter().enumerate() {
-                classifier
+                scorer
+                    .classifier
                     .check_text(text)
                     .map_err(|e| input_error(format!("--text #{}: {e}", i + 1)))?;
-                pending.push(Pending {
-                    text: text.clone(),
-                    labels: Rc::clone(labels),
-                });
+                scorer.push(text.clone(), Rc::clone(labels));
             }
-            run_batch(&mut pending)?;
         }
-        Some(path) => {
-            let mut reader = JsonlReader::<InputLine>::open(path)?;
-            let progress = std::fs::metadata(path)
-                .ok()
-                .filter(|m| m.is_file())
-                .and_then(|m| {
-                    progress_bar(
-                        m.len(),
-                        "{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})",
-                    )
-                });
-            while let Some(record) = reader.next() {
-                let (line_number, line) = record?;
-                let location = reader.location(line_number);
-                classifier
-                    .check_text(&line.text)
-                    .map_err(|e| input_error(format!("{location}: {e}")))?;
-                let labels = match (line.labels, &shared) {
-                    (Some(labels), _) => Rc::new(label_set(&classifier, labels, &location)?),
-                    (None, Some(shared)) => Rc::clone(shared),
-                    (None, None) => {
-                        return Err(input_error(format!(
-                            "{location}: no \"labels\" field, and no --labels or --labels-file"
-                        )))
-                    }
-                };
-                pending.push(Pending {
-                    text: line.text,
-                    labels,
-                });
-                if pending.len() == batch_size {
-                    run_batch(&mut pending)
-                        .with_context(|| format!("batch ending at {location}"))?;
-                }
-                if let Some(bar) = &progress {
-                    bar.set_position(reader.bytes_read());
-                }
+        Some(path) => score_file(path, shared.as_ref(), &mut scorer)?,
+    }
+    scorer.finish()
+}
+
+/// Queues every line of a JSONL input (scoring each full batch), with a progress bar by bytes.
+fn score_file<W: std::io::Write>(
+    path: &std::path::Path,
+    shared: Option<&Rc<LabelSet>>,
+    scorer: &mut Scorer<W>,
+) -> Result<()> {
+    let mut reader = JsonlReader::<InputLine>::open(path)?;
+    let progress = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .and_then(|m| {
+            progress_bar(
+                m.len(),
+                "{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})",
+            )
+        });
+    while let Some(record) = reader.next() {
+        let (line_number, line) = record?;
+        let location = reader.location(line_number);
+        scorer
+            .classifier
+            .check_text(&line.text)
+            .map_err(|e| input_error(format!("{location}: {e}")))?;
+        let labels = match (line.labels, shared) {
+            (Some(labels), _) => Rc::new(label_set(&scorer.classifier, labels, &location)?),
+            (None, Some(shared)) => Rc::clone(shared),
+            (None, None) => {
+                return Err(input_error(format!(
+                    "{location}: no \"labels\" field, and no --labels or --labels-file"
+                )))
             }
-            run_batch(&mut pending)?;
-            if let Some(bar) = progress {
-                bar.finish_and_clear();
-            }
+        };
+        scorer.push(line.text, labels);
+        if scorer.is_full() {
+            scorer
+                .flush()
+                .with_context(|| format!("batch ending at {location}"))?;
+        }
+        if let Some(bar) = &progress {
+            bar.set_position(reader.bytes_read());
         }
     }
-    writer.finish()?;
-    notes.report();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     Ok(())
 }
 

@@ -78,33 +78,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .context("cannot write to standard output")?;
         return Ok(());
     };
-    let mut overrides = args.overrides.clone();
-    // Overrides made from flags other than --set, and the flag to name in errors about them.
-    let mut flag_overrides = Vec::new();
-    if let Some(output) = &args.output {
-        let item = format!("output_dir={}", serde_json::to_string(output)?);
-        flag_overrides.push((item.clone(), format!("--output {}", output.display())));
-        overrides.push(item);
-    }
-    if let Some(device) = &args.device {
-        let item = format!("device={}", serde_json::to_string(device)?);
-        flag_overrides.push((item.clone(), format!("--device {device}")));
-        overrides.push(item);
-    }
-    let config = TrainConfig::load(&config_path, &overrides).map_err(|err| {
-        let Some(e) = err.downcast_ref::<ConfigError>() else {
-            return err;
-        };
-        let place = match &e.origin {
-            Origin::File(path) => format!("{}", path.display()),
-            Origin::Override(item) => flag_overrides
-                .iter()
-                .find(|(made, _)| made == item)
-                .map_or_else(|| format!("--set {item}"), |(_, flag)| flag.clone()),
-        };
-        let key = e.key.as_ref().map_or(String::new(), |k| format!("{k}: "));
-        input_error(format!("{place}: {key}{}", e.message))
-    })?;
+    let config = load_config(&args, &config_path)?;
     if args.stop_after_steps == Some(0) {
         return Err(input_error("--stop-after-steps must be at least 1"));
     }
@@ -174,6 +148,43 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Err(Interrupted.into())
         }
     }
+}
+
+/// The config file with `--set` and the flags that override keys applied; errors name the
+/// file, or the flag, and the key.
+fn load_config(args: &TrainArgs, config_path: &std::path::Path) -> Result<TrainConfig> {
+    let mut overrides = args.overrides.clone();
+    // Overrides made from flags other than --set, and the flag to name in errors about them.
+    let mut flag_overrides = Vec::new();
+    if let Some(output) = &args.output {
+        let item = format!("output_dir={}", serde_json::to_string(output)?);
+        flag_overrides.push((item.clone(), format!("--output {}", output.display())));
+        overrides.push(item);
+    }
+    if let Some(device) = &args.device {
+        let item = format!("device={}", serde_json::to_string(device)?);
+        flag_overrides.push((item.clone(), format!("--device {device}")));
+        overrides.push(item);
+    }
+    TrainConfig::load(config_path, &overrides).map_err(|err| {
+        let Some(e) = err.downcast_ref::<ConfigError>() else {
+            return err;
+        };
+        let place = match &e.origin {
+            Origin::File(path) => format!("{}", path.display()),
+            Origin::Override(item) => flag_overrides
+                .iter()
+                .find(|(made, _)| made == item)
+                .map_or_else(|| format!("--set {item}"), |(_, flag)| flag.clone()),
+        };
+        let key = e.key.as_ref().map_or(String::new(), |k| format!("{k}: "));
+        let hint = if e.message.starts_with("output_dir is required") {
+            " (or pass --output DIR)"
+        } else {
+            ""
+        };
+        input_error(format!("{place}: {key}{}{hint}", e.message))
+    })
 }
 
 /// Shows training events on stderr: a progress bar on a terminal (log lines printed above
