@@ -80,6 +80,13 @@ pub struct TrainConfig {
     /// `bce` (a sigmoid per label), `softmax` (each positive against the sequence's negatives)
     /// or `bce_softmax` (their sum).
     pub loss: LossKind,
+    /// Weight of the distillation term (0: off): the cross-entropy between the softmax of each
+    /// sequence's logits and that of the frozen backbone's bi-encoder cosines (the text against
+    /// each label in `distill_label_template`) at `distill_temperature`.
+    pub distill_weight: f64,
+    pub distill_temperature: f64,
+    /// The teacher's wording of a label; `{label}` is replaced by the label.
+    pub distill_label_template: String,
     /// Projection width shared by text and labels; null for none.
     pub projection_dim: Option<usize>,
     pub max_length: usize,
@@ -130,6 +137,9 @@ impl Default for TrainConfig {
             readout: Readout::FirstToken,
             shared_label_positions: false,
             loss: LossKind::Bce,
+            distill_weight: 0.0,
+            distill_temperature: 0.05,
+            distill_label_template: "This text is about {label}.".into(),
             projection_dim: Some(256),
             max_length: limits.max_length,
             max_label_tokens: limits.max_label_tokens,
@@ -317,6 +327,15 @@ impl TrainConfig {
         }
         if matches!(self.dropout, Some(p) if !(0.0..1.0).contains(&p)) {
             return Err("dropout must be in [0, 1)".into());
+        }
+        if !(self.distill_weight >= 0.0 && self.distill_weight.is_finite()) {
+            return Err("distill_weight must be a non-negative number".into());
+        }
+        if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
+            return Err("distill_temperature must be positive".into());
+        }
+        if !self.distill_label_template.contains("{label}") {
+            return Err("distill_label_template must contain {label}".into());
         }
         if self.max_steps == Some(0) {
             return Err("max_steps must be at least 1 (or null)".into());

@@ -68,6 +68,30 @@ pub fn masked_softmax_against_negatives(
     Ok((per_sequence.sum_all()? / sequences)?)
 }
 
+/// The cross-entropy `−Σ q·log softmax(x)` over each sequence's labels, for target
+/// distributions `q` (each row summing to 1 over its labels), averaged over the sequences with
+/// at least two labels (a softmax over one label teaches nothing). `logits`, `targets`,
+/// `mask`: [batch, labels].
+pub fn masked_soft_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    const ABSENT: f64 = -1e4;
+    let masked = ((logits * mask)? + ((1.0 - mask)? * ABSENT)?)?;
+    let max = masked.max_keepdim(D::Minus1)?.detach();
+    let lse = (masked
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let log_probs = masked.broadcast_sub(&lse)?;
+    let per_sequence = ((targets * mask)? * log_probs)?.sum(1)?.neg()?;
+    let counted = mask.sum(1)?.gt(1.0)?.to_dtype(logits.dtype())?;
+    Ok(((per_sequence * &counted)?.sum_all()? / counted.sum_all()?.maximum(1.0)?)?)
+}
+
 /// `logits`, `targets`, `mask`: [batch, labels]. Uses
 /// `relu(x) − x·y + log(1 + exp(−|x|))`, which neither overflows nor loses precision.
 pub fn masked_bce_with_logits(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -205,5 +229,33 @@ mod tests {
             "{grad:?}"
         );
         assert!(bce_with_logit(-1000.0, true).is_finite());
+    }
+
+    /// Against the formula by hand: padding ignored, a one-label sequence not counted, and
+    /// the loss at its minimum (the entropy of q) when the logits' softmax is q.
+    #[test]
+    fn soft_cross_entropy_matches_the_formula() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[1.0f32, 2.0, 50.0], [0.3, 7.0, -2.0]], &dev).unwrap();
+        let targets = Tensor::new(&[[0.25f32, 0.75, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
+        let loss: f32 = masked_soft_cross_entropy(&logits, &targets, &mask)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let lse = (1f64.exp() + 2f64.exp()).ln();
+        let want = -(0.25 * (1.0 - lse) + 0.75 * (2.0 - lse));
+        assert!((loss as f64 - want).abs() < 1e-5, "{loss} vs {want}");
+
+        let q = [0.2f64, 0.3, 0.5];
+        let logits = Tensor::new(&[q.map(|p| p.ln() as f32 + 4.0)], &dev).unwrap();
+        let targets = Tensor::new(&[q.map(|p| p as f32)], &dev).unwrap();
+        let mask = Tensor::ones((1, 3), candle_core::DType::F32, &dev).unwrap();
+        let loss: f32 = masked_soft_cross_entropy(&logits, &targets, &mask)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let entropy: f64 = -q.iter().map(|p| p * p.ln()).sum::<f64>();
+        assert!((loss as f64 - entropy).abs() < 1e-5, "{loss} vs {entropy}");
     }
 }

@@ -1,5 +1,6 @@
 //! Training: loss, optimizer and the loop.
 
+pub mod distill;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;

@@ -11,7 +11,8 @@ use crate::error::input_error;
 use crate::model::checkpoint::{self, ModelSource};
 use crate::rng::Rng;
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding};
-use crate::train::loss::training_loss;
+use crate::train::distill::{Row, Teacher};
+use crate::train::loss::{masked_soft_cross_entropy, training_loss};
 use crate::train::optim::{clip_scale, lr_factor};
 use crate::train::run_dir::{append_line, RunDir, Start, STATE_FILE};
 use crate::train::setup::{encode_validation, trainable_model, training_data, TrainableModel};
@@ -137,6 +138,8 @@ struct Trainer<'e> {
     validation: Vec<(Example, EncodedLabels)>,
     state: TrainerState,
     metrics_log: std::fs::File,
+    /// The frozen backbone that the distillation term follows (`distill_weight` > 0).
+    teacher: Option<Teacher>,
     /// Held (locked) for the whole run.
     run_dir: RunDir,
     events: &'e mut dyn FnMut(TrainEvent),
@@ -205,6 +208,7 @@ impl<'e> Trainer<'e> {
                 .map_err(|e| input_error(format!("backbone {e}")))?,
         };
         let mut parts = trainable_model(&config, &source, &device)?;
+        let teacher = Teacher::load(&config, &device)?;
         let data = training_data(&config)?;
         for (split, report) in [
             ("training", &data.skipped_train),
@@ -244,6 +248,7 @@ impl<'e> Trainer<'e> {
             validation,
             state,
             metrics_log,
+            teacher,
             run_dir,
             events,
         })
@@ -382,25 +387,25 @@ impl<'e> Trainer<'e> {
         let micro_batches: Vec<&[usize]> = examples.chunks(self.config.batch_size).collect();
         let mut total_loss = 0.0;
         for (micro, indices) in micro_batches.iter().enumerate() {
+            // (example index, sequence)
             let mut sequences = Vec::new();
             for &i in indices.iter() {
                 let mut rng = Rng::new(derive_seed(self.config.seed, &[2, epoch as u64, i as u64]));
-                sequences.extend(
-                    training_sequences(
-                        &self.train[i],
-                        &self.parts.tokenizer,
-                        self.config.max_labels_per_example,
-                        &mut rng,
-                    )
-                    .with_context(|| format!("training example {}", i + 1))?,
-                );
+                let example_sequences = training_sequences(
+                    &self.train[i],
+                    &self.parts.tokenizer,
+                    self.config.max_labels_per_example,
+                    &mut rng,
+                )
+                .with_context(|| format!("training example {}", i + 1))?;
+                sequences.extend(example_sequences.into_iter().map(|s| (i, s)));
             }
-            let seqs: Vec<&SequenceEncoding> = sequences.iter().map(|(s, _)| s).collect();
+            let seqs: Vec<&SequenceEncoding> = sequences.iter().map(|(_, s)| &s.encoding).collect();
             let batch = Batch::collate(&seqs, self.parts.tokenizer.pad_id(), &self.device)?;
             let mut targets = vec![0f32; seqs.len() * batch.max_labels];
-            for (row, (_, t)) in sequences.iter().enumerate() {
-                targets[row * batch.max_labels..row * batch.max_labels + t.len()]
-                    .copy_from_slice(t);
+            for (row, (_, s)) in sequences.iter().enumerate() {
+                targets[row * batch.max_labels..row * batch.max_labels + s.targets.len()]
+                    .copy_from_slice(&s.targets);
             }
             let targets = Tensor::from_vec(targets, (seqs.len(), batch.max_labels), &self.device)?;
             let mut dropout_rng = Rng::new(derive_seed(
@@ -408,7 +413,21 @@ impl<'e> Trainer<'e> {
                 &[3, self.state.step as u64, micro as u64],
             ));
             let step = self.parts.model.forward_train(&batch, &mut dropout_rng)?;
-            let loss = training_loss(self.config.loss, &step.logits, &targets, &batch.label_mask)?;
+            let mut loss =
+                training_loss(self.config.loss, &step.logits, &targets, &batch.label_mask)?;
+            if let Some(teacher) = &mut self.teacher {
+                let rows: Vec<Row> = sequences
+                    .iter()
+                    .map(|(i, s)| Row {
+                        text: &self.train[*i].text,
+                        labels: &s.labels,
+                    })
+                    .collect();
+                let teacher_targets = teacher.targets(&rows, batch.max_labels, &self.device)?;
+                let distill =
+                    masked_soft_cross_entropy(&step.logits, &teacher_targets, &batch.label_mask)?;
+                loss = (loss + (distill * self.config.distill_weight)?)?;
+            }
             let weight = indices.len() as f64 / examples.len() as f64;
             total_loss += loss.to_scalar::<f32>()? as f64 * weight;
             let backward = step.backward(&(loss * weight)?)?;
@@ -506,6 +525,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| input_error(format!("{}: {e}", path.display())))
 }
 
+/// One packed sequence of a training example: its labels (in slot order) and their targets.
+struct TrainingSequence {
+    encoding: SequenceEncoding,
+    targets: Vec<f32>,
+    labels: Vec<String>,
+}
+
 /// The training sequences of one example: labels shuffled and subsampled, then packed; labels
 /// that do not fit in one sequence go to further sequences with the same text.
 fn training_sequences(
@@ -513,20 +539,25 @@ fn training_sequences(
     tokenizer: &LabelTokenizer,
     max_labels: usize,
     rng: &mut Rng,
-) -> Result<Vec<(SequenceEncoding, Vec<f32>)>> {
+) -> Result<Vec<TrainingSequence>> {
     let targets = example.sample_targets(max_labels, rng);
     let names: Vec<String> = targets.iter().map(|(l, _)| l.clone()).collect();
     let encoding = tokenizer.encode(&example.text, &names)?;
     Ok(encoding
         .chunks
         .into_iter()
-        .map(|chunk| {
-            let t = chunk
+        .map(|chunk| TrainingSequence {
+            targets: chunk
                 .label_indices
                 .iter()
                 .map(|&i| if targets[i].1 { 1.0 } else { 0.0 })
-                .collect();
-            (chunk, t)
+                .collect(),
+            labels: chunk
+                .label_indices
+                .iter()
+                .map(|&i| names[i].clone())
+                .collect(),
+            encoding: chunk,
         })
         .collect())
 }
