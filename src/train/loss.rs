@@ -39,6 +39,19 @@ fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
     x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }
 
+/// A logit far below any real one: slots set to it vanish from a log-sum-exp.
+const ABSENT: f64 = -1e4;
+
+/// `log Σ exp(x)` over the last axis, kept as [batch, 1], without overflow.
+fn log_sum_exp(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    x.broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max
+}
+
 /// For each positive `p` of a sequence, the cross-entropy of a softmax over `p` and the
 /// sequence's negatives: `softplus(logsumexp(negatives) − x_p)`. Averaged over the sequence's
 /// positives, then over the sequences that have a positive. A sequence without negatives adds
@@ -48,18 +61,11 @@ pub fn masked_softmax_against_negatives(
     targets: &Tensor,
     mask: &Tensor,
 ) -> Result<Tensor> {
-    const ABSENT: f64 = -1e4;
     let positives = (targets * mask)?;
     let negatives = (mask - &positives)?;
     // Non-negatives pushed far down, so that they vanish from the log-sum-exp.
     let negative_logits = ((logits * &negatives)? + ((1.0 - &negatives)? * ABSENT)?)?;
-    let max = negative_logits.max_keepdim(D::Minus1)?.detach();
-    let lse = (negative_logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?;
+    let lse = log_sum_exp(&negative_logits)?;
     let per_positive = (softplus(&lse.broadcast_sub(logits)?)? * &positives)?;
     let positives_per_sequence = positives.sum(1)?;
     let has_positive = positives_per_sequence.gt(0.0)?.to_dtype(logits.dtype())?;
@@ -77,15 +83,8 @@ pub fn masked_soft_cross_entropy(
     targets: &Tensor,
     mask: &Tensor,
 ) -> Result<Tensor> {
-    const ABSENT: f64 = -1e4;
     let masked = ((logits * mask)? + ((1.0 - mask)? * ABSENT)?)?;
-    let max = masked.max_keepdim(D::Minus1)?.detach();
-    let lse = (masked
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?;
+    let lse = log_sum_exp(&masked)?;
     let log_probs = masked.broadcast_sub(&lse)?;
     let per_sequence = ((targets * mask)? * log_probs)?.sum(1)?.neg()?;
     let counted = mask.sum(1)?.gt(1.0)?.to_dtype(logits.dtype())?;
