@@ -6,7 +6,10 @@ same run, same texts, labels and token sequences, on the real all-MiniLM-L6-v2 b
     python3 bench/run.py          # builds the release binary, measures, prints the table
 
 BENCH_PYTHON overrides the reference's interpreter. Prints a Markdown table; --json FILE also
-writes the raw numbers.
+writes the raw numbers. A busy machine makes the ratios meaningless (a background build slowed
+PyTorch 4.9× and gliznet 1.7× once): after building, the run waits for the 1-minute load
+average to fall below --max-load and refuses (exit 3) if it does not, unless --allow-busy; the
+load before and after the measurements is recorded beside the CPU's model and SIMD flags.
 """
 
 import argparse
@@ -74,12 +77,37 @@ def combine_rounds(rounds):
     return cells
 
 
+# The CPU flags that decide which kernels can run (gemm's and ours).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags():
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    return [f for f in SIMD_FLAGS if f in flags]
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    flags = cpu_flags()
     simd = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{cpu} ({simd}), {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
+
+
+def wait_until_quiet(max_load, timeout_s, allow_busy):
+    """The 1-minute load average once it is below `max_load` (waiting up to `timeout_s`, as it
+    decays after the build); exits with 3 if it stays above, unless `allow_busy`."""
+    deadline = time.monotonic() + timeout_s
+    while (load := os.getloadavg()[0]) >= max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    if load >= max_load:
+        message = (f"the machine is busy: 1-minute load {load:.2f} ≥ --max-load {max_load} after {timeout_s} s; "
+                   "stop what else is running (the ratios would be wrong)")
+        if not allow_busy:
+            print(f"error: {message}, or pass --allow-busy", file=sys.stderr)
+            sys.exit(3)
+        print(f"WARNING: {message}; measuring anyway (--allow-busy), the table records it", file=sys.stderr)
+    return load
 
 
 def main():
@@ -88,6 +116,9 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds that alternate gliznet and PyTorch; ratios are medians of per-round ratios")
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="1-minute load average under which the machine counts as quiet (default 0.5)")
+    parser.add_argument("--allow-busy", action="store_true", help="measure on a busy machine anyway (recorded)")
     args = parser.parse_args()
     python = os.environ.get("BENCH_PYTHON", str(BENCH / ".venv" / "bin" / "python"))
     if not pathlib.Path(python).exists():
@@ -99,7 +130,8 @@ def main():
     run(["cargo", "build", "--release"])
     gliznet = str(ROOT / "target/release/gliznet")
     labels = str(BENCH / "labels.txt")
-    results = {"machine": machine()}
+    results = {"machine": machine(), "cpu_flags": cpu_flags()}
+    results["load_before"] = wait_until_quiet(args.max_load, 180, args.allow_busy)
 
     def save():
         if args.json:
@@ -159,12 +191,15 @@ def main():
     print("NLI cross-encoder cost ...", file=sys.stderr)
     results["cross_encoder"] = json_lines(run([python, str(BENCH / "reference.py"), "cross-encoder", str(MODEL), *texts]).stdout)
 
+    results["load_after"] = os.getloadavg()[0]
     save()
     print(table(results))
 
 
 def table(r):
-    out = [f"Machine: {r['machine']}. Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians over "
+    out = [f"Machine: {r['machine']}; SIMD flags: {' '.join(r.get('cpu_flags', [])) or 'none'}; 1-minute load "
+           f"{r.get('load_before', float('nan')):.2f} before, {r.get('load_after', float('nan')):.2f} after. "
+           "Backbone: all-MiniLM-L6-v2, f32 (int8: `--quantize`). Medians over "
            "rounds that alternate the implementations; ratio = median of the per-round gliznet / PyTorch ratios.", ""]
     out += ["| prediction (texts/s) | K | batch | gliznet f32 | gliznet int8 | PyTorch f32 | PyTorch int8 "
             "| ratio f32 | ratio int8 / PyTorch f32 | ratio int8 / PyTorch int8 |",
