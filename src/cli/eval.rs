@@ -22,9 +22,6 @@ use std::path::PathBuf;
     {\"text\", \"all_labels\", \"true_labels\"}. With --labels, every example is scored against that\n\
     list, its gold labels positive and the rest negative.")]
 pub struct EvalArgs {
-    #[command(flatten)]
-    classifier: ClassifierArgs,
-
     /// Labelled JSONL file
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
@@ -50,6 +47,9 @@ pub struct EvalArgs {
     /// or 0.5]
     #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
+
+    #[command(flatten)]
+    classifier: ClassifierArgs,
 
     #[arg(long, value_enum, default_value_t = MethodArg::Gliznet)]
     method: MethodArg,

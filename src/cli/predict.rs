@@ -22,9 +22,6 @@ use std::rc::Rc;
     --labels or --labels-file is given).")]
 #[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
-    #[command(flatten)]
-    classifier: ClassifierArgs,
-
     /// Text to classify (repeat for several)
     #[arg(long, value_name = "TEXT", conflicts_with = "input")]
     text: Vec<String>,
@@ -62,6 +59,9 @@ pub struct PredictArgs {
     /// Encoder sequences per forward pass
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
+
+    #[command(flatten)]
+    classifier: ClassifierArgs,
 
     /// gliznet (joint encoding) or bi-encoder (cosine of mean-pooled embeddings; its scores
     /// are cosines, and --threshold applies to them)
