@@ -1,0 +1,372 @@
+//! Synthetic training data from an LLM behind any OpenAI-compatible chat-completions API
+//! (Ollama, Groq, vLLM, llama.cpp's server, OpenAI): a seeded plan of prompts ([`plan`]), a
+//! robust client ([`client`]), quality control ([`qc`]) and a resumable JSONL output
+//! ([`output`]). Worker threads make the requests; the calling thread checks the answers,
+//! writes the lines and reports progress through a callback ([`Event`]). Nothing here prints.
+
+pub mod client;
+pub mod config;
+pub mod output;
+pub mod plan;
+pub mod qc;
+
+use anyhow::Result;
+use client::{Answer, Client, ClientEvent, Fatal, Secret};
+use config::{GenerateConfig, StructuredOutput};
+use output::{Existing, OutputFile};
+use plan::{Planner, Templates};
+use qc::{Dedup, Reject};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Counts so far, handed to the progress callback after each answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// Examples in the output: those found at the start plus those written since.
+    pub examples: usize,
+    pub target: usize,
+    /// Written by this run.
+    pub written: usize,
+    pub rejected: usize,
+    /// Requests answered (rejected or not) by this run.
+    pub requests: usize,
+    pub retries: usize,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub elapsed_secs: f64,
+}
+
+impl Progress {
+    pub fn examples_per_sec(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            self.written as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What happened, as it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The output already held examples; the run continues from them.
+    Resumed(Existing),
+    /// A request failed and will be retried after `wait`.
+    Retry {
+        attempt: u64,
+        retry: u32,
+        reason: String,
+        wait: Duration,
+    },
+    /// The server rejected an output form; the next one is used from now on.
+    Fallback {
+        from: StructuredOutput,
+        to: StructuredOutput,
+        status: u16,
+    },
+    Rejected {
+        attempt: u64,
+        reason: Reject,
+    },
+    Progress(Progress),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The output holds `examples` examples.
+    Finished,
+    /// Every allowed request was made (`max_requests`) before enough examples passed.
+    RequestsSpent,
+    /// Stopped by the caller's interrupt flag.
+    Interrupted,
+    /// Stopped by a fatal error (a refused key, an unknown model, retries exhausted, a write
+    /// error).
+    Failed,
+}
+
+/// The end-of-run summary (and the JSON report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub ending: Ending,
+    pub endpoint: String,
+    pub model: String,
+    pub seed: u64,
+    pub output: PathBuf,
+    /// Examples found in the output at the start.
+    pub existing: usize,
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Rejected answers by reason.
+    pub rejected_by_reason: BTreeMap<String, usize>,
+    /// The output form the run ended with.
+    pub structured_output: String,
+    /// The first request number of this run, and the one after its last.
+    pub attempts: [u64; 2],
+    pub error: Option<String>,
+}
+
+pub struct Options {
+    pub output: PathBuf,
+    /// Empty an existing output instead of continuing it.
+    pub replace: bool,
+    /// Set by the caller to stop (Ctrl-C): no new request starts, nothing more is written.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// A run, set up: the config checked, the templates read, the output opened (and locked).
+pub struct Generator {
+    config: GenerateConfig,
+    planner: Arc<Planner>,
+    client: Arc<Client>,
+    out: OutputFile,
+    dedup: Dedup,
+    existing: Existing,
+    options: Options,
+}
+
+enum Message {
+    Answer {
+        plan: Box<plan::Plan>,
+        answer: Answer,
+    },
+    Client(ClientEvent),
+    Fatal(Fatal),
+}
+
+impl Generator {
+    /// Reads the templates, opens the output (continuing it, or emptying it with
+    /// `options.replace`) and builds the client. The API key comes from the caller.
+    pub fn new(config: GenerateConfig, key: Option<Secret>, options: Options) -> Result<Self> {
+        let templates = Templates::load(&config)?;
+        let mut dedup = Dedup::default();
+        let (out, existing) = OutputFile::open(&options.output, options.replace, &mut dedup)?;
+        let client = Arc::new(Client::new(&config, key));
+        Ok(Self {
+            planner: Arc::new(Planner::new(config.clone(), templates)),
+            config,
+            client,
+            out,
+            dedup,
+            existing,
+            options,
+        })
+    }
+
+    /// Runs to the end. The summary is returned whatever happened; the error, if any, beside
+    /// it.
+    pub fn run(mut self, on_event: &mut dyn FnMut(Event)) -> (Summary, Result<()>) {
+        let start = Instant::now();
+        let first_attempt = self.existing.next_attempt;
+        if self.existing.examples > 0 || self.existing.cut_bytes > 0 {
+            on_event(Event::Resumed(self.existing.clone()));
+        }
+        let mut progress = Progress {
+            examples: self.existing.examples,
+            target: self.config.examples,
+            ..Progress::default()
+        };
+        let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+        let mut result = Ok(());
+        let mut ending = Ending::Finished;
+        let last_attempt = first_attempt.saturating_add(self.config.request_budget() as u64);
+        let next = Arc::new(AtomicU64::new(first_attempt));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Requests are started only while fewer are in flight than examples are missing, so
+        // that a run does not pay for answers it will not use.
+        let flow = Arc::new(Flow {
+            missing: AtomicUsize::new(progress.target.saturating_sub(progress.examples)),
+            in_flight: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::channel::<Message>();
+        if progress.examples < progress.target {
+            for _ in 0..self.config.concurrency {
+                let (next, stop, tx) = (Arc::clone(&next), Arc::clone(&stop), tx.clone());
+                let (planner, client) = (Arc::clone(&self.planner), Arc::clone(&self.client));
+                let flow = Arc::clone(&flow);
+                // Workers are not joined: one waiting on a slow server must not hold up an
+                // interrupted run. Whatever they send after the end is dropped.
+                std::thread::spawn(move || {
+                    worker(&planner, &client, &next, last_attempt, &stop, &flow, &tx)
+                });
+            }
+        }
+        drop(tx);
+        while progress.examples < progress.target {
+            if self.options.interrupted.load(Ordering::SeqCst) {
+                ending = Ending::Interrupted;
+                break;
+            }
+            let message = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    ending = Ending::RequestsSpent;
+                    break;
+                }
+            };
+            match message {
+                Message::Client(ClientEvent::Retry {
+                    attempt,
+                    retry,
+                    reason,
+                    wait,
+                }) => {
+                    progress.retries += 1;
+                    on_event(Event::Retry {
+                        attempt,
+                        retry,
+                        reason,
+                        wait,
+                    });
+                    continue;
+                }
+                Message::Client(ClientEvent::Fallback { from, to, status }) => {
+                    on_event(Event::Fallback { from, to, status });
+                    continue;
+                }
+                Message::Fatal(fatal) => {
+                    ending = Ending::Failed;
+                    result = Err(fatal.into_error());
+                    break;
+                }
+                Message::Answer { plan, answer } => {
+                    if self.options.interrupted.load(Ordering::SeqCst) {
+                        ending = Ending::Interrupted;
+                        break;
+                    }
+                    progress.requests += 1;
+                    let checked = match answer {
+                        Answer::Content {
+                            text,
+                            prompt_tokens,
+                            completion_tokens,
+                        } => {
+                            progress.prompt_tokens += prompt_tokens;
+                            progress.completion_tokens += completion_tokens;
+                            qc::check(&text, &plan, &self.config, &mut self.dedup)
+                        }
+                        Answer::Refused { .. } => Err(Reject::ServerRejected),
+                    };
+                    match checked {
+                        Ok(record) => {
+                            if let Err(e) = self.out.append(&record) {
+                                ending = Ending::Failed;
+                                result = Err(e);
+                                break;
+                            }
+                            progress.written += 1;
+                            progress.examples += 1;
+                        }
+                        Err(reason) => {
+                            progress.rejected += 1;
+                            *by_reason.entry(reason.name().to_string()).or_default() += 1;
+                            on_event(Event::Rejected {
+                                attempt: plan.attempt,
+                                reason,
+                            });
+                        }
+                    }
+                    flow.missing.store(
+                        progress.target.saturating_sub(progress.examples),
+                        Ordering::SeqCst,
+                    );
+                    flow.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    progress.elapsed_secs = start.elapsed().as_secs_f64();
+                    on_event(Event::Progress(progress.clone()));
+                }
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.out.sync() {
+            if result.is_ok() {
+                ending = Ending::Failed;
+                result = Err(e);
+            }
+        }
+        if ending == Ending::RequestsSpent {
+            result = Err(anyhow::anyhow!(
+                "made all {} requests allowed (max_requests) and have {} of {} examples; \
+                 {} answers were rejected (see the summary); run again to continue",
+                self.config.request_budget(),
+                progress.examples,
+                progress.target,
+                progress.rejected
+            ));
+        }
+        progress.elapsed_secs = start.elapsed().as_secs_f64();
+        let summary = Summary {
+            ending,
+            endpoint: self.config.endpoint().to_string(),
+            model: self.config.model_name().to_string(),
+            seed: self.config.seed,
+            output: self.options.output.clone(),
+            existing: self.existing.examples,
+            progress,
+            rejected_by_reason: by_reason,
+            structured_output: self.client.form().name().to_string(),
+            attempts: [first_attempt, next.load(Ordering::SeqCst).min(last_attempt)],
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        (summary, result)
+    }
+}
+
+/// Requests in flight against examples still missing.
+struct Flow {
+    missing: AtomicUsize,
+    /// Requests started whose answers the main thread has not checked yet.
+    in_flight: AtomicUsize,
+}
+
+fn worker(
+    planner: &Planner,
+    client: &Client,
+    next: &AtomicU64,
+    last_attempt: u64,
+    stop: &AtomicBool,
+    flow: &Flow,
+    tx: &mpsc::Sender<Message>,
+) {
+    let events = tx.clone();
+    let on_event = move |e: ClientEvent| {
+        let _ = events.send(Message::Client(e));
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let missing = flow.missing.load(Ordering::SeqCst);
+        let started = flow
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < missing).then_some(n + 1)
+            });
+        if started.is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let attempt = next.fetch_add(1, Ordering::SeqCst);
+        if attempt >= last_attempt {
+            flow.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let plan = planner.plan(attempt);
+        match client.complete(&plan, stop, &on_event) {
+            Ok(Some(answer)) => {
+                let plan = Box::new(plan);
+                if tx.send(Message::Answer { plan, answer }).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(fatal) => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = tx.send(Message::Fatal(fatal));
+                return;
+            }
+        }
+    }
+}
