@@ -529,3 +529,58 @@ fn bad_configs_and_foreign_outputs_are_usage_errors() {
     }
     assert!(stderr(&out).contains("{domain}"));
 }
+
+#[test]
+fn requests_per_minute_spaces_the_requests() {
+    let dir = TempDir::new().unwrap();
+    let server = FaultServer::start(dir.path(), "ok");
+    // 300 a minute: one every 0.2 s, whatever the concurrency.
+    let config = write_config(
+        dir.path(),
+        server.port,
+        serde_json::json!({"examples": 5, "concurrency": 3, "requests_per_minute": 300}),
+    );
+    let output = dir.path().join("out.jsonl");
+    let start = Instant::now();
+    assert_ok(&generate(&config, &output, &[]));
+    assert!(
+        start.elapsed() >= Duration::from_millis(780),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(lines(&output).len(), 5);
+    assert_eq!(server.requests().len(), 5);
+}
+
+#[test]
+fn a_second_pass_adds_usable_hard_negatives_only() {
+    let dir = TempDir::new().unwrap();
+    let server = FaultServer::start(dir.path(), "ok");
+    let config = write_config(
+        dir.path(),
+        server.port,
+        serde_json::json!({"extra_negatives": 2}),
+    );
+    let output = dir.path().join("out.jsonl");
+    let report = dir.path().join("report.json");
+    let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
+    assert_ok(&out);
+    for record in lines(&output) {
+        assert_eq!(
+            record["not_labels"],
+            serde_json::json!([
+                "sports_news",
+                "celebrity_gossip",
+                "weather_report",
+                "sports_betting"
+            ])
+        );
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        report["second_pass"],
+        serde_json::json!({"requests": 2, "negatives_added": 4, "unusable_answers": 0})
+    );
+    assert_eq!(report["requests"], 4);
+    assert_eq!(server.requests().len(), 4);
+}

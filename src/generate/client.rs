@@ -8,7 +8,6 @@
 //! server is scrubbed of the key before it goes into an error or an event.
 
 use super::config::{GenerateConfig, StructuredOutput};
-use super::plan::Plan;
 use crate::error::input_error;
 use crate::rng::Rng;
 use anyhow::{anyhow, Result};
@@ -45,6 +44,19 @@ pub fn api_key(config: &GenerateConfig) -> Result<Option<Secret>> {
              (or set api_key_env to null for a server that needs no key)"
         ))),
     }
+}
+
+/// One chat-completions request: the prompts, the sampling, and the JSON schema the answer
+/// is asked to follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The request's number in the seed's sequence (for messages).
+    pub attempt: u64,
+    pub system: String,
+    pub user: String,
+    pub temperature: f64,
+    pub seed: u64,
+    pub schema: serde_json::Value,
 }
 
 /// What one request came to.
@@ -195,8 +207,8 @@ impl Client {
         }
     }
 
-    fn body(&self, plan: &Plan, form: StructuredOutput) -> serde_json::Value {
-        let schema = super::qc::answer_schema();
+    fn body(&self, plan: &Request, form: StructuredOutput) -> serde_json::Value {
+        let schema = plan.schema.clone();
         let mut body = serde_json::json!({
             "model": self.model,
             "messages": [
@@ -205,7 +217,7 @@ impl Client {
             ],
             "temperature": plan.temperature,
             "max_tokens": self.max_tokens,
-            "seed": plan.request_seed,
+            "seed": plan.seed,
             "stream": false,
         });
         let format = match form {
@@ -245,12 +257,12 @@ impl Client {
     /// Returns `Ok(None)` when `stop` was set while waiting.
     pub fn complete(
         &self,
-        plan: &Plan,
+        plan: &Request,
         stop: &AtomicBool,
         on_event: &dyn Fn(ClientEvent),
     ) -> Result<Option<Answer>, Fatal> {
         let mut retry = 0u32;
-        let mut jitter = Rng::new(plan.request_seed ^ 0x6a69_7474_6572);
+        let mut jitter = Rng::new(plan.seed ^ 0x6a69_7474_6572);
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -332,7 +344,7 @@ impl Client {
         Some(to)
     }
 
-    fn send_once(&self, plan: &Plan, form: StructuredOutput) -> Outcome {
+    fn send_once(&self, plan: &Request, form: StructuredOutput) -> Outcome {
         let mut request = self
             .agent
             .post(&self.url)

@@ -151,9 +151,13 @@ pub struct GenerateConfig {
     pub max_text_chars: usize,
     /// Characters a label may have at most.
     pub max_label_chars: usize,
+    /// A second pass: for each kept example, ask the LLM for this many more hard negatives
+    /// (0: no second pass).
+    pub extra_negatives: usize,
     /// Prompt templates; null for the built-in defaults (configs/generate/*.txt).
     pub system_prompt_file: Option<PathBuf>,
     pub user_prompt_file: Option<PathBuf>,
+    pub negatives_prompt_file: Option<PathBuf>,
 }
 
 impl Default for GenerateConfig {
@@ -195,8 +199,10 @@ impl Default for GenerateConfig {
             language: Some("en".into()),
             max_text_chars: 4000,
             max_label_chars: 50,
+            extra_negatives: 0,
             system_prompt_file: None,
             user_prompt_file: None,
+            negatives_prompt_file: None,
         }
     }
 }
@@ -455,6 +461,12 @@ impl GenerateConfig {
         }
         if !(0.0..=10.0).contains(&self.length_tolerance) {
             return Err(("length_tolerance", "must be in [0, 10]".into()));
+        }
+        if self.extra_negatives > MAX_LABELS {
+            return Err((
+                "extra_negatives",
+                format!("{} is over the limit of {MAX_LABELS}", self.extra_negatives),
+            ));
         }
         for (key, [lo, hi]) in [("positives", self.positives), ("negatives", self.negatives)] {
             if lo == 0 || lo > hi || hi > MAX_LABELS {

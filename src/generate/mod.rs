@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counts so far, handed to the progress callback after each answer.
@@ -104,6 +104,7 @@ pub struct Summary {
     pub progress: Progress,
     /// Rejected answers by reason.
     pub rejected_by_reason: BTreeMap<String, usize>,
+    pub second_pass: SecondPass,
     /// The output form the run ended with.
     pub structured_output: String,
     /// The first request number of this run, and the one after its last.
@@ -125,18 +126,36 @@ pub struct Generator {
     planner: Arc<Planner>,
     client: Arc<Client>,
     out: OutputFile,
-    dedup: Dedup,
+    dedup: Arc<Mutex<Dedup>>,
     existing: Existing,
     options: Options,
 }
 
 enum Message {
-    Answer {
-        plan: Box<plan::Plan>,
-        answer: Answer,
-    },
+    Checked(Box<Checked>),
     Client(ClientEvent),
     Fatal(Fatal),
+}
+
+/// A request's answer, checked by the worker (and completed by the second pass).
+struct Checked {
+    attempt: u64,
+    result: Result<qc::Record, Reject>,
+    /// Requests answered: 1, or 2 with a second pass.
+    requests: usize,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// Negatives the second pass added, when it ran.
+    added: Option<usize>,
+}
+
+/// The second pass's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecondPass {
+    pub requests: usize,
+    pub negatives_added: usize,
+    /// Answers that added no usable negative (the example is kept as it was).
+    pub unusable_answers: usize,
 }
 
 impl Generator {
@@ -152,7 +171,7 @@ impl Generator {
             config,
             client,
             out,
-            dedup,
+            dedup: Arc::new(Mutex::new(dedup)),
             existing,
             options,
         })
@@ -172,6 +191,7 @@ impl Generator {
             ..Progress::default()
         };
         let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+        let mut second_pass = SecondPass::default();
         let mut result = Ok(());
         let mut ending = Ending::Finished;
         let last_attempt = first_attempt.saturating_add(self.config.request_budget() as u64);
@@ -187,13 +207,16 @@ impl Generator {
         if progress.examples < progress.target {
             for _ in 0..self.config.concurrency {
                 let (next, stop, tx) = (Arc::clone(&next), Arc::clone(&stop), tx.clone());
-                let (planner, client) = (Arc::clone(&self.planner), Arc::clone(&self.client));
-                let flow = Arc::clone(&flow);
+                let shared = Shared {
+                    planner: Arc::clone(&self.planner),
+                    client: Arc::clone(&self.client),
+                    config: Arc::new(self.config.clone()),
+                    dedup: Arc::clone(&self.dedup),
+                    flow: Arc::clone(&flow),
+                };
                 // Workers are not joined: one waiting on a slow server must not hold up an
                 // interrupted run. Whatever they send after the end is dropped.
-                std::thread::spawn(move || {
-                    worker(&planner, &client, &next, last_attempt, &stop, &flow, &tx)
-                });
+                std::thread::spawn(move || worker(&shared, &next, last_attempt, &stop, &tx));
             }
         }
         drop(tx);
@@ -235,25 +258,20 @@ impl Generator {
                     result = Err(fatal.into_error());
                     break;
                 }
-                Message::Answer { plan, answer } => {
+                Message::Checked(checked) => {
                     if self.options.interrupted.load(Ordering::SeqCst) {
                         ending = Ending::Interrupted;
                         break;
                     }
-                    progress.requests += 1;
-                    let checked = match answer {
-                        Answer::Content {
-                            text,
-                            prompt_tokens,
-                            completion_tokens,
-                        } => {
-                            progress.prompt_tokens += prompt_tokens;
-                            progress.completion_tokens += completion_tokens;
-                            qc::check(&text, &plan, &self.config, &mut self.dedup)
-                        }
-                        Answer::Refused { .. } => Err(Reject::ServerRejected),
-                    };
-                    match checked {
+                    progress.requests += checked.requests;
+                    progress.prompt_tokens += checked.prompt_tokens;
+                    progress.completion_tokens += checked.completion_tokens;
+                    if let Some(added) = checked.added {
+                        second_pass.requests += 1;
+                        second_pass.negatives_added += added;
+                        second_pass.unusable_answers += usize::from(added == 0);
+                    }
+                    match checked.result {
                         Ok(record) => {
                             if let Err(e) = self.out.append(&record) {
                                 ending = Ending::Failed;
@@ -267,7 +285,7 @@ impl Generator {
                             progress.rejected += 1;
                             *by_reason.entry(reason.name().to_string()).or_default() += 1;
                             on_event(Event::Rejected {
-                                attempt: plan.attempt,
+                                attempt: checked.attempt,
                                 reason,
                             });
                         }
@@ -309,6 +327,7 @@ impl Generator {
             existing: self.existing.examples,
             progress,
             rejected_by_reason: by_reason,
+            second_pass,
             structured_output: self.client.form().name().to_string(),
             attempts: [first_attempt, next.load(Ordering::SeqCst).min(last_attempt)],
             error: result.as_ref().err().map(|e| format!("{e:#}")),
@@ -324,19 +343,27 @@ struct Flow {
     in_flight: AtomicUsize,
 }
 
+/// What the workers share.
+struct Shared {
+    planner: Arc<Planner>,
+    client: Arc<Client>,
+    config: Arc<GenerateConfig>,
+    dedup: Arc<Mutex<Dedup>>,
+    flow: Arc<Flow>,
+}
+
 fn worker(
-    planner: &Planner,
-    client: &Client,
+    shared: &Shared,
     next: &AtomicU64,
     last_attempt: u64,
     stop: &AtomicBool,
-    flow: &Flow,
     tx: &mpsc::Sender<Message>,
 ) {
     let events = tx.clone();
     let on_event = move |e: ClientEvent| {
         let _ = events.send(Message::Client(e));
     };
+    let flow = &shared.flow;
     while !stop.load(Ordering::SeqCst) {
         let missing = flow.missing.load(Ordering::SeqCst);
         let started = flow
@@ -353,20 +380,76 @@ fn worker(
             flow.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        let plan = planner.plan(attempt);
-        match client.complete(&plan, stop, &on_event) {
-            Ok(Some(answer)) => {
-                let plan = Box::new(plan);
-                if tx.send(Message::Answer { plan, answer }).is_err() {
-                    return;
-                }
-            }
+        let plan = shared.planner.plan(attempt);
+        let checked = match request_and_check(shared, &plan, stop, &on_event) {
+            Ok(Some(checked)) => checked,
             Ok(None) => return,
             Err(fatal) => {
                 stop.store(true, Ordering::SeqCst);
                 let _ = tx.send(Message::Fatal(fatal));
                 return;
             }
+        };
+        if tx.send(Message::Checked(Box::new(checked))).is_err() {
+            return;
         }
     }
+}
+
+/// One request, its check, and the second pass for a kept example. `None` when stopped.
+fn request_and_check(
+    shared: &Shared,
+    plan: &plan::Plan,
+    stop: &AtomicBool,
+    on_event: &dyn Fn(ClientEvent),
+) -> Result<Option<Checked>, Fatal> {
+    let Some(answer) = shared.client.complete(&plan.request(), stop, on_event)? else {
+        return Ok(None);
+    };
+    let mut checked = Checked {
+        attempt: plan.attempt,
+        result: Err(Reject::ServerRejected),
+        requests: 1,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        added: None,
+    };
+    if let Answer::Content {
+        text,
+        prompt_tokens,
+        completion_tokens,
+    } = answer
+    {
+        checked.prompt_tokens = prompt_tokens;
+        checked.completion_tokens = completion_tokens;
+        checked.result = match shared.dedup.lock() {
+            Ok(mut dedup) => qc::check(&text, plan, &shared.config, &mut dedup),
+            Err(_) => Err(Reject::NearDuplicate),
+        };
+    }
+    let Ok(record) = &mut checked.result else {
+        return Ok(Some(checked));
+    };
+    if shared.config.extra_negatives == 0 {
+        return Ok(Some(checked));
+    }
+    let request = shared.planner.negatives_request(record);
+    let Some(answer) = shared.client.complete(&request, stop, on_event)? else {
+        return Ok(None);
+    };
+    checked.requests += 1;
+    let mut added = Vec::new();
+    if let Answer::Content {
+        text,
+        prompt_tokens,
+        completion_tokens,
+    } = answer
+    {
+        checked.prompt_tokens += prompt_tokens;
+        checked.completion_tokens += completion_tokens;
+        added = qc::more_negatives(&text, record, &shared.config);
+    }
+    checked.added = Some(added.len());
+    record.not_labels.extend(added);
+    Ok(Some(checked))
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 
 pub const DEFAULT_SYSTEM_PROMPT: &str = include_str!("../../configs/generate/system.txt");
 pub const DEFAULT_USER_PROMPT: &str = include_str!("../../configs/generate/user.txt");
+pub const DEFAULT_NEGATIVES_PROMPT: &str = include_str!("../../configs/generate/negatives.txt");
 
 /// The placeholders a template may use, with what they become.
 pub const PLACEHOLDERS: [(&str, &str); 9] = [
@@ -32,17 +33,29 @@ pub const PLACEHOLDERS: [(&str, &str); 9] = [
     ),
 ];
 
+/// The placeholders of the second pass's template (`negatives_prompt_file`).
+pub const NEGATIVES_PLACEHOLDERS: [(&str, &str); 4] = [
+    ("text", "the example's text"),
+    ("labels", "its positive labels, comma-separated"),
+    ("not_labels", "its negative labels so far, comma-separated"),
+    ("count", "how many more hard negatives to ask for"),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Templates {
     pub system: String,
     pub user: String,
+    pub negatives: String,
 }
 
 impl Templates {
     /// The config's template files, or the built-in defaults. Each is checked for unknown
     /// placeholders.
     pub fn load(config: &GenerateConfig) -> Result<Self> {
-        let read = |path: &Option<std::path::PathBuf>, default: &str| -> Result<String> {
+        let read = |path: &Option<std::path::PathBuf>,
+                    default: &str,
+                    known: &[(&str, &str)]|
+         -> Result<String> {
             let Some(path) = path else {
                 return Ok(default.to_string());
             };
@@ -52,7 +65,7 @@ impl Templates {
                     path.display()
                 ))
             })?;
-            check_template(&text, path)?;
+            check_template(&text, path, known)?;
             if text.trim().is_empty() {
                 return Err(input_error(format!(
                     "prompt template {} is empty",
@@ -62,16 +75,25 @@ impl Templates {
             Ok(text)
         };
         Ok(Self {
-            system: read(&config.system_prompt_file, DEFAULT_SYSTEM_PROMPT)?,
-            user: read(&config.user_prompt_file, DEFAULT_USER_PROMPT)?,
+            system: read(
+                &config.system_prompt_file,
+                DEFAULT_SYSTEM_PROMPT,
+                &PLACEHOLDERS,
+            )?,
+            user: read(&config.user_prompt_file, DEFAULT_USER_PROMPT, &PLACEHOLDERS)?,
+            negatives: read(
+                &config.negatives_prompt_file,
+                DEFAULT_NEGATIVES_PROMPT,
+                &NEGATIVES_PLACEHOLDERS,
+            )?,
         })
     }
 }
 
-fn check_template(text: &str, path: &Path) -> Result<()> {
+fn check_template(text: &str, path: &Path, placeholders: &[(&str, &str)]) -> Result<()> {
     let mut unknown = None;
     render(text, |name| {
-        let known = PLACEHOLDERS.iter().any(|(p, _)| *p == name);
+        let known = placeholders.iter().any(|(p, _)| *p == name);
         if !known && unknown.is_none() {
             unknown = Some(name.to_string());
         }
@@ -81,7 +103,7 @@ fn check_template(text: &str, path: &Path) -> Result<()> {
         Some(name) => Err(input_error(format!(
             "prompt template {}: unknown placeholder {{{name}}} (known: {})",
             path.display(),
-            PLACEHOLDERS
+            placeholders
                 .iter()
                 .map(|(p, _)| format!("{{{p}}}"))
                 .collect::<Vec<_>>()
@@ -152,6 +174,20 @@ pub struct Plan {
     pub user: String,
 }
 
+impl Plan {
+    /// The chat-completions request for this plan.
+    pub fn request(&self) -> super::client::Request {
+        super::client::Request {
+            attempt: self.attempt,
+            system: self.system.clone(),
+            user: self.user.clone(),
+            temperature: self.temperature,
+            seed: self.request_seed,
+            schema: super::qc::answer_schema(),
+        }
+    }
+}
+
 pub struct Planner {
     config: GenerateConfig,
     templates: Templates,
@@ -167,6 +203,29 @@ impl Planner {
             config,
             templates,
             label_order,
+        }
+    }
+
+    /// The second pass's request for a kept example: more hard negatives for its labels.
+    pub fn negatives_request(&self, record: &super::qc::Record) -> super::client::Request {
+        let plan = self.plan(record.attempt);
+        let count = self.config.extra_negatives.to_string();
+        let user = render(&self.templates.negatives, |name| {
+            Some(match name {
+                "text" => record.text.clone(),
+                "labels" => record.labels.join(", "),
+                "not_labels" => record.not_labels.join(", "),
+                "count" => count.clone(),
+                _ => return None,
+            })
+        });
+        super::client::Request {
+            attempt: record.attempt,
+            system: plan.system,
+            user,
+            temperature: plan.temperature,
+            seed: plan.request_seed ^ 1,
+            schema: super::qc::negatives_schema(),
         }
     }
 
@@ -292,9 +351,13 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("user.txt");
         std::fs::write(&path, "Write about {domian} as {\"json\": 1}").unwrap();
-        let err = check_template(&std::fs::read_to_string(&path).unwrap(), &path)
-            .unwrap_err()
-            .to_string();
+        let err = check_template(
+            &std::fs::read_to_string(&path).unwrap(),
+            &path,
+            &PLACEHOLDERS,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown placeholder {domian}"), "{err}");
         assert!(err.contains("user.txt"), "{err}");
     }

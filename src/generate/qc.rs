@@ -81,6 +81,42 @@ pub fn answer_schema() -> serde_json::Value {
     })
 }
 
+/// The JSON schema of the second pass's answer.
+pub fn negatives_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"not_labels": {"type": "array", "items": {"type": "string"}}},
+        "required": ["not_labels"],
+        "additionalProperties": false
+    })
+}
+
+/// The usable hard negatives of a second-pass answer, up to `config.extra_negatives`: labels
+/// that are not empty, too long or placeholders, and not (after normalisation) a positive, a
+/// negative already there, or a repeat.
+pub fn more_negatives(content: &str, record: &Record, config: &GenerateConfig) -> Vec<String> {
+    let Some(candidates) = extract_json(content).and_then(|v| string_list(v.get("not_labels")))
+    else {
+        return Vec::new();
+    };
+    let mut seen: HashSet<String> = record
+        .labels
+        .iter()
+        .chain(&record.not_labels)
+        .map(|l| normalize_label(l))
+        .collect();
+    candidates
+        .into_iter()
+        .filter(|l| {
+            !l.is_empty()
+                && l.chars().count() <= config.max_label_chars
+                && !is_placeholder(l)
+                && seen.insert(normalize_label(l))
+        })
+        .take(config.extra_negatives)
+        .collect()
+}
+
 /// The JSON object in an answer: the whole answer, or else the text inside a ```json fence,
 /// or else the span from the first `{` to the last `}`.
 pub fn extract_json(content: &str) -> Option<serde_json::Value> {

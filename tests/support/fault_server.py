@@ -6,7 +6,8 @@ SCRIPT is a comma-separated list of behaviours, one per request in arrival order
 repeats): ok, junk, prose, badcontent, 429, 500, truncated, badjson, slow, 401, 404, 
 rejectschema (500 to response_format json_schema, ok otherwise), rejectformat (500 to any
 response_format, ok in plain text). It binds 127.0.0.1 on a free port, prints the port on the
-first line of stdout, and appends one JSON line per request to LOG. It stops after 10 minutes.
+first line of stdout, and appends one JSON line per request to LOG. With ok, a request for
+more hard negatives (gliznet's second pass) gets a list of them. It stops after 10 minutes.
 """
 import json
 import sys
@@ -72,7 +73,12 @@ class Handler(BaseHTTPRequestHandler):
             }) + "\n")
         seed = request.get("seed", i)
         good = json.dumps(example(seed))
-        if what == "ok":
+        user = (request.get("messages") or [{}])[-1].get("content", "")
+        if what == "ok" and user.startswith("Hard negatives"):
+            # The second pass: one usable, one conflicting, one placeholder, one repeat, one more.
+            self.send(200, self.completion(json.dumps({"not_labels": [
+                "weather_report", "politics", "label3", "Weather-Report", "sports_betting"]})))
+        elif what == "ok":
             self.send(200, self.completion(good))
         elif what == "junk":
             self.send(200, self.completion(json.dumps(
