@@ -15,6 +15,7 @@ pub enum Reject {
     ServerRejected,
     InvalidJson,
     MissingKeys,
+    MalformedLabel,
     EmptyText,
     TextTooLong,
     WrongLength,
@@ -35,6 +36,7 @@ impl Reject {
             Self::ServerRejected => "server_rejected",
             Self::InvalidJson => "invalid_json",
             Self::MissingKeys => "missing_keys",
+            Self::MalformedLabel => "malformed_label",
             Self::EmptyText => "empty_text",
             Self::TextTooLong => "text_too_long",
             Self::WrongLength => "wrong_length",
@@ -111,6 +113,7 @@ pub fn more_negatives(content: &str, record: &Record, config: &GenerateConfig) -
             !l.is_empty()
                 && l.chars().count() <= config.max_label_chars
                 && !is_placeholder(l)
+                && !is_malformed(l)
                 && seen.insert(normalize_label(l))
         })
         .take(config.extra_negatives)
@@ -153,44 +156,63 @@ pub fn normalize_label(label: &str) -> String {
         .join(" ")
 }
 
-/// Template junk instead of a label: `label1`, `not_label2`, `positive_label`, `…`, `string`.
+/// Template junk instead of a label: `label1`, `not_label2`, `1. label_1`, `positive_label`,
+/// `labels_453`, `…`, `string`.
 pub fn is_placeholder(label: &str) -> bool {
-    let norm = normalize_label(label);
-    if norm.contains("...") || norm.contains('…') || norm.chars().all(|c| !c.is_alphanumeric()) {
+    let lower = label.to_lowercase();
+    if lower.contains("...") || lower.contains('…') {
         return true;
     }
+    // The label's words, digits and punctuation aside: "1.  label_1:" → ["label"].
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        return true;
+    }
+    let has_digit = lower.chars().any(|c| c.is_ascii_digit());
+    let joined = words.join(" ");
     if [
-        "string", "label", "labels", "none", "null", "n/a", "na", "xxx", "todo", "tbd",
+        "string",
+        "none",
+        "null",
+        "n a",
+        "na",
+        "xxx",
+        "todo",
+        "tbd",
+        "hard negative",
     ]
-    .contains(&norm.as_str())
+    .contains(&joined.as_str())
     {
         return true;
     }
-    let trimmed = norm.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ');
-    let has_number = trimmed.len() < norm.len();
-    let stem = trimmed
-        .strip_prefix("not ")
-        .or_else(|| trimmed.strip_prefix("non "))
-        .unwrap_or(trimmed);
-    let generic = [
-        "label",
-        "positive label",
-        "negative label",
-        "hard negative",
-        "hard negative label",
-        "tag",
-        "category",
-        "class",
-        "topic",
-        "example",
-        "positive",
-        "negative",
+    const SLOT_WORDS: [&str; 13] = [
+        "label", "labels", "not", "non", "positive", "negative", "hard", "tag", "category",
+        "class", "example", "item", "topic",
     ];
-    if !generic.contains(&stem) {
-        return false;
+    let only_slot_words = words.iter().all(|w| SLOT_WORDS.contains(w));
+    // Numbered, any of them is a slot name; bare, "positive", "topic" and the like are fine,
+    // but anything with "label" in it is not a label.
+    only_slot_words && (has_digit || words.iter().any(|w| w.starts_with("label")))
+}
+
+/// A label that is not a short phrase: list markup (`1.`, `- `), brackets, quotes, colons,
+/// commas, line breaks, or no letter at all.
+pub fn is_malformed(label: &str) -> bool {
+    let t = label.trim();
+    if !t.chars().any(char::is_alphabetic) {
+        return true;
     }
-    // Numbered, any of them is a slot name; bare, "positive", "topic" and the like are fine.
-    has_number || stem.contains("label") || stem == "hard negative"
+    if t.chars()
+        .any(|c| "[]{}()<>:;,\"|\\*#=\n\t".contains(c) || c.is_control())
+    {
+        return true;
+    }
+    let after_digits = t.trim_start_matches(|c: char| c.is_ascii_digit());
+    (after_digits.len() < t.len() && after_digits.starts_with(['.', ')']))
+        || t.starts_with(['-', '+', '.'])
 }
 
 const ENGLISH_STOPWORDS: [&str; 40] = [
@@ -318,6 +340,9 @@ pub fn check(
         }
         if is_placeholder(label) {
             return Err(Reject::PlaceholderLabel);
+        }
+        if is_malformed(label) {
+            return Err(Reject::MalformedLabel);
         }
     }
     let positives: HashSet<String> = labels.iter().map(|l| normalize_label(l)).collect();
