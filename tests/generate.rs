@@ -584,3 +584,58 @@ fn a_second_pass_adds_usable_hard_negatives_only() {
     assert_eq!(report["requests"], 4);
     assert_eq!(server.requests().len(), 4);
 }
+
+#[test]
+fn mine_adds_embedding_mined_negatives_to_a_copy() {
+    let dir = TempDir::new().unwrap();
+    let server = FaultServer::start(dir.path(), "ok");
+    let config = write_config(dir.path(), server.port, serde_json::json!({}));
+    let model = dir.path().join("model");
+    gliznet::testing::write_tiny_model(
+        &model,
+        gliznet::model::head::Similarity::Cosine,
+        Some(16),
+        7,
+    )
+    .unwrap();
+    let pool = dir.path().join("pool.txt");
+    std::fs::write(&pool, "weather\nfinance\nmusic\ncooking\n").unwrap();
+    let output = dir.path().join("out.jsonl");
+    let mined = dir.path().join("mined.jsonl");
+    let out = generate(
+        &config,
+        &output,
+        &[
+            "--mine",
+            mined.to_str().unwrap(),
+            "--mine-k",
+            "2",
+            // A random tiny encoder finds every label alike: no synonym guard here.
+            "--mine-max-similarity",
+            "1.0",
+            "--mine-pool",
+            pool.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_ok(&out);
+    let generated = lines(&output);
+    let with_mined = lines(&mined);
+    assert_eq!(generated.len(), 2);
+    assert_eq!(with_mined.len(), 2);
+    for (g, m) in generated.iter().zip(&with_mined) {
+        assert_eq!(g["text"], m["text"]);
+        let (g, m) = (
+            g["not_labels"].as_array().unwrap(),
+            m["not_labels"].as_array().unwrap(),
+        );
+        assert_eq!(m.len(), g.len() + 2, "{m:?}");
+        assert_eq!(m[..g.len()], g[..]);
+    }
+    // --mine may not be the output itself.
+    let out = generate(&config, &output, &["--mine", output.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,31 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 
+    /// When the run is complete, also write the examples with embedding-mined hard negatives
+    /// added (as mine-negatives does) to this file; the output itself stays as generated
+    #[arg(long, value_name = "FILE")]
+    mine: Option<PathBuf>,
+
+    /// Mined negatives to add per example (with --mine)
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "mine")]
+    mine_k: u32,
+
+    /// With --mine, skip candidates more similar than this to any positive (likely synonyms)
+    #[arg(long, value_name = "COSINE", default_value_t = 0.8, requires = "mine")]
+    mine_max_similarity: f32,
+
+    /// Candidate labels for --mine, one per line (default: every label of the output)
+    #[arg(long, value_name = "FILE", requires = "mine")]
+    mine_pool: Option<PathBuf>,
+
+    /// Encoder that embeds the labels for --mine [default: the model built into gliznet]
+    #[arg(long, value_name = "DIR|REPO", requires = "mine")]
+    model: Option<String>,
+
+    /// Device for --mine: auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto", requires = "mine")]
+    device: String,
+
     /// On a pipe (not a terminal), print a progress line every N examples
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_every: u64,
@@ -64,7 +89,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(report) = &args.report {
         outputs.push(("--report", report.as_path()));
     }
-    crate::cli::output::check_outputs(&outputs, &[("--config", config_path.as_path())])?;
+    if let Some(mine) = &args.mine {
+        outputs.push(("--mine", mine.as_path()));
+    }
+    let mut inputs = vec![("--config", config_path.as_path())];
+    if let Some(pool) = &args.mine_pool {
+        inputs.push(("--mine-pool", pool.as_path()));
+    }
+    crate::cli::output::check_outputs(&outputs, &inputs)?;
     let config = GenerateConfig::load(&config_path, &args.overrides).map_err(|err| {
         let Some(e) = err.downcast_ref::<ConfigError>() else {
             return err;
@@ -114,7 +146,42 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         );
         return Err(Interrupted.into());
     }
+    if let Some(mine) = &args.mine {
+        eprintln!("mining hard negatives into {}", mine.display());
+        mine_negatives(&args, &output, mine)?;
+    }
     Ok(())
+}
+
+/// Runs `mine-negatives` on the finished output, with the --mine-* options.
+fn mine_negatives(args: &GenerateArgs, output: &Path, mined: &Path) -> Result<()> {
+    use clap::{Args as _, FromArgMatches as _};
+    let mut argv: Vec<std::ffi::OsString> = vec!["mine-negatives".into()];
+    let mut push = |flag: &str, value: &std::ffi::OsStr| {
+        argv.push(flag.into());
+        argv.push(value.to_os_string());
+    };
+    push("--input", output.as_os_str());
+    push("--output", mined.as_os_str());
+    push("--k", args.mine_k.to_string().as_ref());
+    push(
+        "--max-similarity",
+        args.mine_max_similarity.to_string().as_ref(),
+    );
+    push("--device", args.device.as_ref());
+    if let Some(pool) = &args.mine_pool {
+        push("--pool", pool.as_os_str());
+    }
+    if let Some(model) = &args.model {
+        push("--model", model.as_ref());
+    }
+    let command = crate::cli::mine::MineArgs::augment_args(clap::Command::new("mine-negatives"));
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(|e| input_error(format!("--mine: {e}")))?;
+    let mine_args = crate::cli::mine::MineArgs::from_arg_matches(&matches)
+        .map_err(|e| input_error(format!("--mine: {e}")))?;
+    crate::cli::mine::run(mine_args)
 }
 
 fn print_config() -> Result<()> {
