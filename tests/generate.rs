@@ -639,3 +639,38 @@ fn mine_adds_embedding_mined_negatives_to_a_copy() {
     let out = generate(&config, &output, &["--mine", output.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn near_duplicates_by_embedding_cosine_are_rejected() {
+    let dir = TempDir::new().unwrap();
+    // Every answer is the same sentence with another report number.
+    let server = FaultServer::start(dir.path(), "ok");
+    let config = write_config(
+        dir.path(),
+        server.port,
+        serde_json::json!({"examples": 3, "max_requests": 4, "near_duplicate_cosine": 0.95}),
+    );
+    let output = dir.path().join("out.jsonl");
+    let report = dir.path().join("report.json");
+    let out = generate(
+        &config,
+        &output,
+        &["--report", report.to_str().unwrap(), "--device", "cpu"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(lines(&output).len(), 1);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        report["rejected_by_reason"]["near_duplicate"], 3,
+        "{report}"
+    );
+    // A rerun remembers the text already there.
+    let out = generate(&config, &output, &["--device", "cpu"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(lines(&output).len(), 1);
+    assert!(
+        stderr(&out).contains("4 near_duplicate"),
+        "{}",
+        stderr(&out)
+    );
+}

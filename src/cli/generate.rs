@@ -68,12 +68,13 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE", requires = "mine")]
     mine_pool: Option<PathBuf>,
 
-    /// Encoder that embeds the labels for --mine [default: the model built into gliznet]
-    #[arg(long, value_name = "DIR|REPO", requires = "mine")]
+    /// Encoder for --mine and for the config's near_duplicate_cosine check [default: the
+    /// model built into gliznet]
+    #[arg(long, value_name = "DIR|REPO")]
     model: Option<String>,
 
-    /// Device for --mine: auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto", requires = "mine")]
+    /// Device for that encoder: auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
     device: String,
 
     /// On a pipe (not a terminal), print a progress line every N examples
@@ -116,7 +117,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             std::process::exit(130);
         }
     })?;
-    let generator = Generator::new(
+    let near_duplicate_cosine = config.near_duplicate_cosine;
+    let mut generator = Generator::new(
         config,
         key,
         Options {
@@ -125,6 +127,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             interrupted,
         },
     )?;
+    if let Some(threshold) = near_duplicate_cosine {
+        let device = crate::device::choose(&args.device)?;
+        let loaded = crate::model::checkpoint::load(args.model.as_deref(), &device)?;
+        generator = generator.with_similar_texts(Box::new(EmbeddingDedup {
+            loaded,
+            device,
+            vectors: Vec::new(),
+            last: None,
+            threshold: threshold as f32,
+        }))?;
+    }
     let mut reporter = Reporter::new(args.progress_every);
     let (summary, result) = generator.run(&mut |event| reporter.event(event));
     reporter.finish();
@@ -197,6 +210,51 @@ fn print_config() -> Result<()> {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")
+}
+
+/// Near-duplicates by meaning: the cosine of mean-pooled embeddings (as mine-negatives uses)
+/// against every text kept.
+struct EmbeddingDedup {
+    loaded: crate::model::checkpoint::LoadedModel,
+    device: candle_core::Device,
+    vectors: Vec<Vec<f32>>,
+    /// The text checked last and its vector, so that keeping it embeds it once.
+    last: Option<(String, Vec<f32>)>,
+    threshold: f32,
+}
+
+impl EmbeddingDedup {
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        if let Some((last, vector)) = &self.last {
+            if last == text {
+                return Ok(vector.clone());
+            }
+        }
+        let embedder = crate::embed::Embedder {
+            encoder: self.loaded.model.encoder(),
+            tokenizer: &self.loaded.tokenizer,
+            device: &self.device,
+        };
+        let vector = embedder.embed(&[text], 1)?.get(0)?.to_vec1::<f32>()?;
+        self.last = Some((text.to_string(), vector.clone()));
+        Ok(vector)
+    }
+}
+
+impl crate::generate::SimilarTexts for EmbeddingDedup {
+    fn add(&mut self, text: &str) -> Result<()> {
+        let vector = self.embed(text)?;
+        self.vectors.push(vector);
+        Ok(())
+    }
+
+    fn is_near_duplicate(&mut self, text: &str) -> Result<bool> {
+        let v = self.embed(text)?;
+        Ok(self
+            .vectors
+            .iter()
+            .any(|u| u.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>() >= self.threshold))
+    }
 }
 
 /// A progress bar on a terminal, a plain line every N examples (and on each retry, fallback

@@ -151,6 +151,10 @@ pub struct GenerateConfig {
     pub max_text_chars: usize,
     /// Characters a label may have at most.
     pub max_label_chars: usize,
+    /// Also reject a text whose embedding cosine with a kept one is at least this (the
+    /// caller supplies the embedder; gliznet's CLI uses the built-in model); null for the
+    /// normalised-text check only.
+    pub near_duplicate_cosine: Option<f64>,
     /// A second pass: for each kept example, ask the LLM for this many more hard negatives
     /// (0: no second pass).
     pub extra_negatives: usize,
@@ -199,6 +203,7 @@ impl Default for GenerateConfig {
             language: Some("en".into()),
             max_text_chars: 4000,
             max_label_chars: 50,
+            near_duplicate_cosine: None,
             extra_negatives: 0,
             system_prompt_file: None,
             user_prompt_file: None,
@@ -461,6 +466,12 @@ impl GenerateConfig {
         }
         if !(0.0..=10.0).contains(&self.length_tolerance) {
             return Err(("length_tolerance", "must be in [0, 10]".into()));
+        }
+        if matches!(self.near_duplicate_cosine, Some(c) if !(c > 0.0 && c <= 1.0)) {
+            return Err((
+                "near_duplicate_cosine",
+                "must be in (0, 1] (or null)".into(),
+            ));
         }
         if self.extra_negatives > MAX_LABELS {
             return Err((

@@ -120,6 +120,15 @@ pub struct Options {
     pub interrupted: Arc<AtomicBool>,
 }
 
+/// A near-duplicate check by meaning (embedding cosine), supplied by the caller: the library
+/// knows no model. Used on the calling thread, on each example about to be written.
+pub trait SimilarTexts {
+    /// Remembers a text that was kept (or was in the output already).
+    fn add(&mut self, text: &str) -> Result<()>;
+    /// True when `text` is a near-duplicate of a text remembered.
+    fn is_near_duplicate(&mut self, text: &str) -> Result<bool>;
+}
+
 /// A run, set up: the config checked, the templates read, the output opened (and locked).
 pub struct Generator {
     config: GenerateConfig,
@@ -129,6 +138,7 @@ pub struct Generator {
     dedup: Arc<Mutex<Dedup>>,
     existing: Existing,
     options: Options,
+    similar: Option<Box<dyn SimilarTexts>>,
 }
 
 enum Message {
@@ -174,7 +184,24 @@ impl Generator {
             dedup: Arc::new(Mutex::new(dedup)),
             existing,
             options,
+            similar: None,
         })
+    }
+
+    /// Adds the check by meaning; the texts already in the output are handed to it first.
+    pub fn with_similar_texts(mut self, mut similar: Box<dyn SimilarTexts>) -> Result<Self> {
+        if self.existing.examples > 0 {
+            let text = std::fs::read_to_string(&self.options.output).map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {e}", self.options.output.display())
+            })?;
+            for line in text.lines() {
+                if let Ok(record) = serde_json::from_str::<qc::Record>(line) {
+                    similar.add(&record.text)?;
+                }
+            }
+        }
+        self.similar = Some(similar);
+        Ok(self)
     }
 
     /// Runs to the end. The summary is returned whatever happened; the error, if any, beside
@@ -271,7 +298,25 @@ impl Generator {
                         second_pass.negatives_added += added;
                         second_pass.unusable_answers += usize::from(added == 0);
                     }
-                    match checked.result {
+                    let mut checked_result = checked.result;
+                    if let (Ok(record), Some(similar)) = (&checked_result, &mut self.similar) {
+                        match similar.is_near_duplicate(&record.text) {
+                            Ok(true) => checked_result = Err(Reject::NearDuplicate),
+                            Ok(false) => {
+                                if let Err(e) = similar.add(&record.text) {
+                                    ending = Ending::Failed;
+                                    result = Err(e);
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                ending = Ending::Failed;
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    match checked_result {
                         Ok(record) => {
                             if let Err(e) = self.out.append(&record) {
                                 ending = Ending::Failed;
