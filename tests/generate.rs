@@ -367,6 +367,11 @@ fn junk_is_rejected_and_counted_by_reason() {
         err.contains("rejected: 1 invalid_json, 1 placeholder_label"),
         "{err}"
     );
+    // On a pipe: plain progress lines, the last at the target.
+    assert!(
+        err.contains("3/3 examples  2 rejected  400 tokens"),
+        "{err}"
+    );
 }
 
 #[test]
