@@ -6,7 +6,7 @@
 //! A 135M model writes poor examples and often junk labels: this tests the pipeline (the
 //! requests, the quality control, resumption, that the output trains), not the data.
 
-use gliznet::generate::qc::{is_placeholder, normalize_label};
+use gliznet::generate::qc::{is_malformed, is_placeholder, is_placeholder_text, normalize_label};
 use gliznet::testing::write_tiny_backbone;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -103,7 +103,8 @@ fn report(path: &Path) -> Value {
 /// Each line is a valid example: text, labels that passed the checks, provenance.
 fn check_shape(records: &[Value]) {
     for r in records {
-        assert!(!r["text"].as_str().unwrap().trim().is_empty());
+        let text = r["text"].as_str().unwrap();
+        assert!(!text.trim().is_empty() && !is_placeholder_text(text), "{r}");
         let labels: Vec<&str> = r["labels"]
             .as_array()
             .unwrap()
@@ -119,7 +120,7 @@ fn check_shape(records: &[Value]) {
         assert!(!labels.is_empty() && !negatives.is_empty(), "{r}");
         let mut seen = HashSet::new();
         for label in labels.iter().chain(&negatives) {
-            assert!(!is_placeholder(label), "{r}");
+            assert!(!is_placeholder(label) && !is_malformed(label), "{r}");
             assert!(seen.insert(normalize_label(label)), "{r}");
         }
         assert_eq!(r["model"], "smollm2");
@@ -165,12 +166,12 @@ fn generates_rejects_junk_resumes_and_the_output_trains() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(420);
+    let deadline = Instant::now() + Duration::from_secs(900);
     while lines(&output).is_empty() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("generate ended ({status}) before writing an example");
         }
-        assert!(Instant::now() < deadline, "no example within 420 s");
+        assert!(Instant::now() < deadline, "no example within 900 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     Command::new("kill")

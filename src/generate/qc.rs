@@ -17,6 +17,7 @@ pub enum Reject {
     MissingKeys,
     MalformedLabel,
     EmptyText,
+    PlaceholderText,
     TextTooLong,
     WrongLength,
     EmptyLabel,
@@ -38,6 +39,7 @@ impl Reject {
             Self::MissingKeys => "missing_keys",
             Self::MalformedLabel => "malformed_label",
             Self::EmptyText => "empty_text",
+            Self::PlaceholderText => "placeholder_text",
             Self::TextTooLong => "text_too_long",
             Self::WrongLength => "wrong_length",
             Self::EmptyLabel => "empty_label",
@@ -168,7 +170,8 @@ pub fn is_placeholder(label: &str) -> bool {
         .split(|c: char| !c.is_alphabetic())
         .filter(|w| !w.is_empty())
         .collect();
-    if words.is_empty() {
+    // No word of two letters or more: "", "A", "x1".
+    if words.iter().all(|w| w.chars().count() < 2) {
         return true;
     }
     let has_digit = lower.chars().any(|c| c.is_ascii_digit());
@@ -198,6 +201,16 @@ pub fn is_placeholder(label: &str) -> bool {
     only_slot_words && (has_digit || words.iter().any(|w| w.starts_with("label")))
 }
 
+/// The template's own filler instead of a text: it starts with `...` or `…`, or is a word
+/// such as `text` or `string`.
+pub fn is_placeholder_text(text: &str) -> bool {
+    let t = text.trim();
+    t.starts_with("...")
+        || t.starts_with('…')
+        || ["text", "string", "your text here", "example text"]
+            .contains(&t.to_lowercase().trim_end_matches('.'))
+}
+
 /// A label that is not a short phrase: list markup (`1.`, `- `), brackets, quotes, colons,
 /// commas, line breaks, or no letter at all.
 pub fn is_malformed(label: &str) -> bool {
@@ -208,6 +221,15 @@ pub fn is_malformed(label: &str) -> bool {
     if t.chars()
         .any(|c| "[]{}()<>:;,\"|\\*#=\n\t".contains(c) || c.is_control())
     {
+        return true;
+    }
+    // A long number glued on: "technical_problem123456789".
+    let longest_digits = t
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_digits >= 5 {
         return true;
     }
     let after_digits = t.trim_start_matches(|c: char| c.is_ascii_digit());
@@ -318,6 +340,9 @@ pub fn check(
     if text.is_empty() {
         return Err(Reject::EmptyText);
     }
+    if is_placeholder_text(&text) {
+        return Err(Reject::PlaceholderText);
+    }
     if text.chars().count() > config.max_text_chars {
         return Err(Reject::TextTooLong);
     }
@@ -424,31 +449,35 @@ mod tests {
             (good.clone(), Reject::NearDuplicate),
             ("not json at all".into(), Reject::InvalidJson),
             (r#"{"text": "x", "labels": ["a"]}"#.into(), Reject::MissingKeys),
-            (answer("  ", &["a"], &["b"]), Reject::EmptyText),
-            (answer(&"word ".repeat(40), &["a"], &["b"]), Reject::WrongLength),
-            (answer("A fine text here.", &["a", ""], &["b"]), Reject::EmptyLabel),
+            (answer("  ", &["sports"], &["music"]), Reject::EmptyText),
+            (
+                answer("...\nThe text is fine.", &["sports"], &["music"]),
+                Reject::PlaceholderText,
+            ),
+            (answer(&"word ".repeat(40), &["sports"], &["music"]), Reject::WrongLength),
+            (answer("A fine text here.", &["sports", ""], &["music"]), Reject::EmptyLabel),
             (
                 answer("A fine text here.", &["not_label1"], &["not_label2"]),
                 Reject::PlaceholderLabel,
             ),
-            (answer("A fine text here.", &["label1"], &["b"]), Reject::PlaceholderLabel),
+            (answer("A fine text here.", &["label1"], &["music"]), Reject::PlaceholderLabel),
             (answer("A fine text here.", &["sports"], &["…"]), Reject::PlaceholderLabel),
             (
                 answer("A fine text here.", &["Product-Review"], &["product_review"]),
                 Reject::LabelConflict,
             ),
             (
-                answer("A fine text here.", &["sports", "Sports"], &["b"]),
+                answer("A fine text here.", &["sports", "Sports"], &["music"]),
                 Reject::DuplicateLabel,
             ),
-            (answer("A fine text here.", &[], &["b"]), Reject::TooFewPositives),
+            (answer("A fine text here.", &[], &["music"]), Reject::TooFewPositives),
             (answer("A fine text here.", &["sports"], &[]), Reject::TooFewNegatives),
             (
-                answer("A fine text here.", &[&"x".repeat(60)], &["b"]),
+                answer("A fine text here.", &[&"x".repeat(60)], &["music"]),
                 Reject::LabelTooLong,
             ),
             (
-                answer("Ceci est un texte en français, sans aucun mot commun de la langue anglaise ici", &["a"], &["b"]),
+                answer("Ceci est un texte en français, sans aucun mot commun de la langue anglaise ici", &["sports"], &["music"]),
                 Reject::WrongLanguage,
             ),
         ];
@@ -494,6 +523,14 @@ mod tests {
             "string",
             "tag2",
             "category_1",
+            "1.  label_1:",
+            "labels_453,097",
+            "hard_negative",
+            "NOT LABEL",
+            "42",
+            "A",
+            "b",
+            "x_1",
         ] {
             assert!(is_placeholder(junk), "{junk}");
         }
@@ -504,8 +541,40 @@ mod tests {
             "sports",
             "labelling",
             "not_spam",
+            "covid_19",
+            "web 3",
+            "labor_market",
+            "ai",
         ] {
             assert!(!is_placeholder(fine), "{fine}");
         }
+        for bad in [
+            "technical_problem123456789",
+            "[Our Team]",
+            "1. sports",
+            "- sports",
+            "topic: sports",
+            "a, b",
+            "\"x\"",
+            "12",
+        ] {
+            assert!(is_malformed(bad), "{bad}");
+        }
+        for fine in [
+            "sports",
+            "covid_19",
+            "q&a",
+            "e-commerce",
+            "ai/ml",
+            "c++",
+            "web 3.0",
+            "u.s. politics",
+            "2024 elections",
+        ] {
+            assert!(!is_malformed(fine), "{fine}");
+        }
+        assert!(is_placeholder_text("...\nThe text"));
+        assert!(is_placeholder_text("Text."));
+        assert!(!is_placeholder_text("Text messages cost more this year."));
     }
 }
