@@ -320,8 +320,10 @@ mod tests {
         let p = a.plan(5);
         assert!(!p.user.contains("{domain}") && !p.user.contains("{style}"));
         assert!(p.user.contains(&p.domain) && p.user.contains(&p.style));
-        assert!(
-            p.user.contains("{\"text\": \"...\""),
+        assert_eq!(
+            render("{\"text\": \"{domain}\"} {unknown}", |n| (n == "domain")
+                .then(|| "x".into())),
+            "{\"text\": \"x\"} {unknown}",
             "JSON braces are kept"
         );
         assert!((1..=4).contains(&p.num_positives));

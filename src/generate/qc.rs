@@ -18,6 +18,7 @@ pub enum Reject {
     MalformedLabel,
     EmptyText,
     PlaceholderText,
+    PromptEcho,
     TextTooLong,
     WrongLength,
     EmptyLabel,
@@ -40,6 +41,7 @@ impl Reject {
             Self::MalformedLabel => "malformed_label",
             Self::EmptyText => "empty_text",
             Self::PlaceholderText => "placeholder_text",
+            Self::PromptEcho => "prompt_echo",
             Self::TextTooLong => "text_too_long",
             Self::WrongLength => "wrong_length",
             Self::EmptyLabel => "empty_label",
@@ -195,6 +197,19 @@ pub fn is_placeholder(label: &str) -> bool {
         "label", "labels", "not", "non", "positive", "negative", "hard", "tag", "category",
         "class", "example", "item", "topic",
     ];
+    // "not_label2.txt", "label_3 topic": the template's slot names, numbered.
+    if has_digit && words.iter().any(|w| w.starts_with("label")) {
+        return true;
+    }
+    // A numbered copy of a phrase: "negative_review1", "technical_issue2".
+    let numbered_copy = words.len() >= 2
+        && lower.ends_with(|c: char| c.is_ascii_digit())
+        && lower
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .ends_with(|c: char| c.is_alphabetic());
+    if numbered_copy {
+        return true;
+    }
     let only_slot_words = words.iter().all(|w| SLOT_WORDS.contains(w));
     // Numbered, any of them is a slot name; bare, "positive", "topic" and the like are fine,
     // but anything with "label" in it is not a label.
@@ -209,6 +224,25 @@ pub fn is_placeholder_text(text: &str) -> bool {
         || t.starts_with('…')
         || ["text", "string", "your text here", "example text"]
             .contains(&t.to_lowercase().trim_end_matches('.'))
+}
+
+/// Words in a row that a text may share with its prompt before it counts as an echo.
+const ECHO_WORDS: usize = 6;
+
+/// True when the text repeats `ECHO_WORDS` words in a row of the prompt (case and
+/// punctuation aside): the model wrote out its instructions instead of a text.
+pub fn echoes(text: &str, prompt: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let prompt = words(prompt);
+    let shingles: HashSet<&[String]> = prompt.windows(ECHO_WORDS).collect();
+    words(text)
+        .windows(ECHO_WORDS)
+        .any(|w| shingles.contains(w))
 }
 
 /// A label that is not a short phrase: list markup (`1.`, `- `), brackets, quotes, colons,
@@ -342,6 +376,9 @@ pub fn check(
     }
     if is_placeholder_text(&text) {
         return Err(Reject::PlaceholderText);
+    }
+    if echoes(&text, &plan.user) {
+        return Err(Reject::PromptEcho);
     }
     if text.chars().count() > config.max_text_chars {
         return Err(Reject::TextTooLong);
@@ -531,6 +568,9 @@ mod tests {
             "A",
             "b",
             "x_1",
+            "not_label2.txt",
+            "positive_text1",
+            "negative_review1",
         ] {
             assert!(is_placeholder(junk), "{junk}");
         }
@@ -545,6 +585,9 @@ mod tests {
             "web 3",
             "labor_market",
             "ai",
+            "covid19",
+            "web3",
+            "covid_19",
         ] {
             assert!(!is_placeholder(fine), "{fine}");
         }
@@ -573,6 +616,14 @@ mod tests {
         ] {
             assert!(!is_malformed(fine), "{fine}");
         }
+        assert!(echoes(
+            "This is a news report about entertainment, in English, of 1 to 60 words (short text).",
+            "Write one news report about entertainment, in English, of 1 to 60 words (short text)."
+        ));
+        assert!(!echoes(
+            "The council approved the budget for schools.",
+            "Write one news report about politics, in English, of 1 to 60 words."
+        ));
         assert!(is_placeholder_text("...\nThe text"));
         assert!(is_placeholder_text("Text."));
         assert!(!is_placeholder_text("Text messages cost more this year."));
