@@ -1,14 +1,15 @@
 //! `gliznet generate`: synthetic training examples from an LLM behind an OpenAI-compatible
 //! chat-completions API.
 
+use crate::cli::model_args::ModelArgs;
 use crate::cli::train::Interrupted;
-use crate::config::{ConfigError, Origin};
-use crate::error::input_error;
-use crate::generate::config::GenerateConfig;
-use crate::generate::plan::PLACEHOLDERS;
-use crate::generate::{client, Ending, Event, Generator, Options, Progress, Summary};
 use anyhow::{Context, Result};
 use clap::Args;
+use gliznet::config::{ConfigError, Origin};
+use gliznet::error::input_error;
+use gliznet::generate::config::GenerateConfig;
+use gliznet::generate::plan::PLACEHOLDERS;
+use gliznet::generate::{client, Ending, Event, Generator, Options, Progress, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -68,14 +69,9 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE", requires = "mine")]
     mine_pool: Option<PathBuf>,
 
-    /// Encoder for --mine and for the config's near_duplicate_cosine check [default: the
-    /// model built into gliznet]
-    #[arg(long, value_name = "DIR|REPO")]
-    model: Option<String>,
-
-    /// Device for that encoder: auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// The encoder for --mine and for the config's near_duplicate_cosine check
+    #[command(flatten)]
+    model: ModelArgs,
 
     /// On a pipe (not a terminal), print a progress line every N examples
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -128,8 +124,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         },
     )?;
     if let Some(threshold) = near_duplicate_cosine {
-        let device = crate::device::choose(&args.device)?;
-        let loaded = crate::model::checkpoint::load(args.model.as_deref(), &device)?;
+        let (loaded, device) = args.model.load()?;
         generator = generator.with_similar_texts(Box::new(EmbeddingDedup {
             loaded,
             device,
@@ -143,7 +138,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     reporter.finish();
     eprint!("{}", summary_text(&summary));
     if let Some(report) = &args.report {
-        crate::files::write_atomically(report, |file| {
+        gliznet::files::write_atomically(report, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary)?;
             file.write_all(b"\n")?;
             Ok(())
@@ -181,11 +176,11 @@ fn mine_negatives(args: &GenerateArgs, output: &Path, mined: &Path) -> Result<()
         "--max-similarity",
         args.mine_max_similarity.to_string().as_ref(),
     );
-    push("--device", args.device.as_ref());
+    push("--device", args.model.device.as_ref());
     if let Some(pool) = &args.mine_pool {
         push("--pool", pool.as_os_str());
     }
-    if let Some(model) = &args.model {
+    if let Some(model) = &args.model.model {
         push("--model", model.as_ref());
     }
     let command = crate::cli::mine::MineArgs::augment_args(clap::Command::new("mine-negatives"));
@@ -215,7 +210,7 @@ fn print_config() -> Result<()> {
 /// Near-duplicates by meaning: the cosine of mean-pooled embeddings (as mine-negatives uses)
 /// against every text kept.
 struct EmbeddingDedup {
-    loaded: crate::model::checkpoint::LoadedModel,
+    loaded: gliznet::model::checkpoint::LoadedModel,
     device: candle_core::Device,
     vectors: Vec<Vec<f32>>,
     /// The text checked last and its vector, so that keeping it embeds it once.
@@ -230,7 +225,7 @@ impl EmbeddingDedup {
                 return Ok(vector.clone());
             }
         }
-        let embedder = crate::embed::Embedder {
+        let embedder = gliznet::embed::Embedder {
             encoder: self.loaded.model.encoder(),
             tokenizer: &self.loaded.tokenizer,
             device: &self.device,
@@ -241,7 +236,7 @@ impl EmbeddingDedup {
     }
 }
 
-impl crate::generate::SimilarTexts for EmbeddingDedup {
+impl gliznet::generate::SimilarTexts for EmbeddingDedup {
     fn add(&mut self, text: &str) -> Result<()> {
         let vector = self.embed(text)?;
         self.vectors.push(vector);

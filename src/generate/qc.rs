@@ -150,15 +150,9 @@ pub fn extract_json(content: &str) -> Option<serde_json::Value> {
     }
 }
 
-/// Lower case, `_` and `-` as spaces, whitespace collapsed: "Product_Review" ≡ "product review".
-pub fn normalize_label(label: &str) -> String {
-    label
-        .to_lowercase()
-        .replace(['_', '-'], " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+/// What makes two labels the same (case, `_`, `-` and whitespace do not count): the
+/// project's one definition, [`crate::data::labels::label_key`].
+pub use crate::data::labels::label_key as normalize_label;
 
 /// Template junk instead of a label: `label1`, `not_label2`, `1. label_1`, `positive_label`,
 /// `labels_453`, `…`, `string`.
