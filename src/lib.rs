@@ -11,6 +11,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod files;
+pub mod generate;
 pub mod mining;
 pub mod model;
 pub mod results;

@@ -2,6 +2,7 @@
 //! below never sees clap types.
 
 mod eval;
+mod generate;
 mod mine;
 mod model_args;
 pub mod output;
@@ -44,6 +45,8 @@ enum Command {
     MineNegatives(mine::MineArgs),
     /// Serve the classifier over HTTP, batching concurrent requests
     Serve(serve::ServeArgs),
+    /// Make training examples with an LLM behind an OpenAI-compatible API (Ollama, Groq, …)
+    Generate(generate::GenerateArgs),
 }
 
 /// Opens the device named by `spec` (`auto|cpu|cuda[:N]`), telling stderr when `auto` fell
@@ -98,5 +101,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::MineNegatives(args) => mine::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
