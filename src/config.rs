@@ -87,6 +87,9 @@ pub struct TrainConfig {
     pub distill_temperature: f64,
     /// The teacher's wording of a label; `{label}` is replaced by the label.
     pub distill_label_template: String,
+    /// Negatives added to each training example from the positives of the other examples in
+    /// its micro-batch (labels it does not name itself), at most this many; 0 for none.
+    pub in_batch_negatives: usize,
     /// Projection width shared by text and labels; null for none.
     pub projection_dim: Option<usize>,
     pub max_length: usize,
@@ -140,6 +143,7 @@ impl Default for TrainConfig {
             distill_weight: 0.0,
             distill_temperature: 0.05,
             distill_label_template: "This text is about {label}.".into(),
+            in_batch_negatives: 0,
             projection_dim: Some(256),
             max_length: limits.max_length,
             max_label_tokens: limits.max_label_tokens,
@@ -355,6 +359,11 @@ impl TrainConfig {
             (
                 "max_labels_per_example",
                 self.max_labels_per_example,
+                MAX_LABELS_PER_EXAMPLE,
+            ),
+            (
+                "in_batch_negatives",
+                self.in_batch_negatives,
                 MAX_LABELS_PER_EXAMPLE,
             ),
         ];

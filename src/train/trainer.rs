@@ -7,6 +7,7 @@
 use crate::batch::Batch;
 use crate::config::TrainConfig;
 use crate::data::example::{Example, SkipReport};
+use crate::data::labels::label_key;
 use crate::error::input_error;
 use crate::model::checkpoint::{self, ModelSource};
 use crate::rng::Rng;
@@ -20,6 +21,7 @@ use crate::train::validation::{validate, Validation};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -387,12 +389,19 @@ impl<'e> Trainer<'e> {
         let micro_batches: Vec<&[usize]> = examples.chunks(self.config.batch_size).collect();
         let mut total_loss = 0.0;
         for (micro, indices) in micro_batches.iter().enumerate() {
+            let extra_negatives = in_batch_negatives(
+                &self.train,
+                indices,
+                self.config.in_batch_negatives,
+                derive_seed(self.config.seed, &[4, epoch as u64]),
+            );
             // (example index, sequence)
             let mut sequences = Vec::new();
-            for &i in indices.iter() {
+            for (&i, extra) in indices.iter().zip(&extra_negatives) {
                 let mut rng = Rng::new(derive_seed(self.config.seed, &[2, epoch as u64, i as u64]));
                 let example_sequences = training_sequences(
                     &self.train[i],
+                    extra,
                     &self.parts.tokenizer,
                     self.config.max_labels_per_example,
                     &mut rng,
@@ -525,6 +534,44 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| input_error(format!("{}: {e}", path.display())))
 }
 
+/// For each example of a micro-batch (`indices` into `train`), up to `n` negatives drawn from
+/// the other examples' positives: labels the example does not name itself, positive or
+/// negative ([`label_key`]). Seeded per micro-batch; empty lists when `n` is 0.
+fn in_batch_negatives(
+    train: &[Example],
+    indices: &[usize],
+    n: usize,
+    seed: u64,
+) -> Vec<Vec<String>> {
+    if n == 0 {
+        return vec![Vec::new(); indices.len()];
+    }
+    let mut rng = Rng::new(seed ^ indices.first().map_or(0, |&i| i as u64));
+    indices
+        .iter()
+        .map(|&i| {
+            let own: HashSet<String> = train[i]
+                .labels
+                .iter()
+                .chain(&train[i].not_labels)
+                .map(|l| label_key(l))
+                .collect();
+            let mut seen = HashSet::new();
+            let mut candidates: Vec<&String> = indices
+                .iter()
+                .filter(|&&j| j != i)
+                .flat_map(|&j| &train[j].labels)
+                .filter(|l| {
+                    let key = label_key(l);
+                    !own.contains(&key) && seen.insert(key)
+                })
+                .collect();
+            rng.shuffle(&mut candidates);
+            candidates.into_iter().take(n).cloned().collect()
+        })
+        .collect()
+}
+
 /// One packed sequence of a training example: its labels (in slot order) and their targets.
 struct TrainingSequence {
     encoding: SequenceEncoding,
@@ -536,11 +583,16 @@ struct TrainingSequence {
 /// that do not fit in one sequence go to further sequences with the same text.
 fn training_sequences(
     example: &Example,
+    extra_negatives: &[String],
     tokenizer: &LabelTokenizer,
     max_labels: usize,
     rng: &mut Rng,
 ) -> Result<Vec<TrainingSequence>> {
-    let targets = example.sample_targets(max_labels, rng);
+    let mut targets = example.sample_targets(max_labels, rng);
+    if !extra_negatives.is_empty() {
+        targets.extend(extra_negatives.iter().map(|l| (l.clone(), false)));
+        rng.shuffle(&mut targets);
+    }
     let names: Vec<String> = targets.iter().map(|(l, _)| l.clone()).collect();
     let encoding = tokenizer.encode(&example.text, &names)?;
     Ok(encoding
@@ -580,5 +632,52 @@ impl Default for LogWindow {
 impl LogWindow {
     fn examples_per_second(&self) -> f64 {
         self.examples as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(labels: &[&str], not_labels: &[&str]) -> Example {
+        Example {
+            text: "t".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            not_labels: not_labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    /// Negatives come only from the other examples' positives, never a label the example names
+    /// itself (by `label_key`), at most `n`, no repeats, the same for the same seed.
+    #[test]
+    fn in_batch_negatives_come_from_the_others_positives() {
+        let train = vec![
+            example(&["sports"], &["news"]),
+            example(&["Sports", "cooking"], &["bank"]),
+            example(&["news", "travel"], &[]),
+            example(&["weather"], &[]),
+        ];
+        let indices = [0, 1, 2, 3];
+        assert!(in_batch_negatives(&train, &indices, 0, 7)
+            .iter()
+            .all(Vec::is_empty));
+        let drawn = in_batch_negatives(&train, &indices, 10, 7);
+        let sorted = |v: &Vec<String>| {
+            let mut v = v.clone();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&drawn[0]), vec!["cooking", "travel", "weather"]);
+        assert_eq!(sorted(&drawn[1]), vec!["news", "travel", "weather"]);
+        assert_eq!(sorted(&drawn[2]), vec!["cooking", "sports", "weather"]);
+        assert_eq!(sorted(&drawn[3]), vec!["cooking", "news", "sports", "travel"]);
+        let two = in_batch_negatives(&train, &indices, 2, 7);
+        assert!(two.iter().all(|v| v.len() == 2));
+        assert_eq!(two, in_batch_negatives(&train, &indices, 2, 7));
+        for (negatives, &i) in two.iter().zip(&indices) {
+            for n in negatives {
+                assert!(!train[i].labels.iter().any(|l| label_key(l) == label_key(n)));
+            }
+        }
     }
 }
