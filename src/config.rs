@@ -48,6 +48,38 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Deserializes a config object. serde names neither the key of a bad value nor where it came
+/// from, so on failure the first key that fails on its own (every other key taking its
+/// default) is named, with its origin from `origin_of`; `path` is the origin otherwise.
+pub fn deserialize_naming_key<T: serde::de::DeserializeOwned>(
+    json: &serde_json::Value,
+    path: &Path,
+    origin_of: impl Fn(&str) -> Origin,
+) -> Result<T, ConfigError> {
+    serde_json::from_value(json.clone()).map_err(|e| {
+        let culprit = json.as_object().and_then(|object| {
+            object.iter().find_map(|(key, value)| {
+                let single = serde_json::json!({ key.as_str(): value });
+                serde_json::from_value::<T>(single)
+                    .err()
+                    .map(|e| (key.clone(), e.to_string()))
+            })
+        });
+        match culprit {
+            Some((key, message)) => ConfigError {
+                origin: origin_of(&key),
+                key: Some(key),
+                message,
+            },
+            None => ConfigError {
+                origin: Origin::File(path.to_path_buf()),
+                key: None,
+                message: e.to_string(),
+            },
+        }
+    })
+}
+
 /// The validation score that early stopping follows and that picks the best model.
 ///
 /// The default is `loss` (validation binary cross-entropy): it depends on no decision
@@ -215,34 +247,7 @@ impl TrainConfig {
             Some((_, item)) => Origin::Override(item.clone()),
             None => Origin::File(path.to_path_buf()),
         };
-        let config: Self = match serde_json::from_value(json.clone()) {
-            Ok(config) => config,
-            Err(e) => {
-                // serde names neither the key of a bad value nor where it came from: find the
-                // first key that fails on its own (every other key takes its default).
-                let culprit = json.as_object().and_then(|object| {
-                    object.iter().find_map(|(key, value)| {
-                        let single = serde_json::json!({ key.as_str(): value });
-                        serde_json::from_value::<Self>(single)
-                            .err()
-                            .map(|e| (key.clone(), e.to_string()))
-                    })
-                });
-                return Err(match culprit {
-                    Some((key, message)) => ConfigError {
-                        origin: origin_of(&key),
-                        key: Some(key),
-                        message,
-                    },
-                    None => ConfigError {
-                        origin: Origin::File(path.to_path_buf()),
-                        key: None,
-                        message: e.to_string(),
-                    },
-                }
-                .into());
-            }
-        };
+        let config: Self = deserialize_naming_key(&json, path, origin_of)?;
         config.validate().map_err(|message| {
             // Validation messages start with the key they are about.
             let key = json.as_object().and_then(|object| {

@@ -2,7 +2,7 @@
 //! `key=value` overrides are applied to the JSON before it is typed (as for training), and a
 //! `provider` preset fills the endpoint keys the user left out.
 
-use crate::config::{ConfigError, Origin};
+use crate::config::{deserialize_naming_key, ConfigError, Origin};
 use crate::error::input_error;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -279,34 +279,7 @@ impl GenerateConfig {
             Some((_, item)) => Origin::Override(item.clone()),
             None => Origin::File(path.to_path_buf()),
         };
-        let mut config: Self = match serde_json::from_value(json.clone()) {
-            Ok(config) => config,
-            Err(e) => {
-                // serde names neither the key of a bad value nor where it came from: find the
-                // first key that fails on its own.
-                let culprit = json.as_object().and_then(|object| {
-                    object.iter().find_map(|(key, value)| {
-                        let single = serde_json::json!({ key.as_str(): value });
-                        serde_json::from_value::<Self>(single)
-                            .err()
-                            .map(|e| (key.clone(), e.to_string()))
-                    })
-                });
-                return Err(match culprit {
-                    Some((key, message)) => ConfigError {
-                        origin: origin_of(&key),
-                        key: Some(key),
-                        message,
-                    },
-                    None => ConfigError {
-                        origin: Origin::File(path.to_path_buf()),
-                        key: None,
-                        message: e.to_string(),
-                    },
-                }
-                .into());
-            }
-        };
+        let mut config: Self = deserialize_naming_key(&json, path, origin_of)?;
         config.apply_preset().map_err(|message| ConfigError {
             origin: origin_of("provider"),
             key: Some("provider".into()),

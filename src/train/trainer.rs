@@ -670,7 +670,10 @@ mod tests {
         assert_eq!(sorted(&drawn[0]), vec!["cooking", "travel", "weather"]);
         assert_eq!(sorted(&drawn[1]), vec!["news", "travel", "weather"]);
         assert_eq!(sorted(&drawn[2]), vec!["cooking", "sports", "weather"]);
-        assert_eq!(sorted(&drawn[3]), vec!["cooking", "news", "sports", "travel"]);
+        assert_eq!(
+            sorted(&drawn[3]),
+            vec!["cooking", "news", "sports", "travel"]
+        );
         let two = in_batch_negatives(&train, &indices, 2, 7);
         assert!(two.iter().all(|v| v.len() == 2));
         assert_eq!(two, in_batch_negatives(&train, &indices, 2, 7));
