@@ -2,11 +2,14 @@
 //! (tests/support/fault_server.py): retries, fallbacks, fatal errors, quality control,
 //! interruption and resumption, and that the API key never shows.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{lines, stderr};
 use tempfile::TempDir;
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c-do-not-print";
@@ -91,18 +94,6 @@ fn generate(config: &Path, output: &Path, extra: &[&str]) -> Output {
         .env("GLIZNET_TEST_KEY", SENTINEL)
         .stdin(Stdio::null());
     command.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(text.is_empty() || text.ends_with('\n'), "a torn last line");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
-        .collect()
 }
 
 fn assert_ok(out: &Output) {

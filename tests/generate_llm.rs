@@ -6,13 +6,17 @@
 //! A 135M model writes poor examples and often junk labels: this tests the pipeline (the
 //! requests, the quality control, resumption, that the output trains), not the data.
 
-use gliznet::generate::qc::{is_malformed, is_placeholder, is_placeholder_text, normalize_label};
+mod support;
+
+use gliznet::data::labels::label_key;
+use gliznet::generate::qc::{is_malformed, is_placeholder, is_placeholder_text};
 use gliznet::testing::write_tiny_backbone;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{lines, stderr};
 use tempfile::TempDir;
 
 /// The binary under test. GLIZNET_TEST_BIN may name a copy of it: in a target directory
@@ -84,18 +88,6 @@ fn generate(url: &str, output: &Path, report: &Path, sets: &[&str]) -> Command {
     command
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(text.is_empty() || text.ends_with('\n'), "a torn last line");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
-        .collect()
-}
-
 fn report(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -121,7 +113,7 @@ fn check_shape(records: &[Value]) {
         let mut seen = HashSet::new();
         for label in labels.iter().chain(&negatives) {
             assert!(!is_placeholder(label) && !is_malformed(label), "{r}");
-            assert!(seen.insert(normalize_label(label)), "{r}");
+            assert!(seen.insert(label_key(label)), "{r}");
         }
         assert_eq!(r["model"], "smollm2");
         for key in ["domain", "length", "style", "prompt"] {

@@ -9,7 +9,9 @@ use gliznet::config::{ConfigError, Origin};
 use gliznet::error::input_error;
 use gliznet::generate::config::GenerateConfig;
 use gliznet::generate::plan::PLACEHOLDERS;
-use gliznet::generate::{client, Ending, Event, Generator, Options, Progress, Summary};
+use gliznet::generate::{
+    client, ClientEvent, Ending, Event, Generator, Options, Progress, Summary,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -303,16 +305,16 @@ impl Reporter {
                 }
                 self.say(&line);
             }
-            Event::Retry {
+            Event::Client(ClientEvent::Retry {
                 attempt,
                 retry,
                 reason,
                 wait,
-            } => self.say(&format!(
+            }) => self.say(&format!(
                 "request #{attempt}: {reason}; retry {retry} in {:.1}s",
                 wait.as_secs_f64()
             )),
-            Event::Fallback { from, to, status } => self.say(&format!(
+            Event::Client(ClientEvent::Fallback { from, to, status }) => self.say(&format!(
                 "the server answered HTTP {status} to response_format {}; using {} from now on",
                 from.name(),
                 to.name()

@@ -10,9 +10,11 @@ pub mod output;
 pub mod plan;
 pub mod qc;
 
+pub use client::ClientEvent;
+
 use anyhow::Result;
-use client::{Answer, Client, ClientEvent, Fatal, Secret};
-use config::{GenerateConfig, StructuredOutput};
+use client::{Answer, Client, Fatal, Secret};
+use config::GenerateConfig;
 use output::{Existing, OutputFile};
 use plan::{Planner, Templates};
 use qc::{Dedup, Reject};
@@ -55,19 +57,8 @@ impl Progress {
 pub enum Event {
     /// The output already held examples; the run continues from them.
     Resumed(Existing),
-    /// A request failed and will be retried after `wait`.
-    Retry {
-        attempt: u64,
-        retry: u32,
-        reason: String,
-        wait: Duration,
-    },
-    /// The server rejected an output form; the next one is used from now on.
-    Fallback {
-        from: StructuredOutput,
-        to: StructuredOutput,
-        status: u16,
-    },
+    /// A retry or an output-form fallback in the client.
+    Client(ClientEvent),
     Rejected {
         attempt: u64,
         reason: Reject,
@@ -261,23 +252,11 @@ impl Generator {
                 }
             };
             match message {
-                Message::Client(ClientEvent::Retry {
-                    attempt,
-                    retry,
-                    reason,
-                    wait,
-                }) => {
-                    progress.retries += 1;
-                    on_event(Event::Retry {
-                        attempt,
-                        retry,
-                        reason,
-                        wait,
-                    });
-                    continue;
-                }
-                Message::Client(ClientEvent::Fallback { from, to, status }) => {
-                    on_event(Event::Fallback { from, to, status });
+                Message::Client(event) => {
+                    if matches!(event, ClientEvent::Retry { .. }) {
+                        progress.retries += 1;
+                    }
+                    on_event(Event::Client(event));
                     continue;
                 }
                 Message::Fatal(fatal) => {

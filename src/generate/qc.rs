@@ -4,6 +4,7 @@
 
 use super::config::GenerateConfig;
 use super::plan::Plan;
+use crate::data::labels::label_key;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -109,7 +110,7 @@ pub fn more_negatives(content: &str, record: &Record, config: &GenerateConfig) -
         .labels
         .iter()
         .chain(&record.not_labels)
-        .map(|l| normalize_label(l))
+        .map(|l| label_key(l))
         .collect();
     candidates
         .into_iter()
@@ -118,7 +119,7 @@ pub fn more_negatives(content: &str, record: &Record, config: &GenerateConfig) -
                 && l.chars().count() <= config.max_label_chars
                 && !is_placeholder(l)
                 && !is_malformed(l)
-                && seen.insert(normalize_label(l))
+                && seen.insert(label_key(l))
         })
         .take(config.extra_negatives)
         .collect()
@@ -149,10 +150,6 @@ pub fn extract_json(content: &str) -> Option<serde_json::Value> {
         _ => None,
     }
 }
-
-/// What makes two labels the same (case, `_`, `-` and whitespace do not count): the
-/// project's one definition, [`crate::data::labels::label_key`].
-pub use crate::data::labels::label_key as normalize_label;
 
 /// Template junk instead of a label: `label1`, `not_label2`, `1. label_1`, `positive_label`,
 /// `labels_453`, `…`, `string`.
@@ -401,15 +398,12 @@ pub fn check(
             return Err(Reject::MalformedLabel);
         }
     }
-    let positives: HashSet<String> = labels.iter().map(|l| normalize_label(l)).collect();
-    if not_labels
-        .iter()
-        .any(|l| positives.contains(&normalize_label(l)))
-    {
+    let positives: HashSet<String> = labels.iter().map(|l| label_key(l)).collect();
+    if not_labels.iter().any(|l| positives.contains(&label_key(l))) {
         return Err(Reject::LabelConflict);
     }
     for label in labels.iter().chain(&not_labels) {
-        if !seen.insert(normalize_label(label)) {
+        if !seen.insert(label_key(label)) {
             return Err(Reject::DuplicateLabel);
         }
     }
