@@ -1,5 +1,6 @@
 //! Collates packed sequences into padded tensors on a device.
 
+use crate::model::config::LabelAttention;
 use crate::tokenizer::SequenceEncoding;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -26,6 +27,9 @@ pub struct Batch {
     pub label_mask: Tensor,
     pub max_labels: usize,
     pub seq_len: usize,
+    /// Each sequence's token count (before padding) and its number of labels.
+    lengths: Vec<usize>,
+    label_counts: Vec<usize>,
 }
 
 impl Batch {
@@ -100,7 +104,45 @@ impl Batch {
             label_mask: Tensor::from_vec(label_mask, (batch, max_labels), device)?,
             max_labels,
             seq_len,
+            lengths: sequences.iter().map(|s| s.input_ids.len()).collect(),
+            label_counts: sequences.iter().map(|s| s.label_positions.len()).collect(),
         })
+    }
+
+    /// The encoder's attention mask under `attention`: `attention_mask` for `Full`, else
+    /// [batch, seq, seq] f32, 1 where query token i may attend to key token j. A label's
+    /// segment is its tokens and its `[SEP]`; padding rows attend to the text.
+    pub fn attention_mask_for(&self, attention: LabelAttention) -> Result<Tensor> {
+        if attention == LabelAttention::Full {
+            return Ok(self.attention_mask.clone());
+        }
+        let seq = self.seq_len;
+        let rows = 1 + self.max_labels;
+        let mut mask = vec![0f32; self.lengths.len() * seq * seq];
+        for (b, (&len, &labels)) in self.lengths.iter().zip(&self.label_counts).enumerate() {
+            let spans = &self.head_spans[b * rows..][..rows];
+            let text_end = spans[0].1;
+            let sequence = &mut mask[b * seq * seq..][..seq * seq];
+            for (query, row) in sequence.chunks_mut(seq).enumerate() {
+                let label = spans[1..=labels]
+                    .iter()
+                    .find(|&&(start, tokens)| (start..start + tokens + 1).contains(&query));
+                let sees_text = query < text_end
+                    || query >= len
+                    || (label.is_some() && attention == LabelAttention::Isolated);
+                if sees_text {
+                    row[..text_end].fill(1.0);
+                }
+                if let Some(&(start, tokens)) = label {
+                    row[start..start + tokens + 1].fill(1.0);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(
+            mask,
+            (self.lengths.len(), seq, seq),
+            self.attention_mask.device(),
+        )?)
     }
 
     /// [batch, 1 + labels, seq] f32: row weights that average each head row's span
@@ -118,5 +160,66 @@ impl Batch {
             (batch, rows, self.seq_len),
             device,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[CLS] t t [SEP] a a [SEP] b [SEP]` (9 tokens) beside a shorter sequence with one label,
+    /// padded: the mask is written out by hand for each mode.
+    #[test]
+    fn attention_masks_say_which_token_sees_which() {
+        let long = SequenceEncoding {
+            input_ids: vec![1, 5, 6, 2, 7, 8, 2, 9, 2],
+            label_positions: vec![4, 7],
+            label_indices: vec![0, 1],
+            text_tokens_kept: 2,
+        };
+        let short = SequenceEncoding {
+            input_ids: vec![1, 5, 2, 7, 2],
+            label_positions: vec![3],
+            label_indices: vec![0],
+            text_tokens_kept: 1,
+        };
+        let batch = Batch::collate(&[&long, &short], 0, &Device::Cpu).unwrap();
+        let full = batch.attention_mask_for(LabelAttention::Full).unwrap();
+        assert_eq!(full.dims(), &[2, 9]);
+        let rows = |text: &str| -> Vec<Vec<f32>> {
+            text.split_whitespace()
+                .map(|row| {
+                    row.chars()
+                        .map(|c| if c == '1' { 1.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect()
+        };
+        let isolated: Vec<Vec<Vec<f32>>> = batch
+            .attention_mask_for(LabelAttention::Isolated)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        assert_eq!(
+            isolated[0],
+            rows("111100000 111100000 111100000 111100000 111111100 111111100 111111100 111100011 111100011")
+        );
+        assert_eq!(
+            isolated[1],
+            rows("111000000 111000000 111000000 111110000 111110000 111000000 111000000 111000000 111000000")
+        );
+        let separate: Vec<Vec<Vec<f32>>> = batch
+            .attention_mask_for(LabelAttention::Separate)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        assert_eq!(
+            separate[0],
+            rows("111100000 111100000 111100000 111100000 000011100 000011100 000011100 000000011 000000011")
+        );
+        assert_eq!(
+            separate[1],
+            rows("111000000 111000000 111000000 000110000 000110000 111000000 111000000 111000000 111000000")
+        );
     }
 }

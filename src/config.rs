@@ -4,9 +4,11 @@
 
 use crate::data::example::InvalidExamples;
 use crate::error::input_error;
+use crate::model::config::LabelAttention;
 use crate::model::head::{Readout, Similarity};
 use crate::tokenizer::PackingLimits;
 use crate::train::loss::LossKind;
+use crate::train::setup::Negatives;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -109,6 +111,9 @@ pub struct TrainConfig {
     pub readout: Readout,
     /// Number every label from the same position, so that scores do not depend on label order.
     pub shared_label_positions: bool,
+    /// What each token attends to: `full` (every token), `isolated` (the text to itself, each
+    /// label to the text and itself) or `separate` (the text and each label to themselves).
+    pub label_attention: LabelAttention,
     /// `bce` (a sigmoid per label), `softmax` (each positive against the sequence's negatives)
     /// or `bce_softmax` (their sum).
     pub loss: LossKind,
@@ -122,6 +127,10 @@ pub struct TrainConfig {
     /// Negatives added to each training example from the positives of the other examples in
     /// its micro-batch (labels it does not name itself), at most this many; 0 for none.
     pub in_batch_negatives: usize,
+    /// Where each training example's negatives come from: `hard` (its own `not_labels`),
+    /// `random` (as many labels drawn from the other examples' positives, fixed per run) or
+    /// `none` (positives only).
+    pub negatives: Negatives,
     /// Projection width shared by text and labels; null for none.
     pub projection_dim: Option<usize>,
     pub max_length: usize,
@@ -171,11 +180,13 @@ impl Default for TrainConfig {
             similarity: Similarity::Bilinear,
             readout: Readout::FirstToken,
             shared_label_positions: false,
+            label_attention: LabelAttention::Full,
             loss: LossKind::Bce,
             distill_weight: 0.0,
             distill_temperature: 0.05,
             distill_label_template: "This text is about {label}.".into(),
             in_batch_negatives: 0,
+            negatives: Negatives::Hard,
             projection_dim: Some(256),
             max_length: limits.max_length,
             max_label_tokens: limits.max_label_tokens,

@@ -433,7 +433,7 @@ impl Layer {
         })
     }
 
-    /// `mask_bias`: [batch, 1, 1, seq], 0 where attended and a large negative value at padding.
+    /// `mask_bias`: [batch, 1, 1, seq] or [batch, 1, seq, seq], see [`mask_bias`].
     /// In CPU training the block is one kernel whose parameter gradients go to the pass's
     /// store.
     fn forward(
@@ -501,14 +501,20 @@ impl Layer {
     }
 }
 
-/// [batch, 1, 1, seq]: 0 where `attention_mask` [batch, seq] is 1, a large negative value at
-/// padding.
+/// The additive attention bias: for a padding mask [batch, seq] (1 on tokens), [batch, 1, 1,
+/// seq]; for a mask per query [batch, seq, seq] (1 where query row i may attend to key j),
+/// [batch, 1, seq, seq]. 0 where attended, a large negative value elsewhere.
 fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
-    let (batch, seq_len) = attention_mask.dims2()?;
-    Ok(
-        ((attention_mask.ones_like()? - attention_mask)? * -1e9)?
-            .reshape((batch, 1, 1, seq_len))?,
-    )
+    let bias = ((attention_mask.ones_like()? - attention_mask)? * -1e9)?;
+    Ok(match *attention_mask.dims() {
+        [batch, seq_len] => bias.reshape((batch, 1, 1, seq_len))?,
+        [batch, queries, seq_len] => bias.reshape((batch, 1, queries, seq_len))?,
+        ref dims => {
+            return Err(input_error(format!(
+                "attention mask of shape {dims:?}: expected [batch, seq] or [batch, seq, seq]"
+            )))
+        }
+    })
 }
 
 pub struct BertEncoder {
@@ -554,7 +560,8 @@ impl BertEncoder {
         self.layers.par_iter_mut().try_for_each(Layer::quantize)
     }
 
-    /// Inference. `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1;
+    /// Inference. `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1
+    /// (padding), or [batch, seq, seq] (which token sees which, see [`mask_bias`]);
     /// `positions`: [batch, seq] u32 position ids, or `None` for 0, 1, 2, … Returns the last
     /// hidden states, [batch, seq, hidden].
     pub fn forward(
@@ -614,10 +621,10 @@ impl BertEncoder {
         let mask_bias = mask_bias(attention_mask)?;
         let mut x = self.embeddings.forward(input_ids, positions, None)?;
         let select = |x: &Tensor| -> Result<Tensor> {
-            let hidden = x.dim(2)?;
-            Ok(x.reshape((batch * seq_len, hidden))?
+            let width = x.dim(D::Minus1)?;
+            Ok(x.reshape((batch * seq_len, width))?
                 .index_select(rows, 0)?
-                .reshape((batch, queries, hidden))?)
+                .reshape((batch, queries, width))?)
         };
         let Some((last, rest)) = self.layers.split_last() else {
             return select(&x);
@@ -625,6 +632,11 @@ impl BertEncoder {
         for layer in rest {
             x = layer.forward(&x, &mask_bias, None)?;
         }
-        last.forward_queries(&x, &select(&x)?, &mask_bias, None)
+        // A mask per query keeps only the rows of the queries computed.
+        let query_bias = match mask_bias.dim(2)? {
+            1 => mask_bias,
+            _ => select(&mask_bias)?.unsqueeze(1)?,
+        };
+        last.forward_queries(&x, &select(&x)?, &query_bias, None)
     }
 }

@@ -6,6 +6,21 @@ use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// What the tokens of a packed sequence `[CLS] text [SEP] label [SEP] label [SEP] …` attend to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelAttention {
+    /// Every token to every token: the joint encoding.
+    #[default]
+    Full,
+    /// The text to itself only; each label (with its `[SEP]`) to the text and to itself, never
+    /// to another label. The text's states are the encoder's for the text alone, and a label's
+    /// score does not depend on the other labels of the sequence.
+    Isolated,
+    /// The text and each label to themselves only: a bi-encoder in one pass.
+    Separate,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GliznetConfig {
@@ -26,6 +41,9 @@ pub struct GliznetConfig {
     /// scores do not depend on the order of the labels; absent in older models: false.
     #[serde(default)]
     pub shared_label_positions: bool,
+    /// Which tokens each token attends to; absent in older models: `full`.
+    #[serde(default)]
+    pub label_attention: LabelAttention,
     /// Multi-label decision threshold calibrated on dev data (the default of `predict` and
     /// `eval`); absent means 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +65,7 @@ impl GliznetConfig {
             label_separator: "[SEP]".into(),
             readout: Readout::Mean,
             shared_label_positions: false,
+            label_attention: LabelAttention::Full,
             threshold: None,
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::batch::Batch;
 use crate::model::bert::{BertConfig, BertEncoder};
-use crate::model::config::GliznetConfig;
+use crate::model::config::{GliznetConfig, LabelAttention};
 use crate::model::head::{Readout, SimilarityHead};
 use crate::model::params::Params;
 use crate::model::ParamGrads;
@@ -18,6 +18,7 @@ pub struct GliZNet {
     head: SimilarityHead,
     readout: Readout,
     shared_label_positions: bool,
+    label_attention: LabelAttention,
 }
 
 /// A training-mode forward pass: the logits, and what its backward pass needs besides
@@ -44,6 +45,7 @@ impl GliZNet {
             head: SimilarityHead::load(params, &config.head_shape(bert.hidden_size))?,
             readout: config.readout,
             shared_label_positions: config.shared_label_positions,
+            label_attention: config.label_attention,
         })
     }
 
@@ -59,12 +61,13 @@ impl GliZNet {
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
     /// and must be masked with `batch.label_mask`. Inference: no dropout, no gradients kept.
     pub fn infer(&self, batch: &Batch) -> Result<Tensor> {
+        let attention_mask = batch.attention_mask_for(self.label_attention)?;
         let head_states = match self.readout {
             // The encoder's last layer computes only the rows the head reads: each sequence's
             // `[CLS]` and label positions.
             Readout::FirstToken => self.encoder.forward_rows(
                 &batch.input_ids,
-                &batch.attention_mask,
+                &attention_mask,
                 self.positions(batch),
                 &batch.head_rows,
                 1 + batch.max_labels,
@@ -72,7 +75,7 @@ impl GliZNet {
             Readout::Mean => {
                 let hidden = self.encoder.forward(
                     &batch.input_ids,
-                    &batch.attention_mask,
+                    &attention_mask,
                     self.positions(batch),
                 )?;
                 self.read_out(batch, &hidden)?
@@ -88,7 +91,7 @@ impl GliZNet {
         let block_grads = ParamGrads::default();
         let hidden = self.encoder.forward_train(
             &batch.input_ids,
-            &batch.attention_mask,
+            &batch.attention_mask_for(self.label_attention)?,
             self.positions(batch),
             rng,
             &block_grads,
@@ -145,7 +148,7 @@ mod tests {
             .encoder
             .forward(
                 &batch.input_ids,
-                &batch.attention_mask,
+                &batch.attention_mask_for(model.label_attention).unwrap(),
                 model.positions(batch),
             )
             .unwrap();
@@ -154,8 +157,18 @@ mod tests {
     }
 
     fn tiny_model(similarity: Similarity, readout: Readout) -> (GliZNet, LabelTokenizer) {
+        tiny_model_with_dropout(similarity, readout, 0.1)
+    }
+
+    fn tiny_model_with_dropout(
+        similarity: Similarity,
+        readout: Readout,
+        dropout: f32,
+    ) -> (GliZNet, LabelTokenizer) {
         let device = Device::Cpu;
-        let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        let mut bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        bert.hidden_dropout_prob = dropout;
+        bert.attention_probs_dropout_prob = dropout;
         let config = GliznetConfig {
             similarity,
             readout,
@@ -176,7 +189,18 @@ mod tests {
     /// counts (padding in both), in f32 and int8.
     #[test]
     fn inference_on_the_head_rows_equals_the_full_pass() {
+        for attention in [
+            LabelAttention::Full,
+            LabelAttention::Isolated,
+            LabelAttention::Separate,
+        ] {
+            head_rows_equal_the_full_pass(attention);
+        }
+    }
+
+    fn head_rows_equal_the_full_pass(attention: LabelAttention) {
         let (mut model, tokenizer) = tiny_model(Similarity::Dot, Readout::FirstToken);
+        model.label_attention = attention;
         let labels: Vec<String> = ["cat", "dog house", "news", "bank", "the mat"]
             .map(String::from)
             .to_vec();
@@ -192,7 +216,10 @@ mod tests {
             for ((all, pruned), mask) in all.iter().zip(&pruned).zip(&mask) {
                 for ((x, y), m) in all.iter().zip(pruned).zip(mask) {
                     if *m > 0.0 {
-                        assert!((x - y).abs() < 1e-5, "{precision}: {all:?} vs {pruned:?}");
+                        assert!(
+                            (x - y).abs() < 1e-5,
+                            "{attention:?} {precision}: {all:?} vs {pruned:?}"
+                        );
                     }
                 }
             }
@@ -241,6 +268,102 @@ mod tests {
                     assert!(worst < 1e-4, "{readout:?}: {logits:?}");
                 } else {
                     assert!(worst > 1e-3, "{readout:?}: order had no effect: {logits:?}");
+                }
+            }
+        }
+    }
+
+    /// Under `isolated` and `separate` attention a label's score does not depend on the other
+    /// labels of its sequence, in inference and in the training-mode pass, and the text's
+    /// states are those of the text alone; under `full` attention both do (which makes the
+    /// check meaningful).
+    #[test]
+    fn isolated_labels_score_as_if_alone() {
+        let labels: Vec<String> = ["cat", "dog house", "news", "the mat bank"]
+            .map(String::from)
+            .to_vec();
+        let text = "the cat sat on the mat";
+        for attention in [
+            LabelAttention::Full,
+            LabelAttention::Isolated,
+            LabelAttention::Separate,
+        ] {
+            for readout in [Readout::Mean, Readout::FirstToken] {
+                let (mut model, tokenizer) =
+                    tiny_model_with_dropout(Similarity::Cosine, readout, 0.0);
+                model.label_attention = attention;
+                model.shared_label_positions = true;
+                let together = tokenizer.encode(text, &labels).unwrap();
+                let alone: Vec<_> = labels
+                    .iter()
+                    .map(|l| tokenizer.encode(text, std::slice::from_ref(l)).unwrap())
+                    .collect();
+                let mut seqs: Vec<&SequenceEncoding> = vec![&together.chunks[0]];
+                seqs.extend(alone.iter().map(|e| &e.chunks[0]));
+                let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+                let mut rng = Rng::new(1);
+                // Dropout 0: the training-mode pass (its kernels) computes inference's values.
+                let trained = model.forward_train(&batch, &mut rng).unwrap().logits;
+                for logits in [model.infer(&batch).unwrap(), trained] {
+                    let logits: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+                    let worst = (0..labels.len())
+                        .map(|i| (logits[0][i] - logits[1 + i][0]).abs())
+                        .fold(0f32, f32::max);
+                    if attention == LabelAttention::Full {
+                        assert!(worst > 1e-3, "{readout:?}: no effect: {logits:?}");
+                    } else {
+                        assert!(worst < 1e-5, "{attention:?} {readout:?}: {logits:?}");
+                    }
+                }
+                // The text's states against the text encoded alone, `[CLS] text [SEP]`.
+                let bare = tokenizer.encode_single(text).unwrap().input_ids;
+                let text_end = together.chunks[0].label_positions[0];
+                assert_eq!(bare, together.chunks[0].input_ids[..text_end]);
+                let batch =
+                    Batch::collate(&[&together.chunks[0]], tokenizer.pad_id(), &Device::Cpu)
+                        .unwrap();
+                let mask = batch.attention_mask_for(attention).unwrap();
+                let hidden = model
+                    .encoder
+                    .forward(&batch.input_ids, &mask, None)
+                    .unwrap();
+                let with_labels: Vec<Vec<f32>> = hidden
+                    .get(0)
+                    .unwrap()
+                    .narrow(0, 0, text_end)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
+                let ids = Tensor::new(bare.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let ones =
+                    Tensor::ones((1, text_end), candle_core::DType::F32, &Device::Cpu).unwrap();
+                let bare: Vec<Vec<f32>> = model
+                    .encoder
+                    .forward(&ids, &ones, None)
+                    .unwrap()
+                    .get(0)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
+                let worst = with_labels
+                    .iter()
+                    .flatten()
+                    .zip(bare.iter().flatten())
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                if attention == LabelAttention::Full {
+                    assert!(
+                        worst > 1e-3,
+                        "{readout:?}: labels had no effect on the text"
+                    );
+                } else {
+                    assert!(
+                        worst < 1e-5,
+                        "{attention:?}: the text saw the labels ({worst})"
+                    );
                 }
             }
         }

@@ -3,17 +3,20 @@
 
 use crate::config::TrainConfig;
 use crate::data::example::{read_examples, split_validation, Example, SkipReport};
+use crate::data::labels::label_key;
 use crate::error::input_error;
 use crate::model::checkpoint::{self, ModelSource};
 use crate::model::config::{GliznetConfig, FORMAT_VERSION};
 use crate::model::gliznet::GliZNet;
 use crate::model::head;
 use crate::model::params::Params;
+use crate::rng::Rng;
 use crate::tokenizer::{EncodedLabels, LabelTokenizer};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 /// A model ready to train: the optimizer holds its trainable tensors.
 pub struct TrainableModel {
@@ -65,6 +68,7 @@ pub fn trainable_model(
         label_separator: "[SEP]".into(),
         readout: config.readout,
         shared_label_positions: config.shared_label_positions,
+        label_attention: config.label_attention,
         threshold: None,
     };
     model_config
@@ -162,12 +166,65 @@ pub fn training_data(config: &TrainConfig) -> Result<TrainingData> {
             (train, validation, SkipReport::default())
         }
     };
+    let mut train = train;
+    replace_negatives(&mut train, config.negatives, config.seed);
     Ok(TrainingData {
         train,
         validation,
         skipped_train,
         skipped_validation,
     })
+}
+
+/// Where the negatives of the training examples come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Negatives {
+    /// Each example's own `not_labels`.
+    #[default]
+    Hard,
+    /// As many labels as the example has `not_labels`, drawn from the positives of the whole
+    /// training file, never one the example names itself ([`label_key`]).
+    Random,
+    /// None: positives only.
+    None,
+}
+
+/// Replaces the `not_labels` of `train` as `negatives` says (the validation set keeps its
+/// own). `Random` draws are fixed by `seed`.
+fn replace_negatives(train: &mut [Example], negatives: Negatives, seed: u64) {
+    match negatives {
+        Negatives::Hard => {}
+        Negatives::None => train.iter_mut().for_each(|e| e.not_labels.clear()),
+        Negatives::Random => {
+            let mut seen = HashSet::new();
+            let pool: Vec<String> = train
+                .iter()
+                .flat_map(|e| &e.labels)
+                .filter(|l| seen.insert(label_key(l)))
+                .cloned()
+                .collect();
+            let mut rng = Rng::new(seed ^ 0x6e65_6761_7469_7665);
+            for example in train.iter_mut() {
+                let own: HashSet<String> = example.labels.iter().map(|l| label_key(l)).collect();
+                let wanted = example.not_labels.len();
+                let mut drawn = Vec::with_capacity(wanted);
+                let mut drawn_keys = HashSet::new();
+                // Bounded: a pool made only of the example's own labels yields fewer.
+                for _ in 0..wanted * 20 {
+                    if drawn.len() == wanted {
+                        break;
+                    }
+                    let label = &pool[rng.below(pool.len())];
+                    let key = label_key(label);
+                    if !own.contains(&key) && drawn_keys.insert(key) {
+                        drawn.push(label.clone());
+                    }
+                }
+                example.not_labels = drawn;
+            }
+        }
+    }
 }
 
 /// Each validation example with its whole label list tokenized once.
@@ -188,4 +245,69 @@ pub fn encode_validation(
         })
         .collect::<Result<Vec<_>>>()
         .context("validation set")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(labels: &[&str], not_labels: &[&str]) -> Example {
+        Example {
+            text: "t".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            not_labels: not_labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn corpus() -> Vec<Example> {
+        (0..40)
+            .map(|i| {
+                example(
+                    &[&format!("topic {i}"), "Shared Label"],
+                    &["hard a", "hard b", "hard c"],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_negatives_keep_the_count_and_never_name_an_own_label() {
+        let mut train = corpus();
+        train[0].labels.push("shared_label".into());
+        let original = train.clone();
+        replace_negatives(&mut train, Negatives::Random, 5);
+        for (before, after) in original.iter().zip(&train) {
+            assert_eq!(after.labels, before.labels);
+            assert_eq!(after.not_labels.len(), before.not_labels.len());
+            let own: HashSet<String> = after.labels.iter().map(|l| label_key(l)).collect();
+            let keys: HashSet<String> = after.not_labels.iter().map(|l| label_key(l)).collect();
+            assert_eq!(keys.len(), after.not_labels.len(), "{:?}", after.not_labels);
+            assert!(keys.is_disjoint(&own), "{:?}", after.not_labels);
+            assert!(after.not_labels.iter().all(|l| l.starts_with("topic ")));
+        }
+        let mut again = original.clone();
+        replace_negatives(&mut again, Negatives::Random, 5);
+        assert_eq!(again, train);
+        let mut other_seed = original;
+        replace_negatives(&mut other_seed, Negatives::Random, 6);
+        assert_ne!(other_seed, train);
+    }
+
+    #[test]
+    fn hard_keeps_and_none_drops_the_negatives() {
+        let mut hard = corpus();
+        replace_negatives(&mut hard, Negatives::Hard, 5);
+        assert_eq!(hard, corpus());
+        let mut none = corpus();
+        replace_negatives(&mut none, Negatives::None, 5);
+        assert!(none.iter().all(|e| e.not_labels.is_empty()));
+        assert!(none.iter().zip(corpus()).all(|(a, b)| a.labels == b.labels));
+    }
+
+    #[test]
+    fn a_pool_of_own_labels_only_yields_fewer_random_negatives() {
+        let mut train = vec![example(&["a", "b"], &["x", "y"])];
+        replace_negatives(&mut train, Negatives::Random, 1);
+        assert!(train[0].not_labels.is_empty());
+    }
 }

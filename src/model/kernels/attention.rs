@@ -1,5 +1,6 @@
 //! Multi-head scaled dot-product attention on q, k, v in the layout the dense layers give,
-//! [batch, seq, heads·head_dim], with a padding bias per key and optional dropout on the
+//! [batch, seq, heads·head_dim], with a bias per key (padding) or per query and key (which
+//! token may see which) and optional dropout on the
 //! probabilities. One parallel task per (sequence, head), each with single-threaded products
 //! (candle's batched matmul would synchronise its threads once per head for two small
 //! products). The backward pass recomputes the probabilities rather than keeping them.
@@ -12,7 +13,8 @@ use rayon::prelude::*;
 pub(super) struct Attention {
     pub heads: usize,
     pub scale: f32,
-    /// [batch, seq]: added to every query's scores for that key.
+    /// [batch, seq]: added to every query's scores for that key; or [batch, queries, seq]:
+    /// added to each query's own scores.
     pub mask_bias: Vec<f32>,
     /// [batch, heads, seq, seq]: the factor each probability is multiplied by (0 or 1/keep).
     pub dropout: Option<Vec<f32>>,
@@ -23,13 +25,16 @@ pub(super) struct Attention {
 #[derive(Clone, Copy)]
 struct Block {
     index: usize,
-    batch: usize,
     offset: usize,
     seq: usize,
     query_offset: usize,
     queries: usize,
     head_dim: usize,
     hidden: usize,
+    /// The sequence's mask bias in `Attention::mask_bias`: `seq` values shared by every query,
+    /// or `queries · seq`, one row per query.
+    mask_offset: usize,
+    mask_len: usize,
 }
 
 impl Attention {
@@ -43,12 +48,13 @@ impl Attention {
                 self.heads
             );
         }
-        if self.mask_bias.len() != batch * seq {
-            candle_core::bail!(
-                "attention: mask has {} values for {batch}×{seq}",
-                self.mask_bias.len()
-            );
-        }
+        let mask_len = match self.mask_bias.len() {
+            len if len == batch * seq => seq,
+            len if len == batch * queries * seq => queries * seq,
+            len => candle_core::bail!(
+                "attention: mask has {len} values for {batch}×{seq} or {batch}×{queries}×{seq}"
+            ),
+        };
         if let Some(dropout) = &self.dropout {
             if dropout.len() != batch * self.heads * queries * seq {
                 candle_core::bail!("attention: dropout mask has {} values", dropout.len());
@@ -60,13 +66,14 @@ impl Attention {
                 let (sequence, head) = (index / self.heads, index % self.heads);
                 Block {
                     index,
-                    batch: sequence,
                     offset: sequence * seq * hidden + head * head_dim,
                     seq,
                     query_offset: sequence * queries * hidden + head * head_dim,
                     queries,
                     head_dim,
                     hidden,
+                    mask_offset: sequence * mask_len,
+                    mask_len,
                 }
             })
             .collect())
@@ -96,7 +103,7 @@ impl Attention {
             false,
             Threads::One,
         );
-        let mask = &self.mask_bias[block.batch * seq..][..seq];
+        let mask = &self.mask_bias[block.mask_offset..][..block.mask_len];
         softmax_rows(probs, self.scale, mask, seq);
     }
 
@@ -332,7 +339,8 @@ impl CustomOp3 for Attention {
 
 /// softmax(q·kᵀ·scale + mask_bias)·v per head, differentiable, for CPU f32 q, k, v [batch,
 /// seq, heads·head_dim] (heads side by side, as the dense layers give them; see
-/// [`uses_cpu_kernels`]) and `mask_bias` [batch, seq] (any shape with that many values).
+/// [`uses_cpu_kernels`]) and `mask_bias` [batch, seq] or [batch, queries, seq] (any shape with
+/// that many values).
 /// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq]. In
 /// inference q may hold fewer rows per sequence than k and v, [batch, queries, hidden]: the
 /// context then has q's shape.

@@ -263,10 +263,13 @@ fn gelu_derivative_kernel(src: &[f32], dst: &mut [f32]) {
     })
 }
 
-/// Softmax of each `seq`-long row of `scores`, in place (see [`masked_softmax_row`]).
+/// Softmax of each `seq`-long row of `scores`, in place (see [`masked_softmax_row`]), with
+/// one `mask` for every row (`seq` values) or a mask row per row (as many values as `scores`).
 fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
     with_avx2!(softmax_rows_avx2(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
-        for row in scores.chunks_mut(seq) {
+        let per_row = mask.len() == scores.len();
+        for (index, row) in scores.chunks_mut(seq).enumerate() {
+            let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
             masked_softmax_row(row, scale, mask)
         }
     })
@@ -434,15 +437,33 @@ mod tests {
             random_var((batch, seq, hidden)),
             random_var((batch, seq, hidden)),
         );
-        let mut mask = vec![0f32; batch * seq];
-        mask[seq - 3..seq].fill(-1e9);
-        let mask = Tensor::from_vec(mask, (batch, 1, 1, seq), &Device::Cpu).unwrap();
+        let mut per_key = vec![0f32; batch * seq];
+        per_key[seq - 3..seq].fill(-1e9);
+        let per_key = Tensor::from_vec(per_key, (batch, 1, 1, seq), &Device::Cpu).unwrap();
         let mut rng = crate::rng::Rng::new(7);
+        // Each query row its own keys (always itself among them).
+        let per_query: Vec<f32> = (0..batch * seq * seq)
+            .map(|i| {
+                let (query, key) = (i / seq % seq, i % seq);
+                if query == key || rng.next_f32() < 0.5 {
+                    0.0
+                } else {
+                    -1e9
+                }
+            })
+            .collect();
+        let per_query = Tensor::from_vec(per_query, (batch, 1, seq, seq), &Device::Cpu).unwrap();
         let factors: Vec<f32> = (0..batch * heads * seq * seq)
             .map(|_| if rng.next_f32() < 0.8 { 1.25 } else { 0.0 })
             .collect();
-        for dropout in [None, Some(factors)] {
-            let fast = attention((&q, &k, &v), heads, 0.25, &mask, dropout.clone()).unwrap();
+        let cases = [
+            (&per_key, None),
+            (&per_key, Some(factors.clone())),
+            (&per_query, None),
+            (&per_query, Some(factors)),
+        ];
+        for (mask, dropout) in cases {
+            let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone()).unwrap();
             let split = |t: &Tensor| {
                 t.reshape((batch, seq, heads, head_dim))
                     .unwrap()
@@ -453,7 +474,7 @@ mod tests {
             };
             let scores = (split(&q).matmul(&split(&k).t().unwrap()).unwrap() * 0.25)
                 .unwrap()
-                .broadcast_add(&mask)
+                .broadcast_add(mask)
                 .unwrap();
             let mut probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
             if let Some(factors) = dropout {
@@ -486,6 +507,21 @@ mod tests {
 
     #[test]
     fn encoder_block_matches_the_per_op_kernels_with_gradients() {
+        let (batch, seq) = (2, 5);
+        let mut per_key = vec![0f32; batch * seq];
+        per_key[2 * seq - 2..].fill(-1e9);
+        let per_key = Tensor::from_vec(per_key, (batch, seq), &Device::Cpu).unwrap();
+        // Lower-triangular: each query sees itself and the keys before it.
+        let per_query: Vec<f32> = (0..batch * seq * seq)
+            .map(|i| if i % seq <= i / seq % seq { 0.0 } else { -1e9 })
+            .collect();
+        let per_query = Tensor::from_vec(per_query, (batch, seq, seq), &Device::Cpu).unwrap();
+        for mask in [per_key, per_query] {
+            encoder_block_matches_with_mask(&mask);
+        }
+    }
+
+    fn encoder_block_matches_with_mask(mask: &Tensor) {
         let (batch, seq, hidden, heads, inner) = (2, 5, 16, 4, 32);
         let x = random_var((batch, seq, hidden));
         let shapes = [
@@ -509,9 +545,6 @@ mod tests {
             weight: affines[i].0.as_tensor().clone(),
             bias: affines[i].1.as_tensor().clone(),
         };
-        let mut mask = vec![0f32; batch * seq];
-        mask[2 * seq - 2..].fill(-1e9);
-        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
         let mut rng = crate::rng::Rng::new(5);
         let mut factors = |len: usize| -> Vec<f32> {
             (0..len)
@@ -540,7 +573,7 @@ mod tests {
         let fused = encoder_block(
             &x,
             params,
-            &mask,
+            mask,
             BlockDropout {
                 attention: dropout.attention.clone(),
                 attention_output: dropout.attention_output.clone(),
@@ -564,7 +597,7 @@ mod tests {
         };
         let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
         let scale = (1.0 / ((hidden / heads) as f64).sqrt()) as f32;
-        let context = attention((&q, &k, &v), heads, scale, &mask, dropout.attention).unwrap();
+        let context = attention((&q, &k, &v), heads, scale, mask, dropout.attention).unwrap();
         let attention_sum = dropout_add(&dense(3, &context), &x, dropout.attention_output).unwrap();
         let attended = norm(4, &attention_sum);
         let output = dense(6, &gelu_erf(&dense(5, &attended)).unwrap());
