@@ -23,6 +23,9 @@ pub struct Batch {
     /// so that no label is told apart by where it stands: with them, scores do not depend on
     /// the order of the labels. Padding is numbered 0.
     pub shared_label_positions: Tensor,
+    /// [batch, seq] u32 position ids under which the text is numbered from 0 and every label
+    /// from 1, as if it followed its own `[CLS]` (for `LabelAttention::Separate`).
+    pub separate_label_positions: Tensor,
     /// [batch, labels] f32, 1 on real labels and 0 on padded slots.
     pub label_mask: Tensor,
     pub max_labels: usize,
@@ -52,6 +55,7 @@ impl Batch {
         let mut head_spans = vec![(0, 1); batch * (1 + max_labels)];
         let mut label_mask = vec![0f32; batch * max_labels];
         let mut positions = vec![0u32; batch * seq_len];
+        let mut separate_positions = vec![0u32; batch * seq_len];
         for (b, seq) in sequences.iter().enumerate() {
             let row = b * seq_len;
             ids[row..row + seq.input_ids.len()].copy_from_slice(&seq.input_ids);
@@ -81,6 +85,13 @@ impl Batch {
                     *position = (text_end + offset) as u32;
                 }
             }
+            let separate = &mut separate_positions[row..row + seq.input_ids.len()];
+            for (slot, (shared, separate)) in seq_positions.iter().zip(separate).enumerate() {
+                *separate = match slot < text_end {
+                    true => *shared,
+                    false => *shared + 1 - text_end as u32,
+                };
+            }
             for (slot, &start) in seq.label_positions.iter().enumerate() {
                 let next = seq
                     .label_positions
@@ -101,6 +112,11 @@ impl Batch {
             head_rows: Tensor::from_vec(head_rows, batch * (1 + max_labels), device)?,
             head_spans,
             shared_label_positions: Tensor::from_vec(positions, (batch, seq_len), device)?,
+            separate_label_positions: Tensor::from_vec(
+                separate_positions,
+                (batch, seq_len),
+                device,
+            )?,
             label_mask: Tensor::from_vec(label_mask, (batch, max_labels), device)?,
             max_labels,
             seq_len,
@@ -111,7 +127,8 @@ impl Batch {
 
     /// The encoder's attention mask under `attention`: `attention_mask` for `Full`, else
     /// [batch, seq, seq] f32, 1 where query token i may attend to key token j. A label's
-    /// segment is its tokens and its `[SEP]`; padding rows attend to the text.
+    /// segment is its tokens and its `[SEP]`; under `Separate` it also sees the `[CLS]`,
+    /// which stands in for its own. Padding rows attend to the text.
     pub fn attention_mask_for(&self, attention: LabelAttention) -> Result<Tensor> {
         if attention == LabelAttention::Full {
             return Ok(self.attention_mask.clone());
@@ -134,6 +151,7 @@ impl Batch {
                     row[..text_end].fill(1.0);
                 }
                 if let Some(&(start, tokens)) = label {
+                    row[0] = 1.0;
                     row[start..start + tokens + 1].fill(1.0);
                 }
             }
@@ -184,6 +202,11 @@ mod tests {
             text_tokens_kept: 1,
         };
         let batch = Batch::collate(&[&long, &short], 0, &Device::Cpu).unwrap();
+        let separate_positions: Vec<Vec<u32>> = batch.separate_label_positions.to_vec2().unwrap();
+        assert_eq!(
+            separate_positions,
+            [[0, 1, 2, 3, 1, 2, 3, 1, 2], [0, 1, 2, 1, 2, 0, 0, 0, 0]]
+        );
         let full = batch.attention_mask_for(LabelAttention::Full).unwrap();
         assert_eq!(full.dims(), &[2, 9]);
         let rows = |text: &str| -> Vec<Vec<f32>> {
@@ -215,11 +238,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             separate[0],
-            rows("111100000 111100000 111100000 111100000 000011100 000011100 000011100 000000011 000000011")
+            rows("111100000 111100000 111100000 111100000 100011100 100011100 100011100 100000011 100000011")
         );
         assert_eq!(
             separate[1],
-            rows("111000000 111000000 111000000 000110000 000110000 111000000 111000000 111000000 111000000")
+            rows("111000000 111000000 111000000 100110000 100110000 111000000 111000000 111000000 111000000")
         );
     }
 }

@@ -17,7 +17,8 @@ pub enum LabelAttention {
     /// to another label. The text's states are the encoder's for the text alone, and a label's
     /// score does not depend on the other labels of the sequence.
     Isolated,
-    /// The text and each label to themselves only: a bi-encoder in one pass.
+    /// The text to itself only; each label to itself and the `[CLS]` (standing in for its
+    /// own), numbered from 1 as if it followed that `[CLS]`: a bi-encoder in one pass.
     Separate,
 }
 

@@ -118,11 +118,14 @@ impl GliZNet {
         })
     }
 
-    /// The position ids the encoder reads: the batch's shared label positions, or the plain
-    /// numbering (`None`).
+    /// The position ids the encoder reads: labels numbered from 1 under `Separate` attention,
+    /// the batch's shared label positions, or the plain numbering (`None`).
     fn positions<'a>(&self, batch: &'a Batch) -> Option<&'a Tensor> {
-        self.shared_label_positions
-            .then_some(&batch.shared_label_positions)
+        match (self.label_attention, self.shared_label_positions) {
+            (LabelAttention::Separate, _) => Some(&batch.separate_label_positions),
+            (_, true) => Some(&batch.shared_label_positions),
+            (_, false) => None,
+        }
     }
 
     /// The head's logits for `head_states` [batch, 1 + labels, hidden]: `[CLS]`, then labels.
