@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Packages a backbone as an untrained gliznet model with a chosen attention mode, for the
+suite rows "untrained isolated" and "untrained separate" of MODEL.md.
+
+    scripts/untrained-model.py BACKBONE_DIR OUT_DIR --label-attention isolated|separate|full
+
+The model is what gliznet itself gives a backbone with no head (cosine over the mean-pooled
+states, no projection, logit scale 10), plus the `label_attention` of the gliznet section
+(and shared label positions). Standard library only: the safetensors file is the backbone's
+with one f32 tensor appended. OUT_DIR must not exist.
+"""
+import argparse
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+
+LOG_SCALE = "gliznet.log_logit_scale"
+INITIAL_LOGIT_SCALE = 10.0  # src/model/head.rs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("backbone", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--label-attention", choices=["full", "isolated", "separate"], required=True)
+    args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose a new directory")
+
+    config = json.loads((args.backbone / "config.json").read_text())
+    if "gliznet" in config:
+        parser.error(f"{args.backbone}/config.json already has a gliznet section")
+    config["gliznet"] = {
+        "format_version": 1,
+        "similarity": "cosine",
+        "projection_dim": None,
+        "max_length": min(128, config.get("max_position_embeddings", 512)),
+        "max_label_tokens": 16,
+        "min_text_tokens": 32,
+        "label_separator": "[SEP]",
+        "readout": "mean",
+        "shared_label_positions": args.label_attention != "full",
+        "label_attention": args.label_attention,
+    }
+
+    with open(args.backbone / "model.safetensors", "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_len))
+        data = f.read()
+    if LOG_SCALE in header:
+        parser.error(f"{args.backbone}/model.safetensors already has {LOG_SCALE}")
+    header[LOG_SCALE] = {"dtype": "F32", "shape": [1], "data_offsets": [len(data), len(data) + 4]}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        f.write(data)
+        f.write(struct.pack("<f", math.log(INITIAL_LOGIT_SCALE)))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (args.backbone / name).exists():
+            shutil.copy(args.backbone / name, tmp / name)
+    tmp.rename(args.out)
+
+
+if __name__ == "__main__":
+    main()
