@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Interpolates the weights of two gliznet models of the same shape (WiSE-FT: Wortsman et al.,
+"Robust fine-tuning of zero-shot models", 2022): every float tensor becomes
+(1 - alpha) * START + alpha * TUNED; other tensors, the config and the tokenizer are TUNED's.
+
+    scripts/interpolate-model.py START_DIR TUNED_DIR OUT_DIR --alpha 0.5
+
+START is typically the untrained model (scripts/untrained-model.py) and TUNED a model trained
+from it with the same architecture. OUT_DIR must not exist. Needs numpy.
+"""
+import argparse
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path: Path) -> tuple[dict, bytes]:
+    with open(path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_len))
+        return header, f.read()
+
+
+def tensor(header: dict, data: bytes, name: str) -> np.ndarray:
+    info = header[name]
+    dtype = DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise SystemExit(f"{name}: dtype {info['dtype']} is not supported")
+    start, end = info["data_offsets"]
+    return np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("start", type=Path)
+    parser.add_argument("tuned", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--alpha", type=float, required=True, help="weight of TUNED, 0..1")
+    args = parser.parse_args()
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error("--alpha must be within 0..1")
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose a new directory")
+
+    start_header, start_data = read_safetensors(args.start / "model.safetensors")
+    tuned_header, tuned_data = read_safetensors(args.tuned / "model.safetensors")
+    names = sorted(n for n in tuned_header if n != "__metadata__")
+    missing = [n for n in names if n not in start_header]
+    if missing:
+        raise SystemExit(f"{args.start}: no tensor {missing[0]} ({len(missing)} missing in all)")
+
+    out_header, chunks, offset = {}, [], 0
+    for name in names:
+        tuned = tensor(tuned_header, tuned_data, name)
+        if tuned.dtype.kind == "f":
+            start = tensor(start_header, start_data, name)
+            if start.shape != tuned.shape:
+                raise SystemExit(f"{name}: shape {start.shape} in START, {tuned.shape} in TUNED")
+            mixed = (1.0 - args.alpha) * start.astype(np.float32) + args.alpha * tuned.astype(
+                np.float32
+            )
+            tuned = mixed.astype(tuned.dtype)
+        raw = tuned.tobytes()
+        out_header[name] = {
+            "dtype": tuned_header[name]["dtype"],
+            "shape": list(tuned.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(out_header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for raw in chunks:
+            f.write(raw)
+    for name in ("config.json", "tokenizer.json", "vocab.txt"):
+        if (args.tuned / name).exists():
+            shutil.copy(args.tuned / name, tmp / name)
+    tmp.rename(args.out)
+
+
+if __name__ == "__main__":
+    main()
