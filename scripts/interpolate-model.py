@@ -9,21 +9,12 @@ START is typically the untrained model (scripts/untrained-model.py) and TUNED a 
 from it with the same architecture. OUT_DIR must not exist. Needs numpy.
 """
 import argparse
-import json
-import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
+from model_files import read_safetensors, write_model_dir
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "I32": np.int32}
-
-
-def read_safetensors(path: Path) -> tuple[dict, bytes]:
-    with open(path, "rb") as f:
-        header_len = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(header_len))
-        return header, f.read()
 
 
 def tensor(header: dict, data: bytes, name: str) -> np.ndarray:
@@ -73,21 +64,7 @@ def main() -> None:
         }
         chunks.append(raw)
         offset += len(raw)
-    encoded = json.dumps(out_header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        for raw in chunks:
-            f.write(raw)
-    for name in ("config.json", "tokenizer.json", "vocab.txt"):
-        if (args.tuned / name).exists():
-            shutil.copy(args.tuned / name, tmp / name)
-    tmp.rename(args.out)
+    write_model_dir(args.out, out_header, chunks, args.tuned)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ with one f32 tensor appended. OUT_DIR must not exist.
 import argparse
 import json
 import math
-import shutil
 import struct
 from pathlib import Path
+
+from model_files import read_safetensors, write_model_dir
 
 LOG_SCALE = "gliznet.log_logit_scale"
 INITIAL_LOGIT_SCALE = 10.0  # src/model/head.rs
@@ -45,29 +46,12 @@ def main() -> None:
         "label_attention": args.label_attention,
     }
 
-    with open(args.backbone / "model.safetensors", "rb") as f:
-        header_len = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(header_len))
-        data = f.read()
+    header, data = read_safetensors(args.backbone / "model.safetensors")
     if LOG_SCALE in header:
         parser.error(f"{args.backbone}/model.safetensors already has {LOG_SCALE}")
     header[LOG_SCALE] = {"dtype": "F32", "shape": [1], "data_offsets": [len(data), len(data) + 4]}
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        f.write(data)
-        f.write(struct.pack("<f", math.log(INITIAL_LOGIT_SCALE)))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for name in ("tokenizer.json", "vocab.txt"):
-        if (args.backbone / name).exists():
-            shutil.copy(args.backbone / name, tmp / name)
-    tmp.rename(args.out)
+    scale = struct.pack("<f", math.log(INITIAL_LOGIT_SCALE))
+    write_model_dir(args.out, header, [data, scale], args.backbone, config)
 
 
 if __name__ == "__main__":

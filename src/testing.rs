@@ -1,6 +1,7 @@
 //! Real, tiny components for tests: a WordPiece tokenizer over a small vocabulary and a
 //! randomly initialised (seeded) BERT written as a complete model directory.
 
+use crate::data::example::Example;
 use crate::model::bert::BertConfig;
 use crate::model::checkpoint;
 use crate::model::config::GliznetConfig;
@@ -187,4 +188,13 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.max(0))
         .and_then(|d| d.to_scalar())
         .expect("tensors of one shape and dtype f32")
+}
+
+/// A training example with text "t" and the given labels.
+pub fn example(labels: &[&str], not_labels: &[&str]) -> Example {
+    Example {
+        text: "t".into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        not_labels: not_labels.iter().map(|l| l.to_string()).collect(),
+    }
 }

@@ -250,14 +250,7 @@ pub fn encode_validation(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn example(labels: &[&str], not_labels: &[&str]) -> Example {
-        Example {
-            text: "t".into(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-            not_labels: not_labels.iter().map(|l| l.to_string()).collect(),
-        }
-    }
+    use crate::testing::example;
 
     fn corpus() -> Vec<Example> {
         (0..40)

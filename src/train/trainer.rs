@@ -638,14 +638,7 @@ impl LogWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn example(labels: &[&str], not_labels: &[&str]) -> Example {
-        Example {
-            text: "t".into(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-            not_labels: not_labels.iter().map(|l| l.to_string()).collect(),
-        }
-    }
+    use crate::testing::example;
 
     /// Negatives come only from the other examples' positives, never a label the example names
     /// itself (by `label_key`), at most `n`, no repeats, the same for the same seed.
