@@ -87,9 +87,10 @@ impl Batch {
             }
             let separate = &mut separate_positions[row..row + seq.input_ids.len()];
             for (slot, (shared, separate)) in seq_positions.iter().zip(separate).enumerate() {
-                *separate = match slot < text_end {
-                    true => *shared,
-                    false => *shared + 1 - text_end as u32,
+                *separate = if slot < text_end {
+                    *shared
+                } else {
+                    *shared + 1 - text_end as u32
                 };
             }
             for (slot, &start) in seq.label_positions.iter().enumerate() {
