@@ -2,11 +2,12 @@
 """Packages a backbone as an untrained gliznet model with a chosen attention mode, for the
 suite rows "untrained isolated" and "untrained separate" of MODEL.md.
 
-    scripts/untrained-model.py BACKBONE_DIR OUT_DIR --label-attention isolated|separate|full
+    scripts/untrained-model.py BACKBONE_DIR OUT_DIR --label-attention isolated|separate|full \
+        [--label-template "This text is about {label}."]
 
 The model is what gliznet itself gives a backbone with no head (cosine over the mean-pooled
 states, no projection, logit scale 10), plus the `label_attention` of the gliznet section
-(and shared label positions). Standard library only: the safetensors file is the backbone's
+(and shared label positions) and, if given, the `label_template` each label is read in. Standard library only: the safetensors file is the backbone's
 with one f32 tensor appended. OUT_DIR must not exist.
 """
 import argparse
@@ -26,7 +27,10 @@ def main() -> None:
     parser.add_argument("backbone", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--label-attention", choices=["full", "isolated", "separate"], required=True)
+    parser.add_argument("--label-template", help='e.g. "This text is about {label}."')
     args = parser.parse_args()
+    if args.label_template is not None and args.label_template.count("{label}") != 1:
+        parser.error("--label-template must contain {label} exactly once")
     if args.out.exists():
         parser.error(f"{args.out} exists; choose a new directory")
 
@@ -45,6 +49,8 @@ def main() -> None:
         "shared_label_positions": args.label_attention != "full",
         "label_attention": args.label_attention,
     }
+    if args.label_template is not None:
+        config["gliznet"]["label_template"] = args.label_template
 
     header, data = read_safetensors(args.backbone / "model.safetensors")
     if LOG_SCALE in header:

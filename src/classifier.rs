@@ -306,4 +306,43 @@ mod tests {
             }
         }
     }
+
+    /// A model whose config carries a label template scores a label as the same weights
+    /// without one score the templated phrase.
+    #[test]
+    fn a_saved_label_template_is_applied_to_every_label() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), Similarity::Cosine, Some(8), 3).unwrap();
+        let load = || Classifier::load(&ModelSource::Dir(dir.path().to_path_buf()), Device::Cpu);
+        let texts = ["the cat sat on the mat", "bank news"];
+        let logits = |classifier: &mut Classifier, names: Vec<String>| {
+            let labels = classifier.label_set(names).unwrap();
+            let items: Vec<(&str, &EncodedLabels)> =
+                texts.iter().map(|t| (*t, &labels.encoded)).collect();
+            let scored = classifier.logits(&items, 4).unwrap();
+            scored.into_iter().map(|s| s.logits).collect::<Vec<_>>()
+        };
+        let names = vec!["cat".to_string(), "news".to_string()];
+        let phrases: Vec<String> = names.iter().map(|n| format!("text about {n}.")).collect();
+        let plain = logits(&mut load().unwrap(), phrases);
+        let untemplated = logits(&mut load().unwrap(), names.clone());
+
+        let config_path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["gliznet"]["label_template"] = "text about {label}.".into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let mut templated = load().unwrap();
+        assert_eq!(
+            templated.loaded.config.label_template.as_deref(),
+            Some("text about {label}.")
+        );
+        assert_eq!(logits(&mut templated, names), plain);
+        assert_ne!(plain, untemplated);
+
+        config["gliznet"]["label_template"] = "text about the label".into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let err = load().err().unwrap();
+        assert!(format!("{err:#}").contains("label_template"), "{err:#}");
+    }
 }

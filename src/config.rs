@@ -6,7 +6,7 @@ use crate::data::example::InvalidExamples;
 use crate::error::input_error;
 use crate::model::config::LabelAttention;
 use crate::model::head::{Readout, Similarity};
-use crate::tokenizer::PackingLimits;
+use crate::tokenizer::{split_label_template, PackingLimits};
 use crate::train::loss::LossKind;
 use crate::train::setup::Negatives;
 use anyhow::Result;
@@ -114,6 +114,9 @@ pub struct TrainConfig {
     /// What each token attends to: `full` (every token), `isolated` (the text to itself, each
     /// label to the text and itself) or `separate` (the text and each label to themselves).
     pub label_attention: LabelAttention,
+    /// The phrase each label is read in, `{label}` replaced by the label (e.g. "This text is
+    /// about {label}."); null reads labels as they are. Saved with the model.
+    pub label_template: Option<String>,
     /// `bce` (a sigmoid per label), `softmax` (each positive against the sequence's negatives)
     /// or `bce_softmax` (their sum).
     pub loss: LossKind,
@@ -181,6 +184,7 @@ impl Default for TrainConfig {
             readout: Readout::FirstToken,
             shared_label_positions: false,
             label_attention: LabelAttention::Full,
+            label_template: None,
             loss: LossKind::Bce,
             distill_weight: 0.0,
             distill_temperature: 0.05,
@@ -354,6 +358,9 @@ impl TrainConfig {
         if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
             return Err("distill_temperature must be positive".into());
         }
+        if let Some(template) = &self.label_template {
+            split_label_template(template)?;
+        }
         if !self.distill_label_template.contains("{label}") {
             return Err("distill_label_template must contain {label}".into());
         }
@@ -454,6 +461,8 @@ mod tests {
             err.to_string().contains("max_length 20 is too small"),
             "{err}"
         );
+        let err = load(MINIMAL, &["label_template=about the label"]).unwrap_err();
+        assert!(err.to_string().contains("label_template"), "{err}");
         assert!(crate::error::is_input_error(&load("[1]", &[]).unwrap_err()));
     }
 

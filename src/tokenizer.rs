@@ -120,6 +120,14 @@ pub struct LabelTokenizer {
     sep_id: u32,
     pad_id: u32,
     limits: PackingLimits,
+    /// Tokens put before and after every label's own (capped) tokens: a label template.
+    label_wrap: LabelWrap,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LabelWrap {
+    before: Vec<u32>,
+    after: Vec<u32>,
 }
 
 impl LabelTokenizer {
@@ -147,7 +155,36 @@ impl LabelTokenizer {
             pad_id: special("[PAD]")?,
             inner,
             limits,
+            label_wrap: LabelWrap::default(),
         })
+    }
+
+    /// Reads every label through `template` (`{label}` replaced by the label, e.g. "This text
+    /// is about {label}."); `None` reads labels as they are. `max_label_tokens` caps the
+    /// label's own tokens, and the template's tokens come on top.
+    pub fn with_label_template(mut self, template: Option<&str>) -> Result<Self> {
+        let Some(template) = template else {
+            self.label_wrap = LabelWrap::default();
+            return Ok(self);
+        };
+        let (before, after) = split_label_template(template).map_err(input_error)?;
+        let label_wrap = LabelWrap {
+            before: self.tokenize(before)?,
+            after: self.tokenize(after)?,
+        };
+        let limits = self.limits;
+        let wrapped = limits.max_label_tokens + label_wrap.before.len() + label_wrap.after.len();
+        let needed = PackingLimits::FIXED_TOKENS + limits.min_text_tokens + wrapped + 1;
+        if limits.max_length < needed {
+            return Err(input_error(format!(
+                "label_template {template:?} does not fit: a capped label in it takes {wrapped} \
+                 tokens, and with min_text_tokens {} the sequence needs {needed}, more than \
+                 max_length {}",
+                limits.min_text_tokens, limits.max_length
+            )));
+        }
+        self.label_wrap = label_wrap;
+        Ok(self)
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -208,6 +245,9 @@ impl LabelTokenizer {
                     tokens: tokens.len(),
                 });
                 tokens.truncate(self.limits.max_label_tokens);
+            }
+            if !self.label_wrap.before.is_empty() || !self.label_wrap.after.is_empty() {
+                tokens = [&self.label_wrap.before[..], &tokens, &self.label_wrap.after].concat();
             }
             ids.push(tokens);
         }
@@ -275,6 +315,16 @@ impl LabelTokenizer {
             label_indices: chunk.collect(),
             text_tokens_kept: text_ids.len(),
         }
+    }
+}
+
+/// The text before and after the one `{label}` of a label template.
+pub fn split_label_template(template: &str) -> Result<(&str, &str), String> {
+    match template.split_once("{label}") {
+        Some((before, after)) if !after.contains("{label}") => Ok((before, after)),
+        _ => Err(format!(
+            "label_template {template:?} must contain {{label}} exactly once"
+        )),
     }
 }
 
@@ -538,5 +588,65 @@ mod tests {
         };
         assert!(limits.validate().is_err());
         assert!(LabelTokenizer::new(tiny_tokenizer(), limits).is_err());
+    }
+
+    #[test]
+    fn a_label_template_reads_each_label_as_the_templated_phrase() {
+        let limits = PackingLimits {
+            max_length: 64,
+            max_label_tokens: 3,
+            min_text_tokens: 8,
+        };
+        let templated = tokenizer(limits)
+            .with_label_template(Some("text about {label}."))
+            .unwrap();
+        let text = "the cat sat on the mat";
+        let labels = vec!["cat".to_string(), "good dog".to_string()];
+        let as_phrases: Vec<String> = labels.iter().map(|l| format!("text about {l}.")).collect();
+        let phrases = tokenizer(PackingLimits {
+            max_label_tokens: 8,
+            ..limits
+        });
+        assert_eq!(
+            templated.encode(text, &labels).unwrap().chunks,
+            phrases.encode(text, &as_phrases).unwrap().chunks
+        );
+
+        // The cap applies to the label's own tokens; the template's come on top.
+        let long = vec!["very long and winding road".to_string()];
+        let enc = templated.encode(text, &long).unwrap();
+        assert_eq!(
+            enc.capped_labels,
+            vec![CappedLabel {
+                index: 0,
+                tokens: 5
+            }]
+        );
+        let ids = &enc.chunks[0].input_ids;
+        let start = enc.chunks[0].label_positions[0];
+        let expected = phrases
+            .encode(text, &["text about very long and.".to_string()])
+            .unwrap();
+        assert_eq!(ids[start..], expected.chunks[0].input_ids[start..]);
+    }
+
+    #[test]
+    fn bad_label_templates_are_input_errors() {
+        let limits = PackingLimits {
+            max_length: 16,
+            max_label_tokens: 4,
+            min_text_tokens: 8,
+        };
+        for template in ["no placeholder", "{label} and {label}", "a b c d {label}"] {
+            let err = tokenizer(limits)
+                .with_label_template(Some(template))
+                .err()
+                .unwrap_or_else(|| panic!("{template:?} was accepted"));
+            assert!(crate::error::is_input_error(&err), "{template:?}: {err}");
+            assert!(err.to_string().contains("label_template"), "{err}");
+        }
+        assert!(tokenizer(limits)
+            .with_label_template(Some("a {label}"))
+            .is_ok());
     }
 }

@@ -265,6 +265,7 @@ pub fn load(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
         }
     }
     let tokenizer = LabelTokenizer::new(tokenizer, config.limits())
+        .and_then(|t| t.with_label_template(config.label_template.as_deref()))
         .with_context(|| format!("{name}: tokenizer.json"))?;
     let model = GliZNet::load(&params, &bert, &config)?;
     Ok(LoadedModel {

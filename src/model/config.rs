@@ -1,7 +1,7 @@
 //! The `gliznet` section of a model directory's `config.json`.
 
 use crate::model::head::{HeadShape, Readout, Similarity};
-use crate::tokenizer::PackingLimits;
+use crate::tokenizer::{split_label_template, PackingLimits};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -45,6 +45,10 @@ pub struct GliznetConfig {
     /// Which tokens each token attends to; absent in older models: `full`.
     #[serde(default)]
     pub label_attention: LabelAttention,
+    /// The phrase each label is read in, `{label}` replaced by the label (e.g. "This text is
+    /// about {label}."); absent: the label alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_template: Option<String>,
     /// Multi-label decision threshold calibrated on dev data (the default of `predict` and
     /// `eval`); absent means 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,7 @@ impl GliznetConfig {
             readout: Readout::Mean,
             shared_label_positions: false,
             label_attention: LabelAttention::Full,
+            label_template: None,
             threshold: None,
         }
     }
@@ -110,6 +115,9 @@ impl GliznetConfig {
         }
         if self.projection_dim == Some(0) {
             return Err("projection_dim must be positive".into());
+        }
+        if let Some(template) = &self.label_template {
+            split_label_template(template)?;
         }
         if self.max_length > max_position_embeddings {
             return Err(format!(

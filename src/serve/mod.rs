@@ -137,6 +137,7 @@ fn start_engine(classifier: Classifier, state: &Arc<AppState>) -> Engine {
         "threshold": config.default_threshold(),
         "max_length": config.max_length,
         "max_label_tokens": config.max_label_tokens,
+        "label_template": config.label_template,
         "quantized": classifier.loaded.name.ends_with(" (int8)"),
         "subtract_label_prior": classifier.subtract_label_prior,
         "device": if classifier.device.is_cpu() { "cpu" } else { "cuda" },

@@ -69,12 +69,14 @@ pub fn trainable_model(
         readout: config.readout,
         shared_label_positions: config.shared_label_positions,
         label_attention: config.label_attention,
+        label_template: config.label_template.clone(),
         threshold: None,
     };
     model_config
         .validate(bert.max_position_embeddings)
         .map_err(|e| input_error(format!("config: {e}")))?;
-    let tokenizer = LabelTokenizer::new(files.tokenizer, model_config.limits())?;
+    let tokenizer = LabelTokenizer::new(files.tokenizer, model_config.limits())?
+        .with_label_template(model_config.label_template.as_deref())?;
     let fresh_head = head::init_params(
         &model_config.head_shape(bert.hidden_size),
         config.seed,
