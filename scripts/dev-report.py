@@ -6,7 +6,9 @@
 MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder; OPTIONs:
 "quantize" (`--quantize`, int8 encoder weights), "prior" (`--subtract-label-prior`) and
 "template" (every label read as "This text is about {label}.", the usual zero-shot hypothesis
-template). The suite is
+template) and "zscore" (single-label tasks: each label's logit normalised over the task's texts,
+minus its mean and divided by its standard deviation, before the argmax: the label prior
+corrected per call, which needs all texts of a call at once). The suite is
 data/generated/suite (scripts/build-dev-suite.sh). Single-label tasks are scored as public
 zero-shot benchmarks are (argmax over the task's label names: accuracy and macro-F1);
 relevance tasks (one label per text, positive or not) by the label's own score: AUC-ROC,
@@ -19,7 +21,9 @@ GLIZNET_DEVICE (default cpu) and GLIZNET_SUITE (default data/generated/suite) po
 
 import argparse
 import json
+import math
 import os
+import statistics
 import pathlib
 import subprocess
 import sys
@@ -45,6 +49,35 @@ def templated(dataset, out):
     return path
 
 
+def macro_f1_accuracy(gold, predicted, labels):
+    f1 = []
+    for label in labels:
+        tp = sum(1 for g, p in zip(gold, predicted) if g == label and p == label)
+        wrong = sum(1 for g, p in zip(gold, predicted) if (g == label) != (p == label))
+        f1.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+    accuracy = sum(1 for g, p in zip(gold, predicted) if g == p) / len(gold)
+    return sum(f1) / len(f1), accuracy
+
+
+def logit(probability):
+    p = min(max(probability, 1e-7), 1 - 1e-7)
+    return math.log(p / (1 - p))
+
+
+def zscore_report(predictions):
+    """Macro-F1 and accuracy of the argmax after each label's logit is standardised over the
+    texts (the task's candidate labels are the same for every text)."""
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    logits = [{l["label"]: logit(l["score"]) for l in row["labels"]} for row in rows]
+    labels = sorted(logits[0])
+    mean = {l: statistics.fmean(s[l] for s in logits) for l in labels}
+    spread = {l: statistics.pstdev([s[l] for s in logits]) or 1.0 for l in labels}
+    predicted = [max(labels, key=lambda l: (s[l] - mean[l]) / spread[l]) for s in logits]
+    gold = [next(l["label"] for l in row["labels"] if l["gold"]) for row in rows]
+    macro_f1, accuracy = macro_f1_accuracy(gold, predicted, labels)
+    return {"macro_f1": macro_f1, "accuracy": accuracy}
+
+
 def expected_calibration_error(predictions, bins=10):
     """ECE of the per-label scores against gold over equal-width bins (relevance tasks)."""
     pairs = [(l["score"], l["gold"]) for line in predictions.read_text().splitlines()
@@ -62,15 +95,16 @@ def expected_calibration_error(predictions, bins=10):
 def evaluate(name, model, method, options, task, scoring, out, reuse):
     report = out / f"{name}--{task}.json"
     predictions = out / f"{name}--{task}.predictions.jsonl"
-    if reuse and report.is_file() and (scoring == "single_label" or predictions.is_file()):
-        return json.loads(report.read_text())
+    zscore = "zscore" in options and scoring == "single_label"
+    if reuse and report.is_file() and (scoring == "single_label" and not zscore or predictions.is_file()):
+        return zscore_report(predictions) if zscore else json.loads(report.read_text())
     data = SUITE / f"{task}.jsonl"
     if "template" in options:
         data = templated(data, out)
     mode = "--single-label" if scoring == "single_label" else "--multi-label"
     cmd = [BIN, "eval", "--data", str(data), "--method", method, mode,
            "--report", str(report), "--batch-size", "32", "--device", DEVICE]
-    if scoring == "relevance":
+    if scoring == "relevance" or zscore:
         cmd += ["--predictions", str(predictions)]
     if model != "builtin":
         cmd += ["--model", model]
@@ -81,7 +115,7 @@ def evaluate(name, model, method, options, task, scoring, out, reuse):
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stderr}")
-    return json.loads(report.read_text())
+    return zscore_report(predictions) if zscore else json.loads(report.read_text())
 
 
 def main():
@@ -103,7 +137,7 @@ def main():
         model, *rest = target.split(":")
         method = rest[0] if rest and rest[0] else "gliznet"
         options = set(rest[1:])
-        unknown = options - {"quantize", "template", "prior"}
+        unknown = options - {"quantize", "template", "prior", "zscore"}
         if unknown:
             sys.exit(f"--row {spec}: unknown option(s) {sorted(unknown)}")
         print(f"evaluating {name} ...", file=sys.stderr)

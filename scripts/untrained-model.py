@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("backbone", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--label-attention", choices=["full", "isolated", "separate"], required=True)
+    parser.add_argument("--label-attention", choices=["full", "isolated", "separate", "independent"], required=True)
     parser.add_argument("--label-template", help='e.g. "This text is about {label}."')
     args = parser.parse_args()
     if args.label_template is not None and args.label_template.count("{label}") != 1:

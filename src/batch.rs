@@ -26,6 +26,9 @@ pub struct Batch {
     /// [batch, seq] u32 position ids under which the text is numbered from 0 and every label
     /// from 1, as if it followed its own `[CLS]` (for `LabelAttention::Separate`).
     pub separate_label_positions: Tensor,
+    /// [batch, seq] u32 position ids under which the text and every label are numbered from
+    /// 0, each as a sequence of its own (for `LabelAttention::Independent`).
+    pub independent_label_positions: Tensor,
     /// [batch, labels] f32, 1 on real labels and 0 on padded slots.
     pub label_mask: Tensor,
     pub max_labels: usize,
@@ -56,6 +59,7 @@ impl Batch {
         let mut label_mask = vec![0f32; batch * max_labels];
         let mut positions = vec![0u32; batch * seq_len];
         let mut separate_positions = vec![0u32; batch * seq_len];
+        let mut independent_positions = vec![0u32; batch * seq_len];
         for (b, seq) in sequences.iter().enumerate() {
             let row = b * seq_len;
             ids[row..row + seq.input_ids.len()].copy_from_slice(&seq.input_ids);
@@ -86,11 +90,17 @@ impl Batch {
                 }
             }
             let separate = &mut separate_positions[row..row + seq.input_ids.len()];
-            for (slot, (shared, separate)) in seq_positions.iter().zip(separate).enumerate() {
-                *separate = if slot < text_end {
-                    *shared
+            let independent = &mut independent_positions[row..row + seq.input_ids.len()];
+            for (slot, ((shared, separate), independent)) in seq_positions
+                .iter()
+                .zip(separate)
+                .zip(independent)
+                .enumerate()
+            {
+                (*separate, *independent) = if slot < text_end {
+                    (*shared, *shared)
                 } else {
-                    *shared + 1 - text_end as u32
+                    (*shared + 1 - text_end as u32, *shared - text_end as u32)
                 };
             }
             for (slot, &start) in seq.label_positions.iter().enumerate() {
@@ -113,6 +123,11 @@ impl Batch {
             head_rows: Tensor::from_vec(head_rows, batch * (1 + max_labels), device)?,
             head_spans,
             shared_label_positions: Tensor::from_vec(positions, (batch, seq_len), device)?,
+            independent_label_positions: Tensor::from_vec(
+                independent_positions,
+                (batch, seq_len),
+                device,
+            )?,
             separate_label_positions: Tensor::from_vec(
                 separate_positions,
                 (batch, seq_len),
@@ -128,8 +143,9 @@ impl Batch {
 
     /// The encoder's attention mask under `attention`: `attention_mask` for `Full`, else
     /// [batch, seq, seq] f32, 1 where query token i may attend to key token j. A label's
-    /// segment is its tokens and its `[SEP]`; under `Separate` it also sees the `[CLS]`,
-    /// which stands in for its own. Padding rows attend to the text.
+    /// segment is its tokens and its `[SEP]`; under `Isolated` and `Separate` it also sees the
+    /// `[CLS]` (under `Separate` standing in for its own), under `Independent` nothing else.
+    /// Padding rows attend to the text.
     pub fn attention_mask_for(&self, attention: LabelAttention) -> Result<Tensor> {
         if attention == LabelAttention::Full {
             return Ok(self.attention_mask.clone());
@@ -152,7 +168,11 @@ impl Batch {
                     row[..text_end].fill(1.0);
                 }
                 if let Some(&(start, tokens)) = label {
-                    row[0] = 1.0;
+                    row[0] = if attention == LabelAttention::Independent {
+                        0.0
+                    } else {
+                        1.0
+                    };
                     row[start..start + tokens + 1].fill(1.0);
                 }
             }
@@ -208,6 +228,12 @@ mod tests {
             separate_positions,
             [[0, 1, 2, 3, 1, 2, 3, 1, 2], [0, 1, 2, 1, 2, 0, 0, 0, 0]]
         );
+        let independent_positions: Vec<Vec<u32>> =
+            batch.independent_label_positions.to_vec2().unwrap();
+        assert_eq!(
+            independent_positions,
+            [[0, 1, 2, 3, 0, 1, 2, 0, 1], [0, 1, 2, 0, 1, 0, 0, 0, 0]]
+        );
         let full = batch.attention_mask_for(LabelAttention::Full).unwrap();
         assert_eq!(full.dims(), &[2, 9]);
         let rows = |text: &str| -> Vec<Vec<f32>> {
@@ -244,6 +270,19 @@ mod tests {
         assert_eq!(
             separate[1],
             rows("111000000 111000000 111000000 100110000 100110000 111000000 111000000 111000000 111000000")
+        );
+        let independent: Vec<Vec<Vec<f32>>> = batch
+            .attention_mask_for(LabelAttention::Independent)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        assert_eq!(
+            independent[0],
+            rows("111100000 111100000 111100000 111100000 000011100 000011100 000011100 000000011 000000011")
+        );
+        assert_eq!(
+            independent[1],
+            rows("111000000 111000000 111000000 000110000 000110000 111000000 111000000 111000000 111000000")
         );
     }
 }

@@ -9,7 +9,7 @@ use crate::model::gliznet::GliZNet;
 use crate::scoring::{score, score_similarities, LabelScore, ScoreMode};
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEncoding};
 use anyhow::{ensure, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -185,6 +185,86 @@ pub fn cosine_similarities(
         .collect())
 }
 
+/// [`logits`] for a model whose label vectors do not depend on the text: every label list
+/// is encoded once (its labels packed with no text), every text once on its own (up to
+/// `max_length`, never shortened to make room for labels), and each text's vector compared
+/// with its labels'. The same logits as the packed pass for texts it does not truncate.
+fn independent_logits(
+    model: &GliZNet,
+    tokenizer: &LabelTokenizer,
+    device: &Device,
+    items: &[(&str, &EncodedLabels)],
+    batch_size: usize,
+) -> Result<Vec<TextLogits>> {
+    let mut label_vectors: HashMap<*const EncodedLabels, Tensor> = HashMap::new();
+    for (_, labels) in items {
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            label_vectors.entry(*labels as *const EncodedLabels)
+        {
+            entry.insert(encoded_label_vectors(
+                model, tokenizer, device, labels, batch_size,
+            )?);
+        }
+    }
+    let mut texts: Vec<(usize, SequenceEncoding, TextEncoding)> = Vec::with_capacity(items.len());
+    for (item, (text, labels)) in items.iter().enumerate() {
+        let text_tokens = tokenizer.text_tokens(text)?.len();
+        let sequence = tokenizer.encode_single(text)?;
+        let encoding = TextEncoding {
+            chunks: vec![sequence.clone()],
+            text_tokens,
+            capped_labels: labels.capped_labels().to_vec(),
+        };
+        texts.push((item, sequence, encoding));
+    }
+    texts.sort_by_key(|(_, sequence, _)| sequence.input_ids.len());
+    let mut results: Vec<Option<TextLogits>> = items.iter().map(|_| None).collect();
+    for group in texts.chunks(batch_size) {
+        let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, s, _)| s).collect();
+        let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
+        let text_vectors = model.head_states(&batch)?.narrow(1, 0, 1)?.squeeze(1)?;
+        for (row, (item, _, encoding)) in group.iter().enumerate() {
+            let labels = &label_vectors[&(items[*item].1 as *const EncodedLabels)];
+            let logits = model.score_vectors(&text_vectors.get(row)?, labels)?;
+            results[*item] = Some(TextLogits {
+                logits,
+                encoding: encoding.clone(),
+            });
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.context("internal error: a text was left unscored"))
+        .collect()
+}
+
+/// [labels, hidden]: the head vectors of `labels`, in order, from their packing with no text.
+fn encoded_label_vectors(
+    model: &GliZNet,
+    tokenizer: &LabelTokenizer,
+    device: &Device,
+    labels: &EncodedLabels,
+    batch_size: usize,
+) -> Result<Tensor> {
+    let chunks = tokenizer.encode_without_text(labels);
+    let mut rows: Vec<Option<Tensor>> = vec![None; labels.len()];
+    for group in chunks.chunks(batch_size) {
+        let seqs: Vec<&SequenceEncoding> = group.iter().collect();
+        let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
+        let states = model.head_states(&batch)?;
+        for (b, seq) in group.iter().enumerate() {
+            for (slot, &label) in seq.label_indices.iter().enumerate() {
+                rows[label] = Some(states.get(b)?.get(1 + slot)?);
+            }
+        }
+    }
+    let rows = rows
+        .into_iter()
+        .collect::<Option<Vec<Tensor>>>()
+        .context("internal error: a label was left unencoded")?;
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
 /// Each label's logit with no text, in the order of `labels`.
 pub fn label_priors(
     model: &GliZNet,
@@ -215,6 +295,9 @@ pub fn logits(
     batch_size: usize,
 ) -> Result<Vec<TextLogits>> {
     ensure!(batch_size > 0, "batch size must be positive");
+    if model.labels_are_independent() {
+        return independent_logits(model, tokenizer, device, items, batch_size);
+    }
     let encodings = items
         .iter()
         .map(|(text, labels)| tokenizer.encode_with_labels(text, labels))
@@ -344,5 +427,55 @@ mod tests {
         std::fs::write(&config_path, config.to_string()).unwrap();
         let err = load().err().unwrap();
         assert!(format!("{err:#}").contains("label_template"), "{err:#}");
+    }
+
+    /// A model with `independent` label attention scores each text on its own against label
+    /// vectors computed once per label list; its logits must be those of the packed pass
+    /// (text and labels in one sequence, many labels chunked), for texts it does not truncate.
+    #[test]
+    fn independent_labels_are_scored_once_per_call_as_in_the_packed_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), Similarity::Cosine, Some(8), 3).unwrap();
+        let config_path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["gliznet"]["label_attention"] = "independent".into();
+        config["gliznet"]["readout"] = "mean".into();
+        config["gliznet"]["label_template"] = "about {label}.".into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let classifier =
+            Classifier::load(&ModelSource::Dir(dir.path().to_path_buf()), Device::Cpu).unwrap();
+        let few = classifier
+            .label_set(vec!["cat".into(), "news".into(), "good dog".into()])
+            .unwrap();
+        let many = classifier
+            .label_set((0..40).map(|i| format!("label {i}")).collect())
+            .unwrap();
+        let items: Vec<(&str, &EncodedLabels)> = vec![
+            ("the cat sat on the mat", &few.encoded),
+            ("bank rates", &many.encoded),
+            ("good dog", &few.encoded),
+            ("the very long and winding road home", &many.encoded),
+        ];
+        let cached = classifier.logits(&items, 2).unwrap();
+
+        let (model, tokenizer) = (&classifier.loaded.model, &classifier.loaded.tokenizer);
+        let mut chunked = 0;
+        for ((text, labels), result) in items.iter().zip(&cached) {
+            let packed = tokenizer.encode_with_labels(text, labels).unwrap();
+            assert!(!packed.text_truncated());
+            chunked += usize::from(packed.chunks.len() > 1);
+            assert_eq!(result.encoding.chunks.len(), 1);
+            let seqs: Vec<&SequenceEncoding> = packed.chunks.iter().collect();
+            let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+            let rows = model.infer(&batch).unwrap().to_vec2::<f32>().unwrap();
+            for (seq, row) in packed.chunks.iter().zip(rows) {
+                for (slot, &label) in seq.label_indices.iter().enumerate() {
+                    let (a, b) = (result.logits[label], row[slot]);
+                    assert!((a - b).abs() < 1e-4, "{text:?} label {label}: {a} vs {b}");
+                }
+            }
+        }
+        assert!(chunked > 0, "no label list was chunked in the packed pass");
     }
 }

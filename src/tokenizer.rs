@@ -107,6 +107,11 @@ impl EncodedLabels {
         self.ids.is_empty()
     }
 
+    /// The labels longer than `max_label_tokens`, capped.
+    pub fn capped_labels(&self) -> &[CappedLabel] {
+        &self.capped
+    }
+
     /// Tokens of every label with the separator after each, as packed after a text.
     pub fn packed_tokens(&self) -> usize {
         self.ids.iter().map(|l| l.len() + 1).sum()

@@ -20,6 +20,11 @@ pub enum LabelAttention {
     /// The text to itself only; each label to itself and the `[CLS]` (standing in for its
     /// own), numbered from 1 as if it followed that `[CLS]`: a bi-encoder in one pass.
     Separate,
+    /// The text to itself only; each label to itself only, numbered from 0 as a sequence of
+    /// its own (a `label_template` starting with `[CLS]` gives it the `[CLS]` a bi-encoder
+    /// would): a label's vector depends on nothing but the label, so it is computed once per
+    /// call and compared with every text's.
+    Independent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,8 +61,14 @@ impl GliZNet {
     /// One logit per (sequence, label slot): [batch, max_labels]. Padded slots hold garbage
     /// and must be masked with `batch.label_mask`. Inference: no dropout, no gradients kept.
     pub fn infer(&self, batch: &Batch) -> Result<Tensor> {
+        self.score(&self.head_states(batch)?, batch.max_labels)
+    }
+
+    /// The vectors the head compares, in inference mode: [batch, 1 + max_labels, hidden], each
+    /// sequence's text vector, then one per label slot.
+    pub fn head_states(&self, batch: &Batch) -> Result<Tensor> {
         let attention_mask = batch.attention_mask_for(self.label_attention)?;
-        let head_states = match self.readout {
+        match self.readout {
             // The encoder's last layer computes only the rows the head reads: each sequence's
             // `[CLS]` and label positions.
             Readout::FirstToken => self.encoder.forward_rows(
@@ -71,17 +77,32 @@ impl GliZNet {
                 self.positions(batch),
                 &batch.head_rows,
                 1 + batch.max_labels,
-            )?,
+            ),
             Readout::Mean => {
                 let hidden = self.encoder.forward(
                     &batch.input_ids,
                     &attention_mask,
                     self.positions(batch),
                 )?;
-                self.read_out(batch, &hidden)?
+                self.read_out(batch, &hidden)
             }
-        };
-        self.score(&head_states, batch.max_labels)
+        }
+    }
+
+    /// Whether a label's vector depends on nothing but the label (`independent` attention), so
+    /// that it can be computed once and compared with any text's.
+    pub fn labels_are_independent(&self) -> bool {
+        self.label_attention == LabelAttention::Independent
+    }
+
+    /// The logits of one text vector [hidden] against label vectors [labels, hidden]: what
+    /// [`GliZNet::infer`] gives when the vectors come from [`GliZNet::head_states`].
+    pub fn score_vectors(&self, text: &Tensor, labels: &Tensor) -> Result<Vec<f32>> {
+        let states = Tensor::cat(&[text.unsqueeze(0)?, labels.clone()], 0)?.unsqueeze(0)?;
+        Ok(self
+            .score(&states, labels.dim(0)?)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?)
     }
 
     /// [`GliZNet::infer`] in training mode, with dropout from `rng`. Its gradients come from
@@ -118,11 +139,13 @@ impl GliZNet {
         })
     }
 
-    /// The position ids the encoder reads: labels numbered from 1 under `Separate` attention,
+    /// The position ids the encoder reads: labels numbered from 1 under `Separate` attention
+    /// and from 0 under `Independent`,
     /// the batch's shared label positions, or the plain numbering (`None`).
     fn positions<'a>(&self, batch: &'a Batch) -> Option<&'a Tensor> {
         match (self.label_attention, self.shared_label_positions) {
             (LabelAttention::Separate, _) => Some(&batch.separate_label_positions),
+            (LabelAttention::Independent, _) => Some(&batch.independent_label_positions),
             (_, true) => Some(&batch.shared_label_positions),
             (_, false) => None,
         }
@@ -196,6 +219,7 @@ mod tests {
             LabelAttention::Full,
             LabelAttention::Isolated,
             LabelAttention::Separate,
+            LabelAttention::Independent,
         ] {
             head_rows_equal_the_full_pass(attention);
         }
@@ -290,6 +314,7 @@ mod tests {
             LabelAttention::Full,
             LabelAttention::Isolated,
             LabelAttention::Separate,
+            LabelAttention::Independent,
         ] {
             for readout in [Readout::Mean, Readout::FirstToken] {
                 let (mut model, tokenizer) =
@@ -368,6 +393,57 @@ mod tests {
                         "{attention:?}: the text saw the labels ({worst})"
                     );
                 }
+            }
+        }
+    }
+
+    /// Under `independent` attention a label's states are the same whatever the text; under
+    /// `separate` they are not (the label sees the text's `[CLS]`), which makes the check
+    /// meaningful.
+    #[test]
+    fn independent_labels_do_not_see_the_text() {
+        let labels: Vec<String> = ["dog house", "news"].map(String::from).to_vec();
+        for attention in [LabelAttention::Separate, LabelAttention::Independent] {
+            let (mut model, tokenizer) =
+                tiny_model_with_dropout(Similarity::Cosine, Readout::Mean, 0.0);
+            model.label_attention = attention;
+            let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
+            let b = tokenizer.encode("bank rates", &labels).unwrap();
+            let seqs = [&a.chunks[0], &b.chunks[0]];
+            let batch = Batch::collate(&seqs, tokenizer.pad_id(), &Device::Cpu).unwrap();
+            let mask = batch.attention_mask_for(attention).unwrap();
+            let positions = model.positions(&batch);
+            let hidden: Vec<Vec<Vec<f32>>> = model
+                .encoder
+                .forward(&batch.input_ids, &mask, positions)
+                .unwrap()
+                .to_vec3()
+                .unwrap();
+            let mut worst = 0f32;
+            for slot in 0..labels.len() {
+                let (start_a, start_b) =
+                    (seqs[0].label_positions[slot], seqs[1].label_positions[slot]);
+                let span = if slot + 1 < labels.len() {
+                    seqs[0].label_positions[slot + 1] - start_a
+                } else {
+                    seqs[0].input_ids.len() - start_a
+                };
+                for i in 0..span {
+                    for (x, y) in hidden[0][start_a + i].iter().zip(&hidden[1][start_b + i]) {
+                        worst = worst.max((x - y).abs());
+                    }
+                }
+            }
+            if attention == LabelAttention::Independent {
+                assert!(
+                    worst < 1e-6,
+                    "the label states moved with the text: {worst}"
+                );
+            } else {
+                assert!(
+                    worst > 1e-5,
+                    "{attention:?}: the text had no effect: {worst}"
+                );
             }
         }
     }
