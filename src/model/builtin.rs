@@ -7,13 +7,13 @@ pub struct BuiltinFiles {
 }
 
 /// The name `--version` and `predict --format json` report for the built-in model.
-pub const NAME: &str = "gliznet-minilm-l6-cosine-v1";
+pub const NAME: &str = "gliznet-minilm-l6-cosine-v2";
 
 /// `gliznet --version`: the program's version and the built-in model.
 #[cfg(gliznet_builtin_model)]
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "\nbuilt-in model: gliznet-minilm-l6-cosine-v1 (see MODEL.md)"
+    "\nbuilt-in model: gliznet-minilm-l6-cosine-v2 (see MODEL.md)"
 );
 #[cfg(not(gliznet_builtin_model))]
 pub const LONG_VERSION: &str = concat!(
