@@ -206,24 +206,18 @@ fn independent_logits(
             )?);
         }
     }
-    let mut texts: Vec<(usize, SequenceEncoding, TextEncoding)> = Vec::with_capacity(items.len());
-    for (item, (text, labels)) in items.iter().enumerate() {
-        let text_tokens = tokenizer.text_tokens(text)?.len();
-        let sequence = tokenizer.encode_single(text)?;
-        let encoding = TextEncoding {
-            chunks: vec![sequence.clone()],
-            text_tokens,
-            capped_labels: labels.capped_labels().to_vec(),
-        };
-        texts.push((item, sequence, encoding));
-    }
-    texts.sort_by_key(|(_, sequence, _)| sequence.input_ids.len());
+    let mut texts = items
+        .iter()
+        .enumerate()
+        .map(|(item, (text, labels))| Ok((item, tokenizer.encode_text(text, labels)?)))
+        .collect::<Result<Vec<(usize, TextEncoding)>>>()?;
+    texts.sort_by_key(|(_, encoding)| encoding.chunks[0].input_ids.len());
     let mut results: Vec<Option<TextLogits>> = items.iter().map(|_| None).collect();
     for group in texts.chunks(batch_size) {
-        let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, s, _)| s).collect();
+        let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, e)| &e.chunks[0]).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let text_vectors = model.head_states(&batch)?.narrow(1, 0, 1)?.squeeze(1)?;
-        for (row, (item, _, encoding)) in group.iter().enumerate() {
+        for (row, (item, encoding)) in group.iter().enumerate() {
             let labels = &label_vectors[&(items[*item].1 as *const EncodedLabels)];
             let logits = model.score_vectors(&text_vectors.get(row)?, labels)?;
             results[*item] = Some(TextLogits {

@@ -107,11 +107,6 @@ impl EncodedLabels {
         self.ids.is_empty()
     }
 
-    /// The labels longer than `max_label_tokens`, capped.
-    pub fn capped_labels(&self) -> &[CappedLabel] {
-        &self.capped
-    }
-
     /// Tokens of every label with the separator after each, as packed after a text.
     pub fn packed_tokens(&self) -> usize {
         self.ids.iter().map(|l| l.len() + 1).sum()
@@ -221,6 +216,19 @@ impl LabelTokenizer {
             label_positions: Vec::new(),
             label_indices: Vec::new(),
             text_tokens_kept: tokens.len(),
+        })
+    }
+
+    /// A text to be scored on its own, `[CLS] text [SEP]` cut to `max_length`, as one chunk;
+    /// an empty text is an input error, as in [`LabelTokenizer::encode_with_labels`].
+    pub fn encode_text(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
+        let mut tokens = self.text_tokens(text)?;
+        let text_tokens = tokens.len();
+        tokens.truncate(self.limits.max_length - PackingLimits::FIXED_TOKENS);
+        Ok(TextEncoding {
+            chunks: vec![self.pack(&tokens, &[], 0..0)],
+            text_tokens,
+            capped_labels: labels.capped.clone(),
         })
     }
 
@@ -653,5 +661,38 @@ mod tests {
         assert!(tokenizer(limits)
             .with_label_template(Some("a {label}"))
             .is_ok());
+    }
+
+    #[test]
+    fn a_text_alone_is_cut_to_max_length_and_keeps_its_labels_caps() {
+        let limits = PackingLimits {
+            max_length: 16,
+            max_label_tokens: 2,
+            min_text_tokens: 4,
+        };
+        let tok = tokenizer(limits);
+        let labels = tok
+            .encode_labels(&["cat".to_string(), "very long and winding".to_string()])
+            .unwrap();
+        let text = "the cat sat on the mat and the dog sat on the house very long";
+        let enc = tok.encode_text(text, &labels).unwrap();
+        assert_eq!(enc.chunks.len(), 1);
+        assert_eq!(enc.chunks[0].input_ids.len(), 16);
+        assert_eq!(enc.chunks[0].text_tokens_kept, 14);
+        assert_eq!(enc.text_tokens, 15);
+        assert!(enc.text_truncated());
+        assert_eq!(
+            enc.capped_labels,
+            vec![CappedLabel {
+                index: 1,
+                tokens: 4
+            }]
+        );
+        assert_eq!(
+            enc.chunks[0].input_ids,
+            tok.encode_single(text).unwrap().input_ids
+        );
+        let err = tok.encode_text("  ", &labels).unwrap_err();
+        assert!(crate::error::is_input_error(&err), "{err}");
     }
 }
