@@ -185,8 +185,8 @@ pub fn cosine_similarities(
         .collect())
 }
 
-/// [`logits`] for a model whose label vectors do not depend on the text: every label list
-/// is encoded once (its labels packed with no text), every text once on its own (up to
+/// [`logits`] for a model whose label vectors do not depend on the text: every distinct
+/// label of the call is encoded once (packed with no text), every text once on its own (up to
 /// `max_length`, never shortened to make room for labels), and each text's vector compared
 /// with its labels'. The same logits as the packed pass for texts it does not truncate.
 fn independent_logits(
@@ -196,16 +196,9 @@ fn independent_logits(
     items: &[(&str, &EncodedLabels)],
     batch_size: usize,
 ) -> Result<Vec<TextLogits>> {
-    let mut label_vectors: HashMap<*const EncodedLabels, Tensor> = HashMap::new();
-    for (_, labels) in items {
-        if let std::collections::hash_map::Entry::Vacant(entry) =
-            label_vectors.entry(*labels as *const EncodedLabels)
-        {
-            entry.insert(encoded_label_vectors(
-                model, tokenizer, device, labels, batch_size,
-            )?);
-        }
-    }
+    let lists: Vec<&EncodedLabels> = items.iter().map(|(_, labels)| *labels).collect();
+    let (distinct, rows_of_item) = EncodedLabels::distinct(&lists);
+    let label_vectors = encoded_label_vectors(model, tokenizer, device, &distinct, batch_size)?;
     let mut texts = items
         .iter()
         .enumerate()
@@ -218,8 +211,9 @@ fn independent_logits(
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let text_vectors = model.head_states(&batch)?.narrow(1, 0, 1)?.squeeze(1)?;
         for (row, (item, encoding)) in group.iter().enumerate() {
-            let labels = &label_vectors[&(items[*item].1 as *const EncodedLabels)];
-            let logits = model.score_vectors(&text_vectors.get(row)?, labels)?;
+            let rows = Tensor::new(rows_of_item[*item].as_slice(), device)?;
+            let labels = label_vectors.index_select(&rows, 0)?;
+            let logits = model.score_vectors(&text_vectors.get(row)?, &labels)?;
             results[*item] = Some(TextLogits {
                 logits,
                 encoding: encoding.clone(),
@@ -445,11 +439,16 @@ mod tests {
         let many = classifier
             .label_set((0..40).map(|i| format!("label {i}")).collect())
             .unwrap();
+        // Shares labels with both lists above, in another order.
+        let mixed = classifier
+            .label_set(vec!["label 3".into(), "cat".into(), "news".into()])
+            .unwrap();
         let items: Vec<(&str, &EncodedLabels)> = vec![
             ("the cat sat on the mat", &few.encoded),
             ("bank rates", &many.encoded),
             ("good dog", &few.encoded),
             ("the very long and winding road home", &many.encoded),
+            ("news of the cat", &mixed.encoded),
         ];
         let cached = classifier.logits(&items, 2).unwrap();
 

@@ -12,6 +12,7 @@ use crate::data::labels::validate_labels;
 use crate::error::input_error;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -110,6 +111,29 @@ impl EncodedLabels {
     /// Tokens of every label with the separator after each, as packed after a text.
     pub fn packed_tokens(&self) -> usize {
         self.ids.iter().map(|l| l.len() + 1).sum()
+    }
+
+    /// Every distinct label of `lists` once (by its tokens, in order of first appearance),
+    /// and for each list where its labels are in that one.
+    pub fn distinct(lists: &[&EncodedLabels]) -> (EncodedLabels, Vec<Vec<u32>>) {
+        let mut ids: Vec<Vec<u32>> = Vec::new();
+        let mut index: HashMap<&[u32], u32> = HashMap::new();
+        let rows = lists
+            .iter()
+            .map(|list| {
+                list.ids
+                    .iter()
+                    .map(|label| {
+                        *index.entry(label.as_slice()).or_insert_with(|| {
+                            ids.push(label.clone());
+                            ids.len() as u32 - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let capped = Vec::new();
+        (EncodedLabels { ids, capped }, rows)
     }
 }
 
@@ -601,6 +625,38 @@ mod tests {
         };
         assert!(limits.validate().is_err());
         assert!(LabelTokenizer::new(tiny_tokenizer(), limits).is_err());
+    }
+
+    #[test]
+    fn distinct_labels_rebuild_every_list_and_hold_each_label_once() {
+        let tok = tokenizer(PackingLimits::default());
+        let mut rng = Rng::new(7);
+        for _ in 0..50 {
+            let lists: Vec<EncodedLabels> = (0..1 + rng.below(5))
+                .map(|_| {
+                    let mut names: Vec<String> = (0..1 + rng.below(6))
+                        .map(|_| {
+                            let words = 1 + rng.below(2);
+                            random_words(&mut rng, words)
+                        })
+                        .collect();
+                    names.sort();
+                    names.dedup();
+                    tok.encode_labels(&names).unwrap()
+                })
+                .collect();
+            let refs: Vec<&EncodedLabels> = lists.iter().collect();
+            let (distinct, rows) = EncodedLabels::distinct(&refs);
+            for (list, rows) in lists.iter().zip(&rows) {
+                let rebuilt: Vec<&Vec<u32>> =
+                    rows.iter().map(|&r| &distinct.ids[r as usize]).collect();
+                assert_eq!(rebuilt, list.ids.iter().collect::<Vec<_>>());
+            }
+            let mut unique = distinct.ids.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), distinct.len());
+        }
     }
 
     #[test]
