@@ -172,6 +172,7 @@ def read_wordnet(wordnet_dir):
                     "lemmas": words,
                     "lexname": LEXNAMES[lexfile],
                     "definition": definition,
+                    "examples": re.findall(r'"([^"]+)"', gloss),
                     "hypernyms": [(p[2][0], p[1]) for p in pointers if p[0] in ("@", "@i")],
                     "hyponyms": [(p[2][0], p[1]) for p in pointers if p[0] in ("~", "~i")],
                 }

@@ -13,7 +13,6 @@ import argparse
 import json
 import pathlib
 import random
-import re
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "corpus"))
@@ -25,20 +24,15 @@ def usage_rows(wordnet_dir, rng):
     for name, readable in build.LEXFILE_LABELS.items():
         categories.setdefault(name.split(".")[0], []).append(readable)
     rows = []
-    for pos in ("noun", "verb"):
-        with open(wordnet_dir / f"data.{pos}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  "):
-                    continue
-                head, _, gloss = line.partition(" | ")
-                category = build.LEXFILE_LABELS.get(build.LEXNAMES[int(head.split()[1])])
-                if not category:
-                    continue
-                for text in re.findall(r'"([^"]+)"', gloss):
-                    text = " ".join(text.split())
-                    if len(text.split()) >= 4:
-                        others = [c for c in categories[pos] if c != category]
-                        rows.append(build.example(text, [category], rng.sample(others, 4)))
+    for (pos, _), synset in build.read_wordnet(wordnet_dir).items():
+        category = build.LEXFILE_LABELS.get(synset["lexname"])
+        if not category:
+            continue
+        for text in synset["examples"]:
+            text = " ".join(text.split())
+            if len(text.split()) >= 4:
+                others = [c for c in categories["noun" if pos == "n" else "verb"] if c != category]
+                rows.append(build.example(text, [category], rng.sample(others, 4)))
     return rows
 
 
