@@ -24,7 +24,13 @@ CACHE="${GLIZNET_CACHE:-$HOME/.cache/gliznet}"
 # The wheel is compiled for the CPU it is built on (llama.cpp's native flags): the wheel and the
 # venv made from it are kept per CPU model and flag set, so a cache shared by machines of
 # another kind is never run where its instructions are missing.
-CPU_KEY="$(grep -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null | sort -u | sha256sum | cut -c1-12)"
+# llama.cpp is built for AVX2/FMA/F16C, not -march=native: a native build on an Intel CPU with
+# AMX (Sapphire Rapids and later) compiles ggml's AMX backend, whose matrix product segfaults
+# on the first prompt of more than one token (llama.cpp issue 20824; seen here on a Xeon with
+# amx_int8). BUILD_FLAGS is part of the cache key, so a wheel built otherwise is never reused.
+BUILD_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+BUILD_KEY="$(echo "$BUILD_FLAGS" | sha256sum | cut -c1-6)"
+CPU_KEY="$(grep -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null | sort -u | sha256sum | cut -c1-12)-$BUILD_KEY"
 WHEELS="$CACHE/wheels/cpu-$CPU_KEY"
 VENV="$CACHE/llm-venv-$CPU_KEY"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,7 +52,7 @@ build_wheel() {
   tmp="$(mktemp -d "$WHEELS/build.XXXXXX")"
   log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION from source (10-16 min on 2 cores)"
   local start=$SECONDS
-  nice -n 10 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  nice -n 10 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="$BUILD_FLAGS" \
     "$PYTHON" -m pip wheel --no-deps --no-cache-dir -w "$tmp" \
     "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
   mv "$tmp"/llama_cpp_python-*.whl "$WHEELS"/
