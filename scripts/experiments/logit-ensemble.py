@@ -68,10 +68,8 @@ def ensemble_score(runs, scoring):
         first = rows[0]["labels"]
         mean = [sum(to_logit(row["labels"][i]["score"]) for row in rows) / len(rows) for i in range(len(first))]
         if scoring == "single_label":
-            gold.append(next(i for i, label in enumerate(first) if label["gold"]))
-            predicted.append(max(range(len(mean)), key=mean.__getitem__))
-            names = [label["label"] for label in first]
-            gold[-1], predicted[-1] = names[gold[-1]], names[predicted[-1]]
+            gold.append(next(label["label"] for label in first if label["gold"]))
+            predicted.append(first[max(range(len(mean)), key=mean.__getitem__)]["label"])
         else:
             pairs.extend((m, label["gold"]) for m, label in zip(mean, first))
     if scoring == "single_label":
@@ -100,7 +98,7 @@ def member(spec_, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("members", nargs="+", help="NAME=MODEL_DIR[@SUITE_DIR]")
+    parser.add_argument("members", nargs="+", help="NAME=MODEL_DIR[|KEY=VALUE...]")
     parser.add_argument("--out", default=str(ROOT / "runs" / "logit-ensemble"))
     args = parser.parse_args()
     out = pathlib.Path(args.out)
