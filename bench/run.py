@@ -91,6 +91,8 @@ def machine():
     mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
     flags = cpu_flags()
     simd = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    if "amx_bf16" in flags:
+        simd += ", AMX"
     return f"{cpu} ({simd}), {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
 
 
@@ -119,6 +121,8 @@ def main():
     parser.add_argument("--max-load", type=float, default=0.5,
                         help="1-minute load average under which the machine counts as quiet (default 0.5)")
     parser.add_argument("--allow-busy", action="store_true", help="measure on a busy machine anyway (recorded)")
+    parser.add_argument("--predict-only", action="store_true",
+                        help="prediction throughput only (no cold start, memory, training or cross-encoder rows)")
     args = parser.parse_args()
     python = os.environ.get("BENCH_PYTHON", str(BENCH / ".venv" / "bin" / "python"))
     if not pathlib.Path(python).exists():
@@ -146,9 +150,19 @@ def main():
         "pytorch": [python, str(BENCH / "reference.py"), "predict", str(MODEL), labels, *texts, "--reps", str(args.reps)],
     }
     commands["pytorch_int8"] = commands["pytorch"] + ["--quantize"]
+    flags = cpu_flags()
+    # Where the CPU has them: bf16 on the tile unit (`--bf16`), and f32 on the 256-bit kernels
+    # that gliznet used before it picked the 512-bit ones on Intel CPUs.
+    extra = []
+    if "amx_bf16" in flags:
+        commands["gliznet_bf16"] = throughput + ["--bf16"]
+        extra.append("gliznet_bf16")
+    if "avx512f" in flags:
+        commands["gliznet_f32_avx2"] = throughput + ["--f32-kernel", "avx2"]
+        extra.append("gliznet_f32_avx2")
     rounds = [{name: json_lines(run(cmd).stdout) for name, cmd in commands.items()} for _ in range(args.rounds)]
     results["predict"] = {name: combine_rounds([r[name] for r in rounds]) for name in commands}
-    for name in ("gliznet", "gliznet_int8"):
+    for name in ("gliznet", "gliznet_int8", *extra):
         for i, cell in enumerate(results["predict"][name]):
             cell["round_ratios"] = [r[name][i]["texts_per_second"] / r["pytorch"][i]["texts_per_second"] for r in rounds]
             cell["ratio"] = statistics.median(cell["round_ratios"])
@@ -158,6 +172,11 @@ def main():
         cell["ratio_int8"] = statistics.median(cell["round_ratios_int8"])
 
     save()
+    if args.predict_only:
+        results["load_after"] = os.getloadavg()[0]
+        save()
+        print(table(results))
+        return
     print("cold start and peak memory ...", file=sys.stderr)
     one = ["--text", "The central bank raised interest rates again", "--labels", "economy,sports,cooking"]
     results["cold_start_s"] = {
@@ -210,6 +229,16 @@ def table(r):
         rates = " | ".join(f"{c['texts_per_second']:.1f}" for c in (ours, int8, ref, ref8))
         out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {rates} "
                    f"| {ours['ratio']:.2f} | {int8['ratio']:.2f} | {int8['ratio_int8']:.2f} |")
+    extra = [(n, t) for n, t in (("gliznet_bf16", "gliznet bf16 (`--bf16`)"),
+                                  ("gliznet_f32_avx2", "gliznet f32 on the 256-bit kernels")) if n in p]
+    if extra:
+        out += ["", "| prediction (texts/s) | K | batch | " + " | ".join(f"{t} | ratio / PyTorch f32" for _, t in extra) + " |",
+                "|---|---|---|" + "---|---|" * len(extra)]
+        for i, ours in enumerate(p["gliznet"]):
+            cells = " | ".join(f"{p[n][i]['texts_per_second']:.1f} | {p[n][i]['ratio']:.2f}" for n, _ in extra)
+            out.append(f"| {names[ours['texts']]} | {ours['k']} | {ours['batch']} | {cells} |")
+    if "cold_start_s" not in r:
+        return "\n".join(out)
     out += ["", "| other | gliznet | PyTorch | ratio |", "|---|---|---|---|"]
     c, m = r["cold_start_s"], r["peak_rss_mb"]
     out.append(f"| cold start, one text (s) | {c['gliznet']:.3f} | {c['pytorch']:.3f} | {c['gliznet'] / c['pytorch']:.2f} |")

@@ -2,11 +2,14 @@
 //! loaded once. Prints one JSON line per configuration.
 //!
 //!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches 16,1]
-//!                [--device auto|cpu|cuda[:N]] [--quantize]
+//!                [--device auto|cpu|cuda[:N]] [--quantize | --bf16] [--f32-kernel portable|avx2|avx512]
+//!
+//! `--f32-kernel` forces the f32 products' kernel (default: the one gliznet picks for this CPU).
 
 use anyhow::{Context, Result};
 use gliznet::classifier::{Classifier, LabelSet, Method};
 use gliznet::model::checkpoint::ModelSource;
+use gliznet::model::{F32Kernel, Quantization};
 use gliznet::scoring::ScoreMode;
 use std::time::Instant;
 
@@ -24,16 +27,29 @@ fn main() -> Result<()> {
         .split(',')
         .map(|b| b.parse().context("--batches: comma-separated batch sizes"))
         .collect::<Result<_>>()?;
+    if let Some(name) = option("--f32-kernel") {
+        F32Kernel::from_name(name)
+            .and_then(F32Kernel::set)
+            .with_context(|| {
+                format!(
+                    "--f32-kernel {name}: not one this CPU runs (it runs {:?})",
+                    F32Kernel::available()
+                )
+            })?;
+    }
     let device = gliznet::device::select(option("--device").map_or("cpu", |d| d.as_str()))?.0;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {
         anyhow::bail!(
-            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize]"
+            "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize | --bf16] [--f32-kernel K]"
         );
     };
     let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()))?, device)?;
     if args.iter().any(|a| a == "--quantize") {
-        classifier.quantize()?;
+        classifier.quantize(Quantization::Int8)?;
+    }
+    if args.iter().any(|a| a == "--bf16") {
+        classifier.quantize(Quantization::Bf16)?;
     }
     let all_labels =
         gliznet::data::labels::read_label_file(std::path::Path::new(labels_file.as_str()))?;

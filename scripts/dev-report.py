@@ -4,7 +4,8 @@
     scripts/dev-report.py --row NAME=MODEL[:METHOD[:OPTION...]] ... [--out DIR] [--reuse]
 
 MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encoder; OPTIONs:
-"quantize" (`--quantize`, int8 encoder weights), "prior" (`--subtract-label-prior`) and
+"quantize" (`--quantize`, int8 encoder weights), "bf16" (`--bf16`, bf16 encoder weights;
+without either, rows run with `--f32`, whatever the CPU's default), "prior" (`--subtract-label-prior`) and
 "template" (every label read as "This text is about {label}.", the usual zero-shot hypothesis
 template) and "zscore" (single-label tasks: each label's logit normalised over the task's texts,
 minus its mean and divided by its standard deviation, before the argmax: the label prior
@@ -110,6 +111,10 @@ def evaluate(name, model, method, options, task, scoring, out, reuse):
         cmd += ["--model", model]
     if "quantize" in options:
         cmd.append("--quantize")
+    if "bf16" in options:
+        cmd.append("--bf16")
+    if not {"quantize", "bf16"} & options:
+        cmd.append("--f32")  # gliznet's default is bf16 on CPUs with AMX
     if "prior" in options:
         cmd.append("--subtract-label-prior")
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -137,7 +142,7 @@ def main():
         model, *rest = target.split(":")
         method = rest[0] if rest and rest[0] else "gliznet"
         options = set(rest[1:])
-        unknown = options - {"quantize", "template", "prior", "zscore"}
+        unknown = options - {"quantize", "bf16", "template", "prior", "zscore"}
         if unknown:
             sys.exit(f"--row {spec}: unknown option(s) {sorted(unknown)}")
         print(f"evaluating {name} ...", file=sys.stderr)

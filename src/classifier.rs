@@ -6,6 +6,7 @@ use crate::batch::Batch;
 use crate::embed::Embedder;
 use crate::model::checkpoint::{self, LoadedModel, ModelSource};
 use crate::model::gliznet::GliZNet;
+use crate::model::Quantization;
 use crate::scoring::{score, score_similarities, LabelScore, ScoreMode};
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEncoding};
 use anyhow::{ensure, Context, Result};
@@ -33,6 +34,8 @@ pub struct Classifier {
     /// Subtract from each GliZNet logit the label's logit with no text (its prior), so that a
     /// label the model favours whatever the text does not win by default.
     pub subtract_label_prior: bool,
+    /// The encoder's lower-precision weights, if any (`quantize`).
+    pub quantization: Option<Quantization>,
 }
 
 /// The logits of one text, aligned with its label list, and how the text was packed.
@@ -54,14 +57,17 @@ impl Classifier {
             loaded,
             device,
             subtract_label_prior: false,
+            quantization: None,
         })
     }
 
-    /// Int8 encoder weights: see BENCHMARKS.md for speed and MODEL.md for the accuracy change.
-    /// Without [`crate::model::has_fast_int8_kernel`] the int8 kernel is the slow portable one.
-    pub fn quantize(&mut self) -> Result<()> {
-        self.loaded.model.quantize()?;
-        self.loaded.name.push_str(" (int8)");
+    /// Int8 or bf16 encoder weights: see BENCHMARKS.md for speed and MODEL.md for the
+    /// accuracy change. Without [`crate::model::has_fast_int8_kernel`] (int8) or
+    /// [`crate::model::has_fast_bf16_kernel`] (bf16) the kernel is a slower portable one.
+    pub fn quantize(&mut self, to: Quantization) -> Result<()> {
+        self.loaded.model.quantize(to)?;
+        self.loaded.name.push_str(&format!(" ({})", to.name()));
+        self.quantization = Some(to);
         Ok(())
     }
 

@@ -576,7 +576,7 @@ fn quantize_names_int8_and_keeps_scores_close() {
             extra,
         )
     };
-    let exact = predict(&[]);
+    let exact = predict(&["--f32"]);
     let int8 = predict(&["--quantize"]);
     assert!(
         int8["model"].as_str().unwrap().ends_with(" (int8)"),
@@ -592,4 +592,62 @@ fn quantize_names_int8_and_keeps_scores_close() {
         .fold(0.0, f64::max);
     assert!(max_diff < 0.02, "f32 {a:?} vs int8 {b:?}");
     assert!(a != b, "--quantize changed nothing: {a:?}");
+}
+
+#[test]
+fn bf16_is_named_close_to_f32_the_default_with_amx_and_excludes_int8() {
+    let model = tiny_model(Similarity::Dot);
+    let predict = |extra: &[&str]| {
+        predict_one(
+            model.path(),
+            "the cat sat on the mat",
+            "cat,dog house,bank,news",
+            extra,
+        )
+    };
+    let exact = predict(&["--f32"]);
+    assert!(
+        !exact["model"].as_str().unwrap().contains("bf16"),
+        "{exact}"
+    );
+    let bf16 = predict(&["--bf16"]);
+    assert!(
+        bf16["model"].as_str().unwrap().ends_with(" (bf16)"),
+        "{bf16}"
+    );
+    // The default: bf16 where the CPU has the tile unit, f32 elsewhere.
+    let default = predict(&[]);
+    let expected = if gliznet::model::has_fast_bf16_kernel() {
+        &bf16
+    } else {
+        &exact
+    };
+    assert_eq!(default["model"], expected["model"], "{default}");
+    assert_eq!(scores(&default), scores(expected));
+    assert_eq!(label_names(&bf16), label_names(&exact));
+    let (a, b) = (scores(&exact), scores(&bf16));
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(max_diff < 0.02, "f32 {a:?} vs bf16 {b:?}");
+    assert!(a != b, "--bf16 changed nothing: {a:?}");
+    let both = gliznet(&[
+        "predict",
+        "--model",
+        model.path().to_str().unwrap(),
+        "--text",
+        "x",
+        "--labels",
+        "a,b",
+        "--bf16",
+        "--quantize",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        stderr.contains("--bf16") && stderr.contains("--quantize"),
+        "{stderr}"
+    );
 }

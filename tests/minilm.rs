@@ -150,7 +150,9 @@ fn quantized_encoder_stays_close_to_pytorch() {
     let dir = backbone();
     let cases = reference().cases;
     let mut encoder = encoder(&dir, None);
-    encoder.quantize().unwrap();
+    encoder
+        .quantize(gliznet::model::Quantization::Int8)
+        .unwrap();
     let quantized = hidden_states(&encoder, &cases, None);
     let mut worst = f32::INFINITY;
     for (states, case) in quantized.iter().zip(&cases) {

@@ -39,7 +39,7 @@ def predictions(name, model, suite, task, scoring, out):
     if not path.is_file():
         mode = "--single-label" if scoring == "single_label" else "--multi-label"
         cmd = [BIN, "eval", "--data", str(suite / f"{task}.jsonl"), mode, "--model", model, "--batch-size", "32",
-               "--report", str(out / f"{name}--{task}.json"), "--predictions", str(path)]
+               "--report", str(out / f"{name}--{task}.json"), "--predictions", str(path), "--f32"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{result.stderr}")

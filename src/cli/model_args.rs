@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use gliznet::classifier::{Classifier, Method};
 use gliznet::error::input_error;
 use gliznet::model::checkpoint::{self, LoadedModel, ModelSource};
+use gliznet::model::Quantization;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -28,8 +29,19 @@ pub struct ClassifierArgs {
 
     /// Int8 encoder weights (CPU only): scores differ slightly from f32; see BENCHMARKS.md
     /// for the speed and MODEL.md for the accuracy change
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bf16")]
     pub quantize: bool,
+
+    /// bf16 encoder weights and inputs, products summed in f32 (CPU only): the default on
+    /// CPUs with AMX (Intel Xeon since Sapphire Rapids), where it is fast; elsewhere no faster
+    /// than f32. Scores differ slightly from f32; see BENCHMARKS.md for the speed and MODEL.md
+    /// for the accuracy change
+    #[arg(long)]
+    pub bf16: bool,
+
+    /// f32 encoder weights even where bf16 is the default (CPUs with AMX)
+    #[arg(long, conflicts_with_all = ["quantize", "bf16"])]
+    pub f32: bool,
 
     /// Subtract from each label's logit its logit with no text (the label's prior), so that a
     /// label the model favours whatever the text says does not win by default (GliZNet
@@ -89,16 +101,29 @@ impl ModelArgs {
 impl ClassifierArgs {
     /// Checks the flags' combination without loading anything (serve binds its port first).
     pub fn check(&self) -> Result<()> {
-        if self.quantize {
-            cpu_device(&self.model.device, "--quantize")?;
+        if let Some((_, flag)) = self.quantization() {
+            cpu_device(&self.model.device, flag)?;
         }
         Ok(())
     }
 
+    /// The weights' precision the flags ask for, with the flag that asked.
+    fn quantization(&self) -> Option<(Quantization, &'static str)> {
+        if self.quantize {
+            Some((Quantization::Int8, "--quantize"))
+        } else if self.bf16 {
+            Some((Quantization::Bf16, "--bf16"))
+        } else {
+            None
+        }
+    }
+
     /// The classifier the flags ask for, warning on stderr where the scores will be poor (an
-    /// untrained head that `method` would use) or slow (int8 without the VNNI kernel).
+    /// untrained head that `method` would use) or slow (int8 without the VNNI kernel, bf16
+    /// without AMX).
     pub fn open(&self, method: Method) -> Result<Classifier> {
-        let (source, device) = self.model.open(self.quantize.then_some("--quantize"))?;
+        let quantization = self.quantization();
+        let (source, device) = self.model.open(quantization.map(|(_, flag)| flag))?;
         let mut classifier = Classifier::load(&source, device)?;
         if !classifier.loaded.head_trained && method == Method::Gliznet {
             eprintln!(
@@ -108,15 +133,35 @@ impl ClassifierArgs {
             );
         }
         classifier.subtract_label_prior = self.subtract_label_prior;
-        if self.quantize {
-            classifier.quantize()?;
-            if !gliznet::model::has_fast_int8_kernel() {
-                eprintln!(
-                    "warning: this CPU has no AVX-512 VNNI, so --quantize runs a portable int8 \
-                     kernel that is several times slower than f32 (the scores are the same as on \
-                     a VNNI CPU)"
-                );
+        let bf16_by_default = quantization.is_none()
+            && !self.f32
+            && classifier.device.is_cpu()
+            && gliznet::model::has_fast_bf16_kernel();
+        if bf16_by_default {
+            classifier.quantize(Quantization::Bf16)?;
+        }
+        match quantization {
+            Some((to @ Quantization::Int8, _)) => {
+                classifier.quantize(to)?;
+                if !gliznet::model::has_fast_int8_kernel() {
+                    eprintln!(
+                        "warning: this CPU has no AVX-512 VNNI, so --quantize runs a portable \
+                         int8 kernel that is several times slower than f32 (the scores are the \
+                         same as on a VNNI CPU)"
+                    );
+                }
             }
+            Some((to @ Quantization::Bf16, _)) => {
+                classifier.quantize(to)?;
+                if !gliznet::model::has_fast_bf16_kernel() {
+                    eprintln!(
+                        "warning: this CPU has no AMX tile unit, so --bf16 runs the bf16-rounded \
+                         values through the f32 products: no faster than f32 (the scores are the \
+                         same as with AMX up to the order of summation)"
+                    );
+                }
+            }
+            None => {}
         }
         Ok(classifier)
     }

@@ -9,7 +9,7 @@
 use crate::error::input_error;
 use crate::model::kernels;
 use crate::model::params::Params;
-use crate::model::ParamGrads;
+use crate::model::{ParamGrads, Quantization};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};
@@ -181,7 +181,8 @@ impl LayerNorm {
     }
 }
 
-/// A dense layer, `x·Wᵀ + bias`, with f32 weights or int8 ones (`quantize`, inference only).
+/// A dense layer, `x·Wᵀ + bias`, with f32 weights or int8 or bf16 ones (`quantize`,
+/// inference only).
 struct Dense {
     weight: DenseWeight,
     bias: Tensor,
@@ -190,6 +191,7 @@ struct Dense {
 enum DenseWeight {
     Float(Tensor),
     Int8(kernels::Int8Dense),
+    Bf16(kernels::Bf16Dense),
 }
 
 impl Dense {
@@ -200,23 +202,28 @@ impl Dense {
         })
     }
 
-    /// Int8 weights (see `kernels::Int8Dense`), with `activation` fused where the kernel has
-    /// it: CPU only.
-    fn quantize(&mut self, activation: Option<Activation>) -> Result<()> {
+    /// Int8 or bf16 weights (see `kernels::Int8Dense`, `kernels::Bf16Dense`), with
+    /// `activation` fused where the kernel has it: CPU only.
+    fn quantize(&mut self, to: Quantization, activation: Option<Activation>) -> Result<()> {
         if let DenseWeight::Float(weight) = &self.weight {
             if !kernels::uses_cpu_kernels(weight) {
-                return Err(input_error(
-                    "int8 weights run on the CPU only; this model is on a GPU",
-                ));
+                return Err(input_error(format!(
+                    "{} weights run on the CPU only; this model is on a GPU",
+                    to.name()
+                )));
             }
             let (outputs, inputs) = weight.dims2()?;
-            self.weight = DenseWeight::Int8(kernels::Int8Dense::new(
-                &weight.flatten_all()?.to_vec1::<f32>()?,
-                &self.bias.to_vec1::<f32>()?,
-                inputs,
-                outputs,
-                matches!(activation, Some(Activation::GeluErf)),
-            ));
+            let weight = weight.flatten_all()?.to_vec1::<f32>()?;
+            let bias = self.bias.to_vec1::<f32>()?;
+            let gelu = matches!(activation, Some(Activation::GeluErf));
+            self.weight = match to {
+                Quantization::Int8 => DenseWeight::Int8(kernels::Int8Dense::new(
+                    &weight, &bias, inputs, outputs, gelu,
+                )),
+                Quantization::Bf16 => DenseWeight::Bf16(kernels::Bf16Dense::new(
+                    &weight, &bias, inputs, outputs, gelu,
+                )),
+            };
         }
         Ok(())
     }
@@ -228,7 +235,7 @@ impl Dense {
                 weight: weight.clone(),
                 bias: self.bias.clone(),
             }),
-            DenseWeight::Int8(_) => None,
+            DenseWeight::Int8(_) | DenseWeight::Bf16(_) => None,
         }
     }
 
@@ -252,6 +259,7 @@ impl Dense {
                     .broadcast_add(&self.bias)
             }
             DenseWeight::Int8(weight) => x.contiguous()?.apply_op1_no_bwd(weight),
+            DenseWeight::Bf16(weight) => x.contiguous()?.apply_op1_no_bwd(weight),
         }
     }
 
@@ -259,6 +267,7 @@ impl Dense {
     fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
         match &self.weight {
             DenseWeight::Int8(weight) if weight.has_gelu() => self.forward(x),
+            DenseWeight::Bf16(weight) if weight.has_gelu() => self.forward(x),
             _ => activation.forward(&self.forward(x)?),
         }
     }
@@ -358,7 +367,7 @@ impl Layer {
         })
     }
 
-    fn quantize(&mut self) -> Result<()> {
+    fn quantize(&mut self, to: Quantization) -> Result<()> {
         for dense in [
             &mut self.query,
             &mut self.key,
@@ -366,9 +375,9 @@ impl Layer {
             &mut self.attention_output,
             &mut self.output,
         ] {
-            dense.quantize(None)?;
+            dense.quantize(to, None)?;
         }
-        self.intermediate.quantize(Some(self.activation))
+        self.intermediate.quantize(to, Some(self.activation))
     }
 
     /// Multi-head attention for q [batch, queries, hidden] over k, v [batch, seq, hidden];
@@ -554,10 +563,12 @@ impl BertEncoder {
         Ok(encoder)
     }
 
-    /// Int8 weights for every dense layer of every block (embeddings and LayerNorms stay f32).
-    /// Inference only: a quantized encoder has no gradients.
-    pub fn quantize(&mut self) -> Result<()> {
-        self.layers.par_iter_mut().try_for_each(Layer::quantize)
+    /// Int8 or bf16 weights for every dense layer of every block (embeddings and LayerNorms
+    /// stay f32). Inference only: a quantized encoder has no gradients.
+    pub fn quantize(&mut self, to: Quantization) -> Result<()> {
+        self.layers
+            .par_iter_mut()
+            .try_for_each(|layer| layer.quantize(to))
     }
 
     /// Inference. `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1

@@ -7,7 +7,7 @@ use crate::model::bert::{BertConfig, BertEncoder};
 use crate::model::config::{GliznetConfig, LabelAttention};
 use crate::model::head::{Readout, SimilarityHead};
 use crate::model::params::Params;
-use crate::model::ParamGrads;
+use crate::model::{ParamGrads, Quantization};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::backprop::GradStore;
@@ -49,9 +49,10 @@ impl GliZNet {
         })
     }
 
-    /// Int8 encoder weights for faster CPU inference (`--quantize`); the head stays f32.
-    pub fn quantize(&mut self) -> Result<()> {
-        self.encoder.quantize()
+    /// Int8 or bf16 encoder weights for faster CPU inference (`--quantize`, `--bf16`); the
+    /// head stays f32.
+    pub fn quantize(&mut self, to: Quantization) -> Result<()> {
+        self.encoder.quantize(to)
     }
 
     pub fn encoder(&self) -> &BertEncoder {
@@ -250,7 +251,7 @@ mod tests {
                     }
                 }
             }
-            model.quantize().unwrap();
+            model.quantize(Quantization::Int8).unwrap();
         }
     }
 

@@ -9,6 +9,7 @@ mod metrics;
 mod request;
 
 use crate::classifier::Classifier;
+use crate::model::Quantization;
 use crate::results::{Format, ResultWriter};
 use anyhow::Result;
 use axum::body::Bytes;
@@ -138,7 +139,8 @@ fn start_engine(classifier: Classifier, state: &Arc<AppState>) -> Engine {
         "max_length": config.max_length,
         "max_label_tokens": config.max_label_tokens,
         "label_template": config.label_template,
-        "quantized": classifier.loaded.name.ends_with(" (int8)"),
+        "quantized": classifier.quantization == Some(Quantization::Int8),
+        "precision": classifier.quantization.map_or("f32", Quantization::name),
         "subtract_label_prior": classifier.subtract_label_prior,
         "device": if classifier.device.is_cpu() { "cpu" } else { "cuda" },
         "limits": {

@@ -3,6 +3,7 @@
 //! candle's autograd would split into several nodes.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A read-only matrix view: element (i, j) at `data[offset + i·row_stride + j·col_stride]`.
 /// It borrows `data` (shared) for `'a`, so no writable view of the same buffer can exist
@@ -160,27 +161,242 @@ pub(super) fn matmul(dst: MatrixMut, lhs: Matrix, rhs: Matrix, accumulate: bool,
     // exists; one from `SharedOutput::view` comes from a buffer whose exclusive borrow the
     // `SharedOutput` holds, so again no `Matrix` reads it, and its caller promised that no
     // other live view writes the same elements. Lifetimes: every view borrows its buffer.
-    unsafe {
-        gemm::gemm(
-            dst.rows,
-            dst.cols,
-            lhs.cols,
-            dst.ptr,
-            1,
-            dst.row_stride as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.ptr,
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    // The kernel: `F32Kernel::current` only returns kernels this CPU runs.
+    unsafe { F32Kernel::current().run(dst, lhs, rhs, accumulate, parallelism) }
+}
+
+/// The micro-kernels of `gemm` that the f32 products run: 512-bit where they measured faster
+/// (Intel CPUs with AVX-512: two 512-bit FMA units per core), 256-bit elsewhere (AMD's
+/// AVX-512 measured slower than its AVX2 on Zen 4; BENCHMARKS.md), portable without AVX2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Kernel {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+static CHOSEN_F32_KERNEL: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = u8::MAX;
+
+impl F32Kernel {
+    const ALL: [F32Kernel; 3] = [F32Kernel::Portable, F32Kernel::Avx2, F32Kernel::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            F32Kernel::Portable => "portable",
+            F32Kernel::Avx2 => "avx2",
+            F32Kernel::Avx512 => "avx512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            F32Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2 => gemm_common::simd::V3::try_new().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => gemm_common::simd::V4::try_new().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The kernels this CPU can run, slowest first.
+    pub fn available() -> Vec<Self> {
+        Self::ALL.into_iter().filter(|k| k.is_available()).collect()
+    }
+
+    /// The kernel the products use unless [`F32Kernel::set`] chose another.
+    pub fn preferred() -> Self {
+        if F32Kernel::Avx512.is_available() && cpu_vendor_is_intel() {
+            F32Kernel::Avx512
+        } else if F32Kernel::Avx2.is_available() {
+            F32Kernel::Avx2
+        } else {
+            F32Kernel::Portable
+        }
+    }
+
+    /// The kernel the products use now (the preferred one, looked up once, unless
+    /// [`F32Kernel::set`] chose another).
+    pub fn current() -> Self {
+        match CHOSEN_F32_KERNEL.load(Ordering::Relaxed) {
+            UNSET => {
+                let preferred = Self::preferred();
+                CHOSEN_F32_KERNEL.store(preferred.index(), Ordering::Relaxed);
+                preferred
+            }
+            i => Self::ALL[i as usize],
+        }
+    }
+
+    fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// Makes every later f32 product of this process use `self` (for measuring one kernel
+    /// against another); `None` if this CPU cannot run it.
+    pub fn set(self) -> Option<()> {
+        self.is_available()
+            .then(|| CHOSEN_F32_KERNEL.store(self.index(), Ordering::Relaxed))
+    }
+
+    /// # Safety
+    /// As [`matmul`]'s call, and this CPU runs `self` ([`F32Kernel::is_available`]).
+    unsafe fn run(
+        self,
+        dst: MatrixMut,
+        lhs: Matrix,
+        rhs: Matrix,
+        accumulate: bool,
+        parallelism: gemm::Parallelism,
+    ) {
+        macro_rules! product {
+            ($simd:expr, $kernels:path, $lanes:expr) => {{
+                use $kernels as k;
+                gemm_common::gemm::gemm_basic_generic::<
+                    _,
+                    f32,
+                    { $lanes },
+                    { k::MR_DIV_N * $lanes },
+                    { k::NR },
+                    { k::MR_DIV_N },
+                    { k::H_M },
+                    { k::H_N },
+                >(
+                    $simd,
+                    dst.rows,
+                    dst.cols,
+                    lhs.cols,
+                    dst.ptr,
+                    1,
+                    dst.row_stride as isize,
+                    accumulate,
+                    lhs.ptr,
+                    lhs.col_stride as isize,
+                    lhs.row_stride as isize,
+                    rhs.ptr,
+                    rhs.col_stride as isize,
+                    rhs.row_stride as isize,
+                    if accumulate { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |a, b, c| a * b + c,
+                    &k::UKR,
+                    &k::H_UKR,
+                    false,
+                    parallelism,
+                )
+            }};
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => product!(
+                gemm_common::simd::V4::try_new().expect("checked by is_available"),
+                gemm_f32::microkernel::avx512f::f32,
+                16
+            ),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2 => product!(
+                gemm_common::simd::V3::try_new().expect("checked by is_available"),
+                gemm_f32::microkernel::fma::f32,
+                8
+            ),
+            _ => product!(
+                gemm_common::simd::Scalar,
+                gemm_f32::microkernel::scalar::f32,
+                1
+            ),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_vendor_is_intel() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    [id.ebx, id.edx, id.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .eq(*b"GenuineIntel")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_vendor_is_intel() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Every kernel this CPU runs, forced, against sums in f64, on shapes with tails (rows and
+    /// columns that fill no whole micro-tile), strided views, accumulation and both thread
+    /// modes. `F32Kernel::set` is process-wide, so the kernels are called directly here.
+    #[test]
+    fn every_available_kernel_gives_the_products() {
+        let mut rng = Rng::new(5);
+        let kernels = F32Kernel::available();
+        assert!(kernels.contains(&F32Kernel::Portable));
+        assert!(kernels.contains(&F32Kernel::preferred()));
+        for (m, k, n) in [(1, 1, 1), (7, 33, 5), (50, 384, 70), (129, 32, 257)] {
+            let lhs: Vec<f32> = (0..m * (k + 3)).map(|_| rng.next_f32() - 0.5).collect();
+            let rhs: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.next_f32()).collect();
+            for accumulate in [false, true] {
+                let expected: Vec<f64> = (0..m * n)
+                    .map(|i| {
+                        let (r, c) = (i / n, i % n);
+                        let dot: f64 = (0..k)
+                            .map(|j| f64::from(lhs[r * (k + 3) + j]) * f64::from(rhs[c * k + j]))
+                            .sum();
+                        dot + if accumulate { f64::from(start[i]) } else { 0.0 }
+                    })
+                    .collect();
+                for &kernel in &kernels {
+                    for threads in [gemm::Parallelism::None, gemm::Parallelism::Rayon(0)] {
+                        let mut dst = start.clone();
+                        // SAFETY: the views are in bounds (checked) and `kernel` is available.
+                        unsafe {
+                            kernel.run(
+                                MatrixMut::rows(&mut dst, 0, (m, n), n),
+                                Matrix::rows(&lhs, 0, (m, k), k + 3),
+                                Matrix::rows(&rhs, 0, (n, k), k).t(),
+                                accumulate,
+                                threads,
+                            )
+                        };
+                        for (i, (&got, &want)) in dst.iter().zip(&expected).enumerate() {
+                            assert!(
+                                (f64::from(got) - want).abs() <= 1e-5 * (k as f64).sqrt() * 4.0,
+                                "{kernel:?} {m}×{k}×{n} accumulate {accumulate}, value {i}: \
+                                 {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_names_round_trip_and_intel_avx512_prefers_512_bits() {
+        for kernel in F32Kernel::ALL {
+            assert_eq!(F32Kernel::from_name(kernel.name()), Some(kernel));
+        }
+        assert_eq!(F32Kernel::from_name("sse"), None);
+        if F32Kernel::Avx512.is_available() {
+            assert_eq!(
+                F32Kernel::preferred() == F32Kernel::Avx512,
+                cpu_vendor_is_intel()
+            );
+        }
     }
 }

@@ -151,6 +151,7 @@ macro_rules! with_avx2 {
 }
 
 mod attention;
+mod bf16;
 mod block;
 mod int8;
 mod layer_norm;
@@ -159,10 +160,12 @@ mod matmul;
 mod residual;
 
 pub use attention::attention;
+pub use bf16::{has_fast_bf16_kernel, Bf16Dense};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use int8::{has_fast_int8_kernel, Int8Dense};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use matmul::F32Kernel;
 pub use residual::dropout_add;
 
 /// Elements per task when an element-wise map is split across threads.

@@ -1,0 +1,475 @@
+//! bf16 dense layers for inference: weights rounded to bfloat16 once, inputs rounded per
+//! call, products summed in f32. On CPUs with AMX (Intel Xeon since Sapphire Rapids) the
+//! products run on the tile unit (`tdpbf16ps`: 16×16 outputs × 32 inputs per instruction,
+//! about 20× the f32 FMA rate per core); elsewhere the same rounded values go through the
+//! f32 products, which give the same numbers up to the order of summation.
+
+use super::{contiguous_f32, gelu_in_place, rows_per_task};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+/// Inputs per tile step: one 64-byte tile row of bf16.
+const DEPTH: usize = 32;
+/// Rows of a tile.
+const TILE: usize = 16;
+/// Rows and outputs of one block of four accumulator tiles (2 × 2).
+const BLOCK: usize = 2 * TILE;
+
+pub struct Bf16Dense {
+    /// For the tile unit: by block of 32 outputs, then step of 32 inputs, then the block's two
+    /// tiles, each 16 rows (pairs of inputs) × 16 outputs × 2 inputs.
+    packed: Vec<u16>,
+    /// The weights [outputs, inputs], rounded to bf16, kept in f32 (the portable path).
+    rounded: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    gelu: bool,
+    amx: bool,
+}
+
+/// `v` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
+#[inline(always)]
+fn to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+    (rounded >> 16) as u16
+}
+
+#[inline(always)]
+fn from_bf16(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+impl Bf16Dense {
+    /// From an f32 weight [outputs, inputs] (row-major) and bias [outputs]; with `gelu`, the
+    /// layer's outputs go through GELU (erf form).
+    pub fn new(weight: &[f32], bias: &[f32], inputs: usize, outputs: usize, gelu: bool) -> Self {
+        Self::with_tiles(weight, bias, inputs, outputs, gelu, amx::available())
+    }
+
+    fn with_tiles(
+        weight: &[f32],
+        bias: &[f32],
+        inputs: usize,
+        outputs: usize,
+        gelu: bool,
+        amx: bool,
+    ) -> Self {
+        assert_eq!(weight.len(), inputs * outputs, "bf16 dense: weight size");
+        assert_eq!(bias.len(), outputs, "bf16 dense: bias size");
+        let rounded: Vec<f32> = weight.iter().map(|&w| from_bf16(to_bf16(w))).collect();
+        let packed = if amx {
+            pack(weight, inputs, outputs)
+        } else {
+            Vec::new()
+        };
+        Self {
+            packed,
+            rounded,
+            bias: bias.to_vec(),
+            inputs,
+            outputs,
+            gelu,
+            amx,
+        }
+    }
+
+    pub fn has_gelu(&self) -> bool {
+        self.gelu
+    }
+
+    /// `x·Wᵀ + b` (then GELU, if the layer has it) for the rows of `x` (each `inputs` long).
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        if self.amx {
+            return self.forward_tiles(x);
+        }
+        let mut y = self.forward_portable(x);
+        if self.gelu {
+            y.par_chunks_mut(self.outputs * rows_per_task(self.outputs))
+                .for_each(|rows| with_avx2!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
+        }
+        y
+    }
+
+    fn forward_portable(&self, x: &[f32]) -> Vec<f32> {
+        let rounded_x: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        super::linear::DenseValues {
+            weight: &self.rounded,
+            bias: &self.bias,
+            inputs: self.inputs,
+            outputs: self.outputs,
+        }
+        .forward(&rounded_x)
+    }
+
+    fn forward_tiles(&self, x: &[f32]) -> Vec<f32> {
+        let (inputs, outputs) = (self.inputs, self.outputs);
+        let rows = x.len() / inputs.max(1);
+        if rows == 0 {
+            return Vec::new();
+        }
+        let depth = inputs.next_multiple_of(DEPTH);
+        let padded_rows = rows.next_multiple_of(BLOCK);
+        let mut a = vec![0u16; padded_rows * depth];
+        a.par_chunks_mut(depth * rows_per_task(depth))
+            .zip(x.par_chunks(inputs * rows_per_task(depth)))
+            .for_each(|(a, x)| {
+                with_avx2!(round_rows(a: &mut [u16], x: &[f32], depth: usize, inputs: usize) {
+                    for (a, x) in a.chunks_mut(depth).zip(x.chunks(inputs)) {
+                        for (a, &v) in a.iter_mut().zip(x) {
+                            *a = to_bf16(v);
+                        }
+                    }
+                })
+            });
+        let column_blocks = outputs.div_ceil(BLOCK);
+        let row_blocks = padded_rows / BLOCK;
+        // Enough tasks for the threads when there are few rows: split the outputs too.
+        let column_groups = (2 * rayon::current_num_threads())
+            .div_ceil(row_blocks)
+            .clamp(1, column_blocks);
+        let blocks_per_group = column_blocks.div_ceil(column_groups);
+        let mut y: Vec<f32> = Vec::with_capacity(rows * outputs);
+        let out = OutputRows(y.as_mut_ptr());
+        (0..row_blocks * column_groups)
+            .into_par_iter()
+            .for_each(|task| {
+                let (row_block, group) = (task / column_groups, task % column_groups);
+                let first = group * blocks_per_group;
+                let columns = first..(first + blocks_per_group).min(column_blocks);
+                // SAFETY: `amx` was set only where `amx::available()` (the CPU has the tile
+                // unit and the process may use it); the task writes only its own rows ×
+                // column blocks of `y`, which outlives the loop.
+                unsafe { self.tile_task(&a, depth, rows, row_block, columns, &out) };
+            });
+        // SAFETY: the tasks wrote every row × every column block, i.e. all rows × outputs.
+        unsafe { y.set_len(rows * outputs) };
+        y
+    }
+
+    /// Rows `row_block·32 ..` × the outputs of `columns` (blocks of 32).
+    ///
+    /// # Safety
+    /// The CPU has AMX-BF16 and the process may use it; no other task writes these outputs.
+    unsafe fn tile_task(
+        &self,
+        a: &[u16],
+        depth: usize,
+        rows: usize,
+        row_block: usize,
+        columns: std::ops::Range<usize>,
+        out: &OutputRows,
+    ) {
+        let steps = depth / DEPTH;
+        let a_block = &a[row_block * BLOCK * depth..][..BLOCK * depth];
+        let mut sums = [0.0f32; BLOCK * BLOCK];
+        let first_row = row_block * BLOCK;
+        let live_rows = (rows - first_row.min(rows)).min(BLOCK);
+        amx::configure();
+        for column_block in columns {
+            let b_block =
+                &self.packed[column_block * steps * 2 * TILE * DEPTH..][..steps * 2 * TILE * DEPTH];
+            amx::block(a_block, depth, b_block, steps, &mut sums);
+            let first_column = column_block * BLOCK;
+            let live_columns = (self.outputs - first_column).min(BLOCK);
+            let bias = &self.bias[first_column..][..live_columns];
+            for (r, sums) in sums.chunks(BLOCK).take(live_rows).enumerate() {
+                let dst = std::slice::from_raw_parts_mut(
+                    out.0.add((first_row + r) * self.outputs + first_column),
+                    live_columns,
+                );
+                finish_row(sums, bias, dst, self.gelu);
+            }
+        }
+        amx::release();
+    }
+}
+
+/// `dst` = `sums` + `bias`, then GELU if `gelu`.
+fn finish_row(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
+    with_avx2!(finish_row_avx2(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
+        for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
+            *d = s + b;
+        }
+        if gelu {
+            gelu_in_place(dst);
+        }
+    })
+}
+
+/// The weights in the order the tile unit reads them (see `Bf16Dense::packed`); outputs and
+/// inputs past the layer's are zero.
+fn pack(weight: &[f32], inputs: usize, outputs: usize) -> Vec<u16> {
+    let steps = inputs.div_ceil(DEPTH);
+    let column_blocks = outputs.div_ceil(BLOCK);
+    let mut packed = vec![0u16; column_blocks * steps * 2 * TILE * DEPTH];
+    for output in 0..outputs {
+        let (column_block, in_block) = (output / BLOCK, output % BLOCK);
+        let (tile, column) = (in_block / TILE, in_block % TILE);
+        for (input, &w) in weight[output * inputs..][..inputs].iter().enumerate() {
+            let (step, in_step) = (input / DEPTH, input % DEPTH);
+            let (pair, half) = (in_step / 2, in_step % 2);
+            let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
+            packed[tile_start + pair * DEPTH + column * 2 + half] = to_bf16(w);
+        }
+    }
+    packed
+}
+
+/// `y`'s buffer, shared by tasks that write disjoint blocks of it.
+struct OutputRows(*mut f32);
+// SAFETY: see `Bf16Dense::forward_tiles`.
+unsafe impl Sync for OutputRows {}
+
+impl CustomOp1 for Bf16Dense {
+    fn name(&self) -> &'static str {
+        "bf16-dense"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout)?;
+        let mut dims = layout.shape().dims().to_vec();
+        match dims.last_mut() {
+            Some(width) if *width == self.inputs => *width = self.outputs,
+            _ => candle_core::bail!("bf16 dense: input {dims:?}, expected width {}", self.inputs),
+        }
+        Ok((CpuStorage::F32(self.forward(x)), Shape::from(dims)))
+    }
+}
+
+/// Whether bf16 layers run on the tile unit here (otherwise on the f32 products, no faster
+/// than f32).
+pub fn has_fast_bf16_kernel() -> bool {
+    amx::available()
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx {
+    use super::{BLOCK, DEPTH, TILE};
+    use std::arch::asm;
+    use std::sync::OnceLock;
+
+    /// AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), and Linux let this process
+    /// use the tile data registers (they are off until a process asks).
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let has_tiles = leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0;
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: arch_prctl with this request only changes which state the kernel saves
+            // for this process; it reads no memory of ours.
+            has_tiles
+                && unsafe {
+                    libc::syscall(
+                        libc::SYS_arch_prctl,
+                        ARCH_REQ_XCOMP_PERM,
+                        XFEATURE_XTILEDATA,
+                    )
+                } == 0
+        })
+    }
+
+    /// Tile palette 1: tmm0–3 the 2 × 2 accumulators (16 rows × 16 f32), tmm4–5 two input
+    /// tiles (16 rows × 32 bf16), tmm6–7 two weight tiles (16 pairs × 16 outputs × 2).
+    #[repr(C, align(64))]
+    struct Config {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    /// Loads the tile configuration on this thread.
+    ///
+    /// # Safety
+    /// `available()` is true.
+    pub unsafe fn configure() {
+        let mut config = Config {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        for tile in 0..8 {
+            config.bytes_per_row[tile] = 64;
+            config.rows[tile] = TILE as u8;
+        }
+        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+    }
+
+    /// # Safety
+    /// `configure` ran on this thread.
+    pub unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `sums` (32 × 32, row-major) = the block's 32 input rows (`depth` bf16 each, from `a`)
+    /// times the 32 outputs whose packed weights are `b` (`steps` steps of two tiles).
+    ///
+    /// # Safety
+    /// `configure` ran on this thread; `a` holds 32 rows of `depth` = `steps`·32 values.
+    pub unsafe fn block(
+        a: &[u16],
+        depth: usize,
+        b: &[u16],
+        steps: usize,
+        sums: &mut [f32; BLOCK * BLOCK],
+    ) {
+        debug_assert!(a.len() >= BLOCK * depth && b.len() >= steps * 2 * TILE * DEPTH);
+        let a_stride = depth * 2;
+        let (a0, a1) = (a.as_ptr(), a.as_ptr().add(TILE * depth));
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for step in 0..steps {
+            let b0 = b.as_ptr().add(step * 2 * TILE * DEPTH);
+            let b1 = b0.add(TILE * DEPTH);
+            let k = step * DEPTH;
+            asm!(
+                "tileloadd tmm4, [{a0} + {stride}*1]",
+                "tileloadd tmm5, [{a1} + {stride}*1]",
+                "tileloadd tmm6, [{b0} + {b_stride}*1]",
+                "tileloadd tmm7, [{b1} + {b_stride}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0.add(k),
+                a1 = in(reg) a1.add(k),
+                b0 = in(reg) b0,
+                b1 = in(reg) b1,
+                stride = in(reg) a_stride,
+                b_stride = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        let out = sums.as_mut_ptr();
+        let row_stride = BLOCK * 4;
+        asm!(
+            "tilestored [{c0} + {stride}*1], tmm0",
+            "tilestored [{c1} + {stride}*1], tmm1",
+            "tilestored [{c2} + {stride}*1], tmm2",
+            "tilestored [{c3} + {stride}*1], tmm3",
+            c0 = in(reg) out,
+            c1 = in(reg) out.add(TILE),
+            c2 = in(reg) out.add(TILE * BLOCK),
+            c3 = in(reg) out.add(TILE * BLOCK + TILE),
+            stride = in(reg) row_stride,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod amx {
+    use super::BLOCK;
+
+    pub fn available() -> bool {
+        false
+    }
+    pub unsafe fn configure() {}
+    pub unsafe fn release() {}
+    pub unsafe fn block(_: &[u16], _: usize, _: &[u16], _: usize, _: &mut [f32; BLOCK * BLOCK]) {
+        unreachable!("no tile unit on this target")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|_| (rng.next_f32() * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    /// The products of the bf16-rounded values summed in f64, plus the bias.
+    fn reference(x: &[f32], weight: &[f32], bias: &[f32], inputs: usize) -> Vec<f64> {
+        let outputs = bias.len();
+        let round = |v: f32| f64::from(from_bf16(to_bf16(v)));
+        x.chunks(inputs)
+            .flat_map(|row| {
+                (0..outputs).map(move |o| {
+                    let w = &weight[o * inputs..][..inputs];
+                    row.iter()
+                        .zip(w)
+                        .map(|(&a, &b)| round(a) * round(b))
+                        .sum::<f64>()
+                        + f64::from(bias[o])
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+        assert_eq!(from_bf16(to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        let mut rng = Rng::new(3);
+        for v in random(&mut rng, 1000, 100.0) {
+            let r = from_bf16(to_bf16(v));
+            assert!((r - v).abs() <= v.abs() * 2f32.powi(-8), "{v} → {r}");
+        }
+    }
+
+    /// Every path against the plain sum of the rounded products, on shapes with ragged rows,
+    /// inputs and outputs (tails of tiles and blocks) and the encoder's own.
+    #[test]
+    fn paths_match_the_rounded_products() {
+        let mut rng = Rng::new(11);
+        for (rows, inputs, outputs, gelu) in [
+            (1, 32, 32, false),
+            (5, 40, 20, false),
+            (33, 384, 384, false),
+            (70, 384, 1536, true),
+            (17, 1536, 384, false),
+            (3, 7, 45, true),
+        ] {
+            let x = random(&mut rng, rows * inputs, 2.0);
+            let weight = random(&mut rng, inputs * outputs, 0.1);
+            let bias = random(&mut rng, outputs, 0.5);
+            let mut expected = reference(&x, &weight, &bias, inputs);
+            if gelu {
+                for v in expected.iter_mut() {
+                    *v = f64::from(super::super::gelu(*v as f32));
+                }
+            }
+            let mut paths = vec![false];
+            if amx::available() {
+                paths.push(true);
+            }
+            for tiles in paths {
+                let layer = Bf16Dense::with_tiles(&weight, &bias, inputs, outputs, gelu, tiles);
+                let y = layer.forward(&x);
+                assert_eq!(y.len(), rows * outputs);
+                for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "tiles {tiles}, shape {rows}×{inputs}→{outputs}, value {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
