@@ -495,6 +495,12 @@ fn info_metrics_and_openapi_describe_the_server() {
     }
     assert_eq!(info["device"], "cpu");
     assert_eq!(info["quantized"], false);
+    let default_precision = if gliznet::model::has_fast_bf16_kernel() {
+        "bf16"
+    } else {
+        "f32"
+    };
+    assert_eq!(info["precision"], default_precision, "{info}");
     let (_, models) = server.get("/v1/models");
     let models: Value = serde_json::from_str(&models).unwrap();
     assert_eq!(models["data"][0]["id"], info["model"]);

@@ -9,11 +9,11 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 /// Inputs per tile step: one 64-byte tile row of bf16.
-const DEPTH: usize = 32;
+pub(super) const DEPTH: usize = 32;
 /// Rows of a tile.
 const TILE: usize = 16;
 /// Rows and outputs of one block of four accumulator tiles (2 × 2).
-const BLOCK: usize = 2 * TILE;
+pub(super) const BLOCK: usize = 2 * TILE;
 
 pub struct Bf16Dense {
     /// For the tile unit: by block of 32 outputs, then step of 32 inputs, then the block's two
@@ -30,7 +30,7 @@ pub struct Bf16Dense {
 
 /// `v` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
 #[inline(always)]
-fn to_bf16(v: f32) -> u16 {
+pub(super) fn to_bf16(v: f32) -> u16 {
     let bits = v.to_bits();
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
     (rounded >> 16) as u16
@@ -60,7 +60,9 @@ impl Bf16Dense {
         assert_eq!(bias.len(), outputs, "bf16 dense: bias size");
         let rounded: Vec<f32> = weight.iter().map(|&w| from_bf16(to_bf16(w))).collect();
         let packed = if amx {
-            pack(weight, inputs, outputs)
+            pack(outputs, inputs, |output, input| {
+                weight[output * inputs + input]
+            })
         } else {
             Vec::new()
         };
@@ -114,15 +116,7 @@ impl Bf16Dense {
         let mut a = vec![0u16; padded_rows * depth];
         a.par_chunks_mut(depth * rows_per_task(depth))
             .zip(x.par_chunks(inputs * rows_per_task(depth)))
-            .for_each(|(a, x)| {
-                with_avx2!(round_rows(a: &mut [u16], x: &[f32], depth: usize, inputs: usize) {
-                    for (a, x) in a.chunks_mut(depth).zip(x.chunks(inputs)) {
-                        for (a, &v) in a.iter_mut().zip(x) {
-                            *a = to_bf16(v);
-                        }
-                    }
-                })
-            });
+            .for_each(|(a, x)| round_rows(a, depth, x, inputs, inputs));
         let column_blocks = outputs.div_ceil(BLOCK);
         let row_blocks = padded_rows / BLOCK;
         // Enough tasks for the threads when there are few rows: split the outputs too.
@@ -161,29 +155,124 @@ impl Bf16Dense {
         columns: std::ops::Range<usize>,
         out: &OutputRows,
     ) {
-        let steps = depth / DEPTH;
-        let a_block = &a[row_block * BLOCK * depth..][..BLOCK * depth];
-        let mut sums = [0.0f32; BLOCK * BLOCK];
-        let first_row = row_block * BLOCK;
-        let live_rows = (rows - first_row.min(rows)).min(BLOCK);
         amx::configure();
-        for column_block in columns {
-            let b_block =
-                &self.packed[column_block * steps * 2 * TILE * DEPTH..][..steps * 2 * TILE * DEPTH];
-            amx::block(a_block, depth, b_block, steps, &mut sums);
-            let first_column = column_block * BLOCK;
-            let live_columns = (self.outputs - first_column).min(BLOCK);
-            let bias = &self.bias[first_column..][..live_columns];
-            for (r, sums) in sums.chunks(BLOCK).take(live_rows).enumerate() {
-                let dst = std::slice::from_raw_parts_mut(
-                    out.0.add((first_row + r) * self.outputs + first_column),
-                    live_columns,
-                );
-                finish_row(sums, bias, dst, self.gelu);
-            }
-        }
+        let row_blocks = row_block..row_block + 1;
+        multiply(
+            a,
+            depth,
+            rows,
+            &self.packed,
+            self.outputs,
+            row_blocks,
+            columns,
+            |block| {
+                let bias = &self.bias[block.first_column..][..block.columns];
+                for (row, sums) in block.rows() {
+                    let dst = std::slice::from_raw_parts_mut(
+                        out.0.add(row * self.outputs + block.first_column),
+                        block.columns,
+                    );
+                    finish_row(sums, bias, dst, self.gelu);
+                }
+            },
+        );
         amx::release();
     }
+}
+
+/// One 32 × 32 block of a product: its sums (row-major, 32 apart) and where its live part
+/// (rows and columns inside the product) lies.
+pub(super) struct Block<'a> {
+    pub sums: &'a [f32; BLOCK * BLOCK],
+    pub first_row: usize,
+    pub first_column: usize,
+    pub live_rows: usize,
+    pub columns: usize,
+}
+
+impl<'a> Block<'a> {
+    /// (row index in the product, that row's live sums).
+    pub fn rows(&self) -> impl Iterator<Item = (usize, &'a [f32])> {
+        let (sums, first_row, columns) = (self.sums, self.first_row, self.columns);
+        sums.chunks(BLOCK)
+            .take(self.live_rows)
+            .enumerate()
+            .map(move |(r, row)| (first_row + r, &row[..columns]))
+    }
+}
+
+/// The products of `rows` rows of `a` (bf16, `depth` apart, `depth` a multiple of 32, rows
+/// padded with zeros to a multiple of 32) with the `outputs` columns packed by [`pack`], for
+/// the 32-row blocks `row_blocks` × the 32-column blocks `column_blocks`, each block handed
+/// to `write`.
+///
+/// # Safety
+/// [`amx_configure`] ran on this thread.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn multiply(
+    a: &[u16],
+    depth: usize,
+    rows: usize,
+    packed: &[u16],
+    outputs: usize,
+    row_blocks: std::ops::Range<usize>,
+    column_blocks: std::ops::Range<usize>,
+    mut write: impl FnMut(Block),
+) {
+    let steps = depth / DEPTH;
+    let step_len = 2 * TILE * DEPTH;
+    let mut sums = [0.0f32; BLOCK * BLOCK];
+    for row_block in row_blocks {
+        let first_row = row_block * BLOCK;
+        let a_block = &a[first_row * depth..][..BLOCK * depth];
+        for column_block in column_blocks.clone() {
+            let b_block = &packed[column_block * steps * step_len..][..steps * step_len];
+            amx::block(a_block, depth, b_block, steps, &mut sums);
+            let first_column = column_block * BLOCK;
+            write(Block {
+                sums: &sums,
+                first_row,
+                first_column,
+                live_rows: (rows - first_row).min(BLOCK),
+                columns: (outputs - first_column).min(BLOCK),
+            });
+        }
+    }
+}
+
+/// Loads the tile configuration on this thread, for the [`multiply`] calls that follow.
+///
+/// # Safety
+/// [`has_fast_bf16_kernel`] is true.
+pub(super) unsafe fn amx_configure() {
+    amx::configure()
+}
+
+/// # Safety
+/// [`amx_configure`] ran on this thread.
+pub(super) unsafe fn amx_release() {
+    amx::release()
+}
+
+/// `a`'s rows (`depth` apart) = the first `width` values of `x`'s rows (`x_stride` apart)
+/// rounded to bf16; the rest of `a` is left as it is.
+pub(super) fn round_rows(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
+    with_avx2!(round_rows_avx2(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
+        for (a, x) in a.chunks_mut(depth).zip(x.chunks(x_stride)) {
+            for (a, &v) in a[..width].iter_mut().zip(&x[..width]) {
+                *a = to_bf16(v);
+            }
+        }
+    })
+}
+
+/// `values` rounded to bf16 in place (kept as f32).
+pub(super) fn round_in_place(values: &mut [f32]) {
+    with_avx2!(round_in_place_avx2(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = from_bf16(to_bf16(*v));
+        }
+    })
 }
 
 /// `dst` = `sums` + `bias`, then GELU if `gelu`.
@@ -198,20 +287,24 @@ fn finish_row(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
     })
 }
 
-/// The weights in the order the tile unit reads them (see `Bf16Dense::packed`); outputs and
-/// inputs past the layer's are zero.
-fn pack(weight: &[f32], inputs: usize, outputs: usize) -> Vec<u16> {
+/// The weights `weight(output, input)` rounded to bf16 in the order the tile unit reads them
+/// (see `Bf16Dense::packed`); outputs and inputs past `outputs` and `inputs` are zero.
+pub(super) fn pack(
+    outputs: usize,
+    inputs: usize,
+    weight: impl Fn(usize, usize) -> f32,
+) -> Vec<u16> {
     let steps = inputs.div_ceil(DEPTH);
     let column_blocks = outputs.div_ceil(BLOCK);
     let mut packed = vec![0u16; column_blocks * steps * 2 * TILE * DEPTH];
     for output in 0..outputs {
         let (column_block, in_block) = (output / BLOCK, output % BLOCK);
         let (tile, column) = (in_block / TILE, in_block % TILE);
-        for (input, &w) in weight[output * inputs..][..inputs].iter().enumerate() {
+        for input in 0..inputs {
             let (step, in_step) = (input / DEPTH, input % DEPTH);
             let (pair, half) = (in_step / 2, in_step % 2);
             let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
-            packed[tile_start + pair * DEPTH + column * 2 + half] = to_bf16(w);
+            packed[tile_start + pair * DEPTH + column * 2 + half] = to_bf16(weight(output, input));
         }
     }
     packed

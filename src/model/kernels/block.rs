@@ -336,6 +336,7 @@ pub fn encoder_block(
                 .flatten_all()?
                 .to_vec1()?,
             dropout: dropout.attention,
+            bf16: false,
         },
         params: BlockParams {
             query: contiguous(params.query)?,

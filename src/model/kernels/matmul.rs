@@ -112,6 +112,14 @@ impl<'a> SharedOutput<'a> {
     }
 
     /// # Safety
+    /// As [`SharedOutput::view`]: no two slices or views alive at the same time share an
+    /// element.
+    pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &'a mut [f32] {
+        assert!(offset + len <= self.len, "slice out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(offset), len)
+    }
+
+    /// # Safety
     /// No two views alive at the same time share an element (the views are written from
     /// several threads at once). The buffer outlives the views by construction ('a).
     pub(super) unsafe fn view(
@@ -161,8 +169,8 @@ pub(super) fn matmul(dst: MatrixMut, lhs: Matrix, rhs: Matrix, accumulate: bool,
     // exists; one from `SharedOutput::view` comes from a buffer whose exclusive borrow the
     // `SharedOutput` holds, so again no `Matrix` reads it, and its caller promised that no
     // other live view writes the same elements. Lifetimes: every view borrows its buffer.
-    // The kernel: `F32Kernel::current` only returns kernels this CPU runs.
-    unsafe { F32Kernel::current().run(dst, lhs, rhs, accumulate, parallelism) }
+    // The kernel: `F32Kernel::for_depth` only returns kernels this CPU runs.
+    unsafe { F32Kernel::for_depth(lhs.cols).run(dst, lhs, rhs, accumulate, parallelism) }
 }
 
 /// The micro-kernels of `gemm` that the f32 products run: 512-bit where they measured faster
@@ -174,6 +182,9 @@ pub enum F32Kernel {
     Avx2,
     Avx512,
 }
+
+/// Products summing fewer terms than this stay on the 256-bit kernels (see `for_depth`).
+const SHALLOW_DEPTH: usize = 64;
 
 static CHOSEN_F32_KERNEL: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = u8::MAX;
@@ -232,6 +243,16 @@ impl F32Kernel {
                 preferred
             }
             i => Self::ALL[i as usize],
+        }
+    }
+
+    /// The kernel for products summing `depth` terms: gemm's 512-bit kernels lose to its
+    /// 256-bit ones on shallow products (attention scores over 32-wide heads: 25 against 59
+    /// GFLOP/s on one Intel core, BENCHMARKS.md), so those keep the 256-bit kernels.
+    fn for_depth(depth: usize) -> Self {
+        match Self::current() {
+            F32Kernel::Avx512 if depth < SHALLOW_DEPTH => F32Kernel::Avx2,
+            kernel => kernel,
         }
     }
 
@@ -387,11 +408,20 @@ mod tests {
     }
 
     #[test]
-    fn kernel_names_round_trip_and_intel_avx512_prefers_512_bits() {
+    fn kernel_names_round_trip_intel_avx512_prefers_512_bits_but_not_for_shallow_products() {
         for kernel in F32Kernel::ALL {
             assert_eq!(F32Kernel::from_name(kernel.name()), Some(kernel));
         }
         assert_eq!(F32Kernel::from_name("sse"), None);
+        // Shallow products (attention scores over 32-wide heads) keep the 256-bit kernels.
+        let shallow = F32Kernel::for_depth(SHALLOW_DEPTH - 1);
+        let deep = F32Kernel::for_depth(SHALLOW_DEPTH);
+        assert_eq!(deep, F32Kernel::current());
+        if deep == F32Kernel::Avx512 {
+            assert_eq!(shallow, F32Kernel::Avx2);
+        } else {
+            assert_eq!(shallow, deep);
+        }
         if F32Kernel::Avx512.is_available() {
             assert_eq!(
                 F32Kernel::preferred() == F32Kernel::Avx512,

@@ -131,15 +131,22 @@ fn fold_lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.into_iter().fold(rest, f)
 }
 
-/// Compiles `$body` (a call of the `#[inline(always)]` functions above) a second time with
-/// AVX2 enabled, and picks that copy at run time where the CPU has AVX2 and FMA.
+/// Compiles `$body` (a call of the `#[inline(always)]` functions above) twice more, with
+/// AVX2 and with AVX-512 enabled, and picks a copy at run time: the 512-bit one where the
+/// f32 products use 512-bit kernels (Intel CPUs with AVX-512, where they measured faster;
+/// on AMD's Zen 4 they did not), else the AVX2 one where the CPU has AVX2 and FMA.
 macro_rules! with_avx2 {
     ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {{
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn $name($($arg: $ty),*) $body
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if $crate::model::kernels::F32Kernel::current() == $crate::model::kernels::F32Kernel::Avx512 {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn $name($($arg: $ty),*) $body
+            // SAFETY: the 512-bit kernels are chosen only where the CPU has AVX-512 F, AVX2
+            // and FMA (`F32Kernel::is_available`).
+            unsafe { $name($($arg),*) }
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            fn $name($($arg: $ty),*) $body
             // SAFETY: the CPU has the features the function is compiled for.
             unsafe { $name($($arg),*) }
         } else {
@@ -274,6 +281,30 @@ fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
         for (index, row) in scores.chunks_mut(seq).enumerate() {
             let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
             masked_softmax_row(row, scale, mask)
+        }
+    })
+}
+
+/// [`softmax_rows`], each row then rounded to bf16 into its row of `probs` (rows `depth`
+/// apart, the `depth − seq` values after each row set to zero).
+fn softmax_rows_to_bf16(
+    scores: &mut [f32],
+    scale: f32,
+    mask: &[f32],
+    seq: usize,
+    probs: &mut [u16],
+    depth: usize,
+) {
+    with_avx2!(softmax_rows_to_bf16_simd(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize, probs: &mut [u16], depth: usize) {
+        let per_row = mask.len() == scores.len();
+        for (index, (row, out)) in scores.chunks_mut(seq).zip(probs.chunks_mut(depth)).enumerate() {
+            let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
+            masked_softmax_row(row, scale, mask);
+            let (values, padding) = out.split_at_mut(seq);
+            for (p, &x) in values.iter_mut().zip(row.iter()) {
+                *p = bf16::to_bf16(x);
+            }
+            padding.fill(0);
         }
     })
 }
@@ -466,7 +497,7 @@ mod tests {
             (&per_query, Some(factors)),
         ];
         for (mask, dropout) in cases {
-            let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone()).unwrap();
+            let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone(), false).unwrap();
             let split = |t: &Tensor| {
                 t.reshape((batch, seq, heads, head_dim))
                     .unwrap()
@@ -600,7 +631,8 @@ mod tests {
         };
         let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
         let scale = (1.0 / ((hidden / heads) as f64).sqrt()) as f32;
-        let context = attention((&q, &k, &v), heads, scale, mask, dropout.attention).unwrap();
+        let context =
+            attention((&q, &k, &v), heads, scale, mask, dropout.attention, false).unwrap();
         let attention_sum = dropout_add(&dense(3, &context), &x, dropout.attention_output).unwrap();
         let attended = norm(4, &attention_sum);
         let output = dense(6, &gelu_erf(&dense(5, &attended)).unwrap());
