@@ -45,11 +45,12 @@ fn main() -> Result<()> {
         );
     };
     let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()))?, device)?;
-    if args.iter().any(|a| a == "--quantize") {
-        classifier.quantize(Quantization::Int8)?;
-    }
-    if args.iter().any(|a| a == "--bf16") {
-        classifier.quantize(Quantization::Bf16)?;
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    match (flag("--quantize"), flag("--bf16")) {
+        (true, true) => anyhow::bail!("--quantize and --bf16 exclude each other"),
+        (true, false) => classifier.quantize(Quantization::Int8)?,
+        (false, true) => classifier.quantize(Quantization::Bf16)?,
+        (false, false) => {}
     }
     let all_labels =
         gliznet::data::labels::read_label_file(std::path::Path::new(labels_file.as_str()))?;

@@ -565,58 +565,57 @@ fn the_models_calibrated_threshold_is_the_default() {
     );
 }
 
-#[test]
-fn quantize_names_int8_and_keeps_scores_close() {
-    let model = tiny_model(Similarity::Dot);
-    let predict = |extra: &[&str]| {
-        predict_one(
-            model.path(),
-            "the cat sat on the mat",
-            "cat,dog house,bank,news",
-            extra,
-        )
-    };
-    let exact = predict(&["--f32"]);
-    let int8 = predict(&["--quantize"]);
-    assert!(
-        int8["model"].as_str().unwrap().ends_with(" (int8)"),
-        "{int8}"
-    );
-    assert!(!exact["model"].as_str().unwrap().contains("int8"));
-    assert_eq!(label_names(&int8), label_names(&exact));
-    let (a, b) = (scores(&exact), scores(&int8));
+fn predict_cat(model: &Path, extra: &[&str]) -> Value {
+    predict_one(
+        model,
+        "the cat sat on the mat",
+        "cat,dog house,bank,news",
+        extra,
+    )
+}
+
+/// `model`'s output for one text in f32 (`--f32`) and with `flag`, their scores checked to be
+/// close but not the same.
+fn close_to_f32_with(model: &Path, flag: &str) -> (Value, Value) {
+    let predict = |extra: &[&str]| predict_cat(model, extra);
+    let (exact, other) = (predict(&["--f32"]), predict(&[flag]));
+    assert_eq!(label_names(&other), label_names(&exact));
+    let (a, b) = (scores(&exact), scores(&other));
     let max_diff = a
         .iter()
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max);
-    assert!(max_diff < 0.02, "f32 {a:?} vs int8 {b:?}");
-    assert!(a != b, "--quantize changed nothing: {a:?}");
+    assert!(max_diff < 0.02, "f32 {a:?} vs {flag} {b:?}");
+    assert!(a != b, "{flag} changed nothing: {a:?}");
+    (exact, other)
+}
+
+#[test]
+fn quantize_names_int8_and_keeps_scores_close() {
+    let model = tiny_model(Similarity::Dot);
+    let (exact, int8) = close_to_f32_with(model.path(), "--quantize");
+    assert!(
+        int8["model"].as_str().unwrap().ends_with(" (int8)"),
+        "{int8}"
+    );
+    assert!(!exact["model"].as_str().unwrap().contains("int8"));
 }
 
 #[test]
 fn bf16_is_named_close_to_f32_the_default_with_amx_and_excludes_int8() {
     let model = tiny_model(Similarity::Dot);
-    let predict = |extra: &[&str]| {
-        predict_one(
-            model.path(),
-            "the cat sat on the mat",
-            "cat,dog house,bank,news",
-            extra,
-        )
-    };
-    let exact = predict(&["--f32"]);
+    let (exact, bf16) = close_to_f32_with(model.path(), "--bf16");
     assert!(
         !exact["model"].as_str().unwrap().contains("bf16"),
         "{exact}"
     );
-    let bf16 = predict(&["--bf16"]);
     assert!(
         bf16["model"].as_str().unwrap().ends_with(" (bf16)"),
         "{bf16}"
     );
     // The default: bf16 where the CPU has the tile unit, f32 elsewhere.
-    let default = predict(&[]);
+    let default = predict_cat(model.path(), &[]);
     let expected = if gliznet::model::has_fast_bf16_kernel() {
         &bf16
     } else {
@@ -624,15 +623,6 @@ fn bf16_is_named_close_to_f32_the_default_with_amx_and_excludes_int8() {
     };
     assert_eq!(default["model"], expected["model"], "{default}");
     assert_eq!(scores(&default), scores(expected));
-    assert_eq!(label_names(&bf16), label_names(&exact));
-    let (a, b) = (scores(&exact), scores(&bf16));
-    let max_diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    assert!(max_diff < 0.02, "f32 {a:?} vs bf16 {b:?}");
-    assert!(a != b, "--bf16 changed nothing: {a:?}");
     let both = gliznet(&[
         "predict",
         "--model",

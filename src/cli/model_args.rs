@@ -155,9 +155,10 @@ impl ClassifierArgs {
                 classifier.quantize(to)?;
                 if !gliznet::model::has_fast_bf16_kernel() {
                     eprintln!(
-                        "warning: this CPU has no AMX tile unit, so --bf16 runs the bf16-rounded \
-                         values through the f32 products: no faster than f32 (the scores are the \
-                         same as with AMX up to the order of summation)"
+                        "warning: this CPU has no AMX tile unit (or the kernel does not let this \
+                         process use it), so --bf16 runs the bf16-rounded values through the f32 \
+                         products: no faster than f32 (the scores are the same as with AMX up to \
+                         the order of summation)"
                     );
                 }
             }
@@ -167,13 +168,13 @@ impl ClassifierArgs {
     }
 }
 
-/// The device spec for CPU-only work (int8 kernels are CPU code): `auto` means the CPU, and a
+/// The device spec for CPU-only work (the int8 and bf16 kernels are CPU code): `auto` means the CPU, and a
 /// GPU is a usage error naming `flag`, whatever the machine has.
 fn cpu_device<'a>(spec: &'a str, flag: &str) -> Result<&'a str> {
     match spec {
         "auto" | "cpu" => Ok("cpu"),
         _ => Err(input_error(format!(
-            "{flag} runs on the CPU only (int8 kernels); it cannot be used with --device {spec}"
+            "{flag} runs on the CPU only (the int8 and bf16 kernels are CPU code); it cannot be used with --device {spec}"
         ))),
     }
 }

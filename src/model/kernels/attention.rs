@@ -153,7 +153,8 @@ impl Attention {
         let output = SharedOutput::new(&mut context);
         let rounded: [Vec<f32>; 3];
         let (q, k, v) = if self.bf16 {
-            if tiles && has_fast_bf16_kernel() {
+            // The tile path keeps no probabilities for a backward pass.
+            if tiles && has_fast_bf16_kernel() && !keep_probs {
                 blocks
                     .par_iter()
                     .for_each_init(TileScratch::default, |scratch, &block| {
@@ -161,7 +162,7 @@ impl Attention {
                         // columns of its own sequence.
                         unsafe { self.attend_tiles((q, k, v), block, &output, scratch) }
                     });
-                return Ok((context, keep_probs.then(Vec::new)));
+                return Ok((context, None));
             }
             rounded = [q, k, v].map(|x| {
                 let mut x = x.to_vec();

@@ -4,7 +4,7 @@
 //! about 20× the f32 FMA rate per core); elsewhere the same rounded values go through the
 //! f32 products, which give the same numbers up to the order of summation.
 
-use super::{contiguous_f32, gelu_in_place, rows_per_task};
+use super::{dense_cpu_fwd, gelu_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
@@ -32,8 +32,13 @@ pub struct Bf16Dense {
 #[inline(always)]
 pub(super) fn to_bf16(v: f32) -> u16 {
     let bits = v.to_bits();
-    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
-    (rounded >> 16) as u16
+    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    // A NaN stays a NaN (rounding could carry it into infinity or wrap it to zero).
+    if v.is_nan() {
+        (bits >> 16) as u16 | 0x40
+    } else {
+        rounded
+    }
 }
 
 #[inline(always)]
@@ -58,7 +63,13 @@ impl Bf16Dense {
     ) -> Self {
         assert_eq!(weight.len(), inputs * outputs, "bf16 dense: weight size");
         assert_eq!(bias.len(), outputs, "bf16 dense: bias size");
-        let rounded: Vec<f32> = weight.iter().map(|&w| from_bf16(to_bf16(w))).collect();
+        debug_assert!(!amx || amx::available(), "bf16 dense: no tile unit here");
+        // Each path keeps only the weights it reads.
+        let rounded: Vec<f32> = if amx {
+            Vec::new()
+        } else {
+            weight.iter().map(|&w| from_bf16(to_bf16(w))).collect()
+        };
         let packed = if amx {
             pack(outputs, inputs, |output, input| {
                 weight[output * inputs + input]
@@ -108,8 +119,8 @@ impl Bf16Dense {
     fn forward_tiles(&self, x: &[f32]) -> Vec<f32> {
         let (inputs, outputs) = (self.inputs, self.outputs);
         let rows = x.len() / inputs.max(1);
-        if rows == 0 {
-            return Vec::new();
+        if rows == 0 || outputs == 0 {
+            return vec![0.0; rows * outputs];
         }
         let depth = inputs.next_multiple_of(DEPTH);
         let padded_rows = rows.next_multiple_of(BLOCK);
@@ -124,7 +135,7 @@ impl Bf16Dense {
             .div_ceil(row_blocks)
             .clamp(1, column_blocks);
         let blocks_per_group = column_blocks.div_ceil(column_groups);
-        let mut y: Vec<f32> = Vec::with_capacity(rows * outputs);
+        let mut y = vec![0.0f32; rows * outputs];
         let out = OutputRows(y.as_mut_ptr());
         (0..row_blocks * column_groups)
             .into_par_iter()
@@ -137,8 +148,6 @@ impl Bf16Dense {
                 // column blocks of `y`, which outlives the loop.
                 unsafe { self.tile_task(&a, depth, rows, row_block, columns, &out) };
             });
-        // SAFETY: the tasks wrote every row × every column block, i.e. all rows × outputs.
-        unsafe { y.set_len(rows * outputs) };
         y
     }
 
@@ -217,6 +226,37 @@ pub(super) unsafe fn multiply(
     outputs: usize,
     row_blocks: std::ops::Range<usize>,
     column_blocks: std::ops::Range<usize>,
+    write: impl FnMut(Block),
+) {
+    let tiles = |a: &[u16], depth, b: &[u16], steps, sums: &mut [f32; BLOCK * BLOCK]| {
+        // SAFETY: the caller configured the tile unit on this thread.
+        unsafe { amx::block(a, depth, b, steps, sums) }
+    };
+    multiply_with(
+        tiles,
+        a,
+        depth,
+        rows,
+        packed,
+        outputs,
+        row_blocks,
+        column_blocks,
+        write,
+    )
+}
+
+/// [`multiply`] with `block` computing each 32 × 32 block (the tile unit, or in tests a plain
+/// reading of the same packed layout).
+#[allow(clippy::too_many_arguments)]
+fn multiply_with(
+    block: impl Fn(&[u16], usize, &[u16], usize, &mut [f32; BLOCK * BLOCK]),
+    a: &[u16],
+    depth: usize,
+    rows: usize,
+    packed: &[u16],
+    outputs: usize,
+    row_blocks: std::ops::Range<usize>,
+    column_blocks: std::ops::Range<usize>,
     mut write: impl FnMut(Block),
 ) {
     let steps = depth / DEPTH;
@@ -227,7 +267,7 @@ pub(super) unsafe fn multiply(
         let a_block = &a[first_row * depth..][..BLOCK * depth];
         for column_block in column_blocks.clone() {
             let b_block = &packed[column_block * steps * step_len..][..steps * step_len];
-            amx::block(a_block, depth, b_block, steps, &mut sums);
+            block(a_block, depth, b_block, steps, &mut sums);
             let first_column = column_block * BLOCK;
             write(Block {
                 sums: &sums,
@@ -325,13 +365,13 @@ impl CustomOp1 for Bf16Dense {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(storage, layout)?;
-        let mut dims = layout.shape().dims().to_vec();
-        match dims.last_mut() {
-            Some(width) if *width == self.inputs => *width = self.outputs,
-            _ => candle_core::bail!("bf16 dense: input {dims:?}, expected width {}", self.inputs),
-        }
-        Ok((CpuStorage::F32(self.forward(x)), Shape::from(dims)))
+        dense_cpu_fwd(
+            self.name(),
+            storage,
+            layout,
+            (self.inputs, self.outputs),
+            |x| self.forward(x),
+        )
     }
 }
 
@@ -509,6 +549,74 @@ mod tests {
             .collect()
     }
 
+    /// What `tdpbf16ps` computes on the packed layout, read plainly: row r, output c of the
+    /// block sums, over steps and pairs, A[r][32·step + 2p + h] · B(step, c / 16)[p][2·(c % 16) + h].
+    fn plain_block(
+        a: &[u16],
+        depth: usize,
+        b: &[u16],
+        steps: usize,
+        sums: &mut [f32; BLOCK * BLOCK],
+    ) {
+        for r in 0..BLOCK {
+            for c in 0..BLOCK {
+                let (tile, column) = (c / TILE, c % TILE);
+                let mut sum = 0.0f32;
+                for step in 0..steps {
+                    let b_tile = &b[(step * 2 + tile) * TILE * DEPTH..][..TILE * DEPTH];
+                    for pair in 0..TILE {
+                        for half in 0..2 {
+                            sum += from_bf16(a[r * depth + step * DEPTH + 2 * pair + half])
+                                * from_bf16(b_tile[pair * DEPTH + column * 2 + half]);
+                        }
+                    }
+                }
+                sums[r * BLOCK + c] = sum;
+            }
+        }
+    }
+
+    /// The packing and the blocking (padding of rows, inputs and outputs; live parts of the
+    /// edge blocks) on every CPU, with a plain reading of the packed layout in place of the
+    /// tile unit.
+    #[test]
+    fn packing_and_blocks_give_the_rounded_products() {
+        let mut rng = Rng::new(23);
+        for (rows, inputs, outputs) in [(1, 1, 1), (33, 40, 45), (64, 96, 32), (5, 384, 70)] {
+            let x = random(&mut rng, rows * inputs, 2.0);
+            let weight = random(&mut rng, inputs * outputs, 0.1);
+            let expected = reference(&x, &weight, &vec![0.0; outputs], inputs);
+            let depth = inputs.next_multiple_of(DEPTH);
+            let row_blocks = rows.div_ceil(BLOCK);
+            let mut a = vec![0u16; row_blocks * BLOCK * depth];
+            round_rows(&mut a, depth, &x, inputs, inputs);
+            let packed = pack(outputs, inputs, |o, i| weight[o * inputs + i]);
+            let mut y = vec![f32::NAN; rows * outputs];
+            let column_blocks = 0..outputs.div_ceil(BLOCK);
+            multiply_with(
+                plain_block,
+                &a,
+                depth,
+                rows,
+                &packed,
+                outputs,
+                0..row_blocks,
+                column_blocks,
+                |b| {
+                    for (row, sums) in b.rows() {
+                        y[row * outputs + b.first_column..][..b.columns].copy_from_slice(sums);
+                    }
+                },
+            );
+            for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
+                assert!(
+                    (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{rows}×{inputs}→{outputs}, value {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn rounding_is_to_nearest_even() {
         assert_eq!(to_bf16(1.0), 0x3f80);
@@ -519,6 +627,14 @@ mod tests {
             1.0 + 2f32.powi(-6)
         );
         assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        for nan in [
+            f32::NAN,
+            f32::from_bits(0x7fff_ffff),
+            f32::from_bits(0x7f80_0001),
+        ] {
+            assert!(from_bf16(to_bf16(nan)).is_nan(), "{:#x}", nan.to_bits());
+        }
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
         let mut rng = Rng::new(3);
         for v in random(&mut rng, 1000, 100.0) {
             let r = from_bf16(to_bf16(v));

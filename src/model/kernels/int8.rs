@@ -3,7 +3,7 @@
 //! point, products summed in i32. On CPUs with AVX-512 VNNI one `vpdpbusd` does 64
 //! multiply-adds (an f32 FMA does 16); elsewhere a portable loop gives the same integers.
 
-use super::{contiguous_f32, fold_lanes, gelu_in_place, rows_per_task};
+use super::{dense_cpu_fwd, fold_lanes, gelu_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
@@ -386,13 +386,13 @@ impl CustomOp1 for Int8Dense {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(storage, layout)?;
-        let mut dims = layout.shape().dims().to_vec();
-        match dims.last_mut() {
-            Some(width) if *width == self.inputs => *width = self.outputs,
-            _ => candle_core::bail!("int8 dense: input {dims:?}, expected width {}", self.inputs),
-        }
-        Ok((CpuStorage::F32(self.forward(x)), Shape::from(dims)))
+        dense_cpu_fwd(
+            self.name(),
+            storage,
+            layout,
+            (self.inputs, self.outputs),
+            |x| self.forward(x),
+        )
     }
 }
 

@@ -115,7 +115,10 @@ impl<'a> SharedOutput<'a> {
     /// As [`SharedOutput::view`]: no two slices or views alive at the same time share an
     /// element.
     pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &'a mut [f32] {
-        assert!(offset + len <= self.len, "slice out of bounds");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "slice out of bounds"
+        );
         std::slice::from_raw_parts_mut(self.ptr.add(offset), len)
     }
 
@@ -169,13 +172,15 @@ pub(super) fn matmul(dst: MatrixMut, lhs: Matrix, rhs: Matrix, accumulate: bool,
     // exists; one from `SharedOutput::view` comes from a buffer whose exclusive borrow the
     // `SharedOutput` holds, so again no `Matrix` reads it, and its caller promised that no
     // other live view writes the same elements. Lifetimes: every view borrows its buffer.
-    // The kernel: `F32Kernel::for_depth` only returns kernels this CPU runs.
-    unsafe { F32Kernel::for_depth(lhs.cols).run(dst, lhs, rhs, accumulate, parallelism) }
+    // The kernel: `F32Kernel::for_product` only returns kernels this CPU runs.
+    let kernel = F32Kernel::for_product(dst.rows, threads);
+    unsafe { kernel.run(dst, lhs, rhs, accumulate, parallelism) }
 }
 
 /// The micro-kernels of `gemm` that the f32 products run: 512-bit where they measured faster
-/// (Intel CPUs with AVX-512: two 512-bit FMA units per core), 256-bit elsewhere (AMD's
-/// AVX-512 measured slower than its AVX2 on Zen 4; BENCHMARKS.md), portable without AVX2.
+/// (an Intel Xeon with AVX-512: 1.4–1.7× the 256-bit ones on the encoder's shapes), 256-bit
+/// elsewhere (AMD's AVX-512 measured slower than its AVX2 on Zen 4), portable without AVX2
+/// (BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum F32Kernel {
     Portable,
@@ -183,8 +188,8 @@ pub enum F32Kernel {
     Avx512,
 }
 
-/// Products summing fewer terms than this stay on the 256-bit kernels (see `for_depth`).
-const SHALLOW_DEPTH: usize = 64;
+/// Output rows from which products split across threads use the 512-bit kernels.
+const MIN_PARALLEL_512_ROWS: usize = 512;
 
 static CHOSEN_F32_KERNEL: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = u8::MAX;
@@ -239,19 +244,31 @@ impl F32Kernel {
         match CHOSEN_F32_KERNEL.load(Ordering::Relaxed) {
             UNSET => {
                 let preferred = Self::preferred();
-                CHOSEN_F32_KERNEL.store(preferred.index(), Ordering::Relaxed);
-                preferred
+                // A concurrent `set` wins.
+                match CHOSEN_F32_KERNEL.compare_exchange(
+                    UNSET,
+                    preferred.index(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => preferred,
+                    Err(chosen) => Self::ALL[chosen as usize],
+                }
             }
             i => Self::ALL[i as usize],
         }
     }
 
-    /// The kernel for products summing `depth` terms: gemm's 512-bit kernels lose to its
-    /// 256-bit ones on shallow products (attention scores over 32-wide heads: 25 against 59
-    /// GFLOP/s on one Intel core, BENCHMARKS.md), so those keep the 256-bit kernels.
-    fn for_depth(depth: usize) -> Self {
+    /// The kernel for a product with `rows` output rows: split across threads, gemm's 512-bit
+    /// kernels lose to its 256-bit ones below a few hundred rows (one text's layers: 40 ×
+    /// 1536 × 384 at 38 against 78 GFLOP/s, 256 rows at 129 against 136; 600 × 384 × 1152 at
+    /// 260 against 161), so those keep the 256-bit kernels; single-threaded products (one
+    /// attention head each) gain at every size measured.
+    fn for_product(rows: usize, threads: Threads) -> Self {
         match Self::current() {
-            F32Kernel::Avx512 if depth < SHALLOW_DEPTH => F32Kernel::Avx2,
+            F32Kernel::Avx512 if threads == Threads::All && rows < MIN_PARALLEL_512_ROWS => {
+                F32Kernel::Avx2
+            }
             kernel => kernel,
         }
     }
@@ -277,6 +294,14 @@ impl F32Kernel {
         accumulate: bool,
         parallelism: gemm::Parallelism,
     ) {
+        // gemm's micro-kernels write column-major tiles, so a row-major `dst` is computed as
+        // its transpose, dstᵀ = rhsᵀ·lhsᵀ (as `gemm::gemm` does before it dispatches).
+        let transpose = dst.row_stride > 1;
+        let (m, n, dst_cs, dst_rs, lhs, rhs) = if transpose {
+            (dst.cols, dst.rows, dst.row_stride, 1, rhs.t(), lhs.t())
+        } else {
+            (dst.rows, dst.cols, 1, dst.row_stride, lhs, rhs)
+        };
         macro_rules! product {
             ($simd:expr, $kernels:path, $lanes:expr) => {{
                 use $kernels as k;
@@ -291,12 +316,12 @@ impl F32Kernel {
                     { k::H_N },
                 >(
                     $simd,
-                    dst.rows,
-                    dst.cols,
+                    m,
+                    n,
                     lhs.cols,
                     dst.ptr,
-                    1,
-                    dst.row_stride as isize,
+                    dst_cs as isize,
+                    dst_rs as isize,
                     accumulate,
                     lhs.ptr,
                     lhs.col_stride as isize,
@@ -408,25 +433,23 @@ mod tests {
     }
 
     #[test]
-    fn kernel_names_round_trip_intel_avx512_prefers_512_bits_but_not_for_shallow_products() {
+    fn kernel_names_round_trip_and_intel_avx512_prefers_512_bits() {
         for kernel in F32Kernel::ALL {
             assert_eq!(F32Kernel::from_name(kernel.name()), Some(kernel));
         }
         assert_eq!(F32Kernel::from_name("sse"), None);
-        // Shallow products (attention scores over 32-wide heads) keep the 256-bit kernels.
-        let shallow = F32Kernel::for_depth(SHALLOW_DEPTH - 1);
-        let deep = F32Kernel::for_depth(SHALLOW_DEPTH);
-        assert_eq!(deep, F32Kernel::current());
-        if deep == F32Kernel::Avx512 {
-            assert_eq!(shallow, F32Kernel::Avx2);
-        } else {
-            assert_eq!(shallow, deep);
-        }
-        if F32Kernel::Avx512.is_available() {
-            assert_eq!(
-                F32Kernel::preferred() == F32Kernel::Avx512,
-                cpu_vendor_is_intel()
-            );
-        }
+        // Few rows split across threads keep the 256-bit kernels.
+        let few = F32Kernel::for_product(MIN_PARALLEL_512_ROWS - 1, Threads::All);
+        let many = F32Kernel::for_product(MIN_PARALLEL_512_ROWS, Threads::All);
+        assert_eq!(many, F32Kernel::current());
+        assert_eq!(
+            F32Kernel::for_product(1, Threads::One),
+            F32Kernel::current()
+        );
+        let expected_few = match many {
+            F32Kernel::Avx512 => F32Kernel::Avx2,
+            kernel => kernel,
+        };
+        assert_eq!(few, expected_few);
     }
 }

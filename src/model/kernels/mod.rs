@@ -309,6 +309,24 @@ fn softmax_rows_to_bf16(
     })
 }
 
+/// `cpu_fwd` of a dense layer op: `forward` over the input's rows, whose last dimension must
+/// be `inputs` and becomes `outputs`.
+fn dense_cpu_fwd(
+    name: &str,
+    storage: &CpuStorage,
+    layout: &Layout,
+    (inputs, outputs): (usize, usize),
+    forward: impl FnOnce(&[f32]) -> Vec<f32>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = contiguous_f32(storage, layout)?;
+    let mut dims = layout.shape().dims().to_vec();
+    match dims.last_mut() {
+        Some(width) if *width == inputs => *width = outputs,
+        _ => candle_core::bail!("{name}: input {dims:?}, expected width {inputs}"),
+    }
+    Ok((CpuStorage::F32(forward(x)), Shape::from(dims)))
+}
+
 /// Whether `x` is where these kernels run: an f32 tensor on the CPU.
 pub fn uses_cpu_kernels(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
