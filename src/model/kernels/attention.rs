@@ -256,22 +256,19 @@ impl Attention {
             scores.resize(queries * seq, 0.0);
         }
         let scores = &mut scores[..queries * seq];
-        bf16::amx_configure();
+        let query_key = bf16::Product {
+            a: query,
+            depth: head_depth,
+            rows: queries,
+            packed: &keys,
+            outputs: seq,
+        };
         let key_blocks = 0..seq.div_ceil(BLOCK);
-        bf16::multiply(
-            query,
-            head_depth,
-            queries,
-            &keys,
-            seq,
-            row_blocks.clone(),
-            key_blocks,
-            |b| {
-                for (row, sums) in b.rows() {
-                    scores[row * seq + b.first_column..][..b.columns].copy_from_slice(sums);
-                }
-            },
-        );
+        query_key.on_tiles(row_blocks.clone(), key_blocks, |b| {
+            for (row, sums) in b.rows() {
+                scores[row * seq + b.first_column..][..b.columns].copy_from_slice(sums);
+            }
+        });
         let mask = &self.mask_bias[block.mask_offset..][..block.mask_len];
         let key_depth = seq.next_multiple_of(DEPTH);
         if probs.len() < padded_queries * key_depth {
@@ -283,23 +280,20 @@ impl Attention {
         let values = bf16::pack(head_dim, seq, |dim, key| {
             v[block.offset + key * hidden + dim]
         });
+        let probs_value = bf16::Product {
+            a: probs,
+            depth: key_depth,
+            rows: queries,
+            packed: &values,
+            outputs: head_dim,
+        };
         let dim_blocks = 0..head_dim.div_ceil(BLOCK);
-        bf16::multiply(
-            probs,
-            key_depth,
-            queries,
-            &values,
-            head_dim,
-            row_blocks,
-            dim_blocks,
-            |b| {
-                for (row, sums) in b.rows() {
-                    let offset = block.query_offset + row * hidden + b.first_column;
-                    output.slice(offset, b.columns).copy_from_slice(sums);
-                }
-            },
-        );
-        bf16::amx_release();
+        probs_value.on_tiles(row_blocks, dim_blocks, |b| {
+            for (row, sums) in b.rows() {
+                let offset = block.query_offset + row * hidden + b.first_column;
+                output.slice(offset, b.columns).copy_from_slice(sums);
+            }
+        });
     }
 
     /// (dq, dk, dv) for the context gradient `grad_values`; `saved_probs` from

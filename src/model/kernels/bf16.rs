@@ -16,16 +16,20 @@ const TILE: usize = 16;
 pub(super) const BLOCK: usize = 2 * TILE;
 
 pub struct Bf16Dense {
-    /// For the tile unit: by block of 32 outputs, then step of 32 inputs, then the block's two
-    /// tiles, each 16 rows (pairs of inputs) × 16 outputs × 2 inputs.
-    packed: Vec<u16>,
-    /// The weights [outputs, inputs], rounded to bf16, kept in f32 (the portable path).
-    rounded: Vec<f32>,
+    weights: Weights,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
     gelu: bool,
-    amx: bool,
+}
+
+/// The weights in the form the layer's path reads.
+enum Weights {
+    /// For the tile unit: by block of 32 outputs, then step of 32 inputs, then the block's two
+    /// tiles, each 16 rows (pairs of inputs) × 16 outputs × 2 inputs.
+    Tiles(Vec<u16>),
+    /// [outputs, inputs], rounded to bf16 and kept in f32, for the f32 products.
+    Rounded(Vec<f32>),
 }
 
 /// `v` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
@@ -64,27 +68,21 @@ impl Bf16Dense {
         assert_eq!(weight.len(), inputs * outputs, "bf16 dense: weight size");
         assert_eq!(bias.len(), outputs, "bf16 dense: bias size");
         debug_assert!(!amx || amx::available(), "bf16 dense: no tile unit here");
-        // Each path keeps only the weights it reads.
-        let rounded: Vec<f32> = if amx {
-            Vec::new()
-        } else {
-            weight.iter().map(|&w| from_bf16(to_bf16(w))).collect()
-        };
-        let packed = if amx {
-            pack(outputs, inputs, |output, input| {
+        let weights = if amx {
+            Weights::Tiles(pack(outputs, inputs, |output, input| {
                 weight[output * inputs + input]
-            })
+            }))
         } else {
-            Vec::new()
+            let mut rounded = weight.to_vec();
+            round_in_place(&mut rounded);
+            Weights::Rounded(rounded)
         };
         Self {
-            packed,
-            rounded,
+            weights,
             bias: bias.to_vec(),
             inputs,
             outputs,
             gelu,
-            amx,
         }
     }
 
@@ -94,29 +92,27 @@ impl Bf16Dense {
 
     /// `x·Wᵀ + b` (then GELU, if the layer has it) for the rows of `x` (each `inputs` long).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        if self.amx {
-            return self.forward_tiles(x);
-        }
-        let mut y = self.forward_portable(x);
-        if self.gelu {
-            y.par_chunks_mut(self.outputs * rows_per_task(self.outputs))
-                .for_each(|rows| with_avx2!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
-        }
-        y
-    }
-
-    fn forward_portable(&self, x: &[f32]) -> Vec<f32> {
-        let rounded_x: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
-        super::linear::DenseValues {
-            weight: &self.rounded,
+        let rounded_weights = match &self.weights {
+            Weights::Tiles(packed) => return self.forward_tiles(packed, x),
+            Weights::Rounded(rounded) => rounded,
+        };
+        let mut rounded_x = x.to_vec();
+        round_in_place(&mut rounded_x);
+        let mut y = super::linear::DenseValues {
+            weight: rounded_weights,
             bias: &self.bias,
             inputs: self.inputs,
             outputs: self.outputs,
         }
-        .forward(&rounded_x)
+        .forward(&rounded_x);
+        if self.gelu {
+            y.par_chunks_mut(self.outputs * rows_per_task(self.outputs))
+                .for_each(|rows| with_simd!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
+        }
+        y
     }
 
-    fn forward_tiles(&self, x: &[f32]) -> Vec<f32> {
+    fn forward_tiles(&self, packed: &[u16], x: &[f32]) -> Vec<f32> {
         let (inputs, outputs) = (self.inputs, self.outputs);
         let rows = x.len() / inputs.max(1);
         if rows == 0 || outputs == 0 {
@@ -143,49 +139,43 @@ impl Bf16Dense {
                 let (row_block, group) = (task / column_groups, task % column_groups);
                 let first = group * blocks_per_group;
                 let columns = first..(first + blocks_per_group).min(column_blocks);
-                // SAFETY: `amx` was set only where `amx::available()` (the CPU has the tile
-                // unit and the process may use it); the task writes only its own rows ×
-                // column blocks of `y`, which outlives the loop.
-                unsafe { self.tile_task(&a, depth, rows, row_block, columns, &out) };
+                let product = Product {
+                    a: &a,
+                    depth,
+                    rows,
+                    packed,
+                    outputs,
+                };
+                // SAFETY: the weights are packed only where `amx::available()` (the CPU has
+                // the tile unit and the process may use it); the task writes only its own
+                // rows × column blocks of `y`, which outlives the loop.
+                unsafe { self.write_blocks(&product, row_block, columns, &out) };
             });
         y
     }
 
-    /// Rows `row_block·32 ..` × the outputs of `columns` (blocks of 32).
+    /// Rows `row_block·32 ..` × the outputs of `columns` (blocks of 32), biased and
+    /// activated.
     ///
     /// # Safety
     /// The CPU has AMX-BF16 and the process may use it; no other task writes these outputs.
-    unsafe fn tile_task(
+    unsafe fn write_blocks(
         &self,
-        a: &[u16],
-        depth: usize,
-        rows: usize,
+        product: &Product,
         row_block: usize,
         columns: std::ops::Range<usize>,
         out: &OutputRows,
     ) {
-        amx::configure();
-        let row_blocks = row_block..row_block + 1;
-        multiply(
-            a,
-            depth,
-            rows,
-            &self.packed,
-            self.outputs,
-            row_blocks,
-            columns,
-            |block| {
-                let bias = &self.bias[block.first_column..][..block.columns];
-                for (row, sums) in block.rows() {
-                    let dst = std::slice::from_raw_parts_mut(
-                        out.0.add(row * self.outputs + block.first_column),
-                        block.columns,
-                    );
-                    finish_row(sums, bias, dst, self.gelu);
-                }
-            },
-        );
-        amx::release();
+        product.on_tiles(row_block..row_block + 1, columns, |block| {
+            let bias = &self.bias[block.first_column..][..block.columns];
+            for (row, sums) in block.rows() {
+                let dst = std::slice::from_raw_parts_mut(
+                    out.0.add(row * self.outputs + block.first_column),
+                    block.columns,
+                );
+                finish_row(sums, bias, dst, self.gelu);
+            }
+        });
     }
 }
 
@@ -210,94 +200,74 @@ impl<'a> Block<'a> {
     }
 }
 
-/// The products of `rows` rows of `a` (bf16, `depth` apart, `depth` a multiple of 32, rows
-/// padded with zeros to a multiple of 32) with the `outputs` columns packed by [`pack`], for
-/// the 32-row blocks `row_blocks` × the 32-column blocks `column_blocks`, each block handed
-/// to `write`.
-///
-/// # Safety
-/// [`amx_configure`] ran on this thread.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn multiply(
-    a: &[u16],
-    depth: usize,
-    rows: usize,
-    packed: &[u16],
-    outputs: usize,
-    row_blocks: std::ops::Range<usize>,
-    column_blocks: std::ops::Range<usize>,
-    write: impl FnMut(Block),
-) {
-    let tiles = |a: &[u16], depth, b: &[u16], steps, sums: &mut [f32; BLOCK * BLOCK]| {
-        // SAFETY: the caller configured the tile unit on this thread.
-        unsafe { amx::block(a, depth, b, steps, sums) }
-    };
-    multiply_with(
-        tiles,
-        a,
-        depth,
-        rows,
-        packed,
-        outputs,
-        row_blocks,
-        column_blocks,
-        write,
-    )
+/// A product on the tile unit's layout: `rows` rows of `a` (bf16, `depth` apart, `depth` a
+/// multiple of 32, rows padded with zeros to a multiple of 32) times the `outputs` columns
+/// packed by [`pack`].
+pub(super) struct Product<'a> {
+    pub a: &'a [u16],
+    pub depth: usize,
+    pub rows: usize,
+    pub packed: &'a [u16],
+    pub outputs: usize,
 }
 
-/// [`multiply`] with `block` computing each 32 × 32 block (the tile unit, or in tests a plain
-/// reading of the same packed layout).
-#[allow(clippy::too_many_arguments)]
-fn multiply_with(
-    block: impl Fn(&[u16], usize, &[u16], usize, &mut [f32; BLOCK * BLOCK]),
-    a: &[u16],
-    depth: usize,
-    rows: usize,
-    packed: &[u16],
-    outputs: usize,
-    row_blocks: std::ops::Range<usize>,
-    column_blocks: std::ops::Range<usize>,
-    mut write: impl FnMut(Block),
-) {
-    let steps = depth / DEPTH;
-    let step_len = 2 * TILE * DEPTH;
-    let mut sums = [0.0f32; BLOCK * BLOCK];
-    for row_block in row_blocks {
-        let first_row = row_block * BLOCK;
-        let a_block = &a[first_row * depth..][..BLOCK * depth];
-        for column_block in column_blocks.clone() {
-            let b_block = &packed[column_block * steps * step_len..][..steps * step_len];
-            block(a_block, depth, b_block, steps, &mut sums);
-            let first_column = column_block * BLOCK;
-            write(Block {
-                sums: &sums,
-                first_row,
-                first_column,
-                live_rows: (rows - first_row).min(BLOCK),
-                columns: (outputs - first_column).min(BLOCK),
-            });
+impl Product<'_> {
+    /// The 32-row blocks `row_blocks` × the 32-column blocks `column_blocks` on the tile unit,
+    /// each block handed to `write`.
+    ///
+    /// # Safety
+    /// [`has_fast_bf16_kernel`] is true, and `write` runs no other task on this thread (it
+    /// would find the tile configuration released).
+    pub unsafe fn on_tiles(
+        &self,
+        row_blocks: std::ops::Range<usize>,
+        column_blocks: std::ops::Range<usize>,
+        write: impl FnMut(Block),
+    ) {
+        amx::configure();
+        let tiles = |a: &[u16], depth, b: &[u16], steps, sums: &mut [f32; BLOCK * BLOCK]| {
+            // SAFETY: the tile unit is configured on this thread (above).
+            unsafe { amx::block(a, depth, b, steps, sums) }
+        };
+        self.blocks(tiles, row_blocks, column_blocks, write);
+        amx::release();
+    }
+
+    /// The blocks with `block` computing each (the tile unit, or in tests a plain reading of
+    /// the same packed layout).
+    fn blocks(
+        &self,
+        block: impl Fn(&[u16], usize, &[u16], usize, &mut [f32; BLOCK * BLOCK]),
+        row_blocks: std::ops::Range<usize>,
+        column_blocks: std::ops::Range<usize>,
+        mut write: impl FnMut(Block),
+    ) {
+        let steps = self.depth / DEPTH;
+        let step_len = 2 * TILE * DEPTH;
+        let mut sums = [0.0f32; BLOCK * BLOCK];
+        for row_block in row_blocks {
+            let first_row = row_block * BLOCK;
+            let a_block = &self.a[first_row * self.depth..][..BLOCK * self.depth];
+            for column_block in column_blocks.clone() {
+                let b_block = &self.packed[column_block * steps * step_len..][..steps * step_len];
+                block(a_block, self.depth, b_block, steps, &mut sums);
+                let first_column = column_block * BLOCK;
+                write(Block {
+                    sums: &sums,
+                    first_row,
+                    first_column,
+                    live_rows: (self.rows - first_row).min(BLOCK),
+                    columns: (self.outputs - first_column).min(BLOCK),
+                });
+            }
         }
     }
-}
-
-/// Loads the tile configuration on this thread, for the [`multiply`] calls that follow.
-///
-/// # Safety
-/// [`has_fast_bf16_kernel`] is true.
-pub(super) unsafe fn amx_configure() {
-    amx::configure()
-}
-
-/// # Safety
-/// [`amx_configure`] ran on this thread.
-pub(super) unsafe fn amx_release() {
-    amx::release()
 }
 
 /// `a`'s rows (`depth` apart) = the first `width` values of `x`'s rows (`x_stride` apart)
 /// rounded to bf16; the rest of `a` is left as it is.
 pub(super) fn round_rows(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
-    with_avx2!(round_rows_avx2(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
+    with_simd!(round_rows_avx2(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
         for (a, x) in a.chunks_mut(depth).zip(x.chunks(x_stride)) {
             for (a, &v) in a[..width].iter_mut().zip(&x[..width]) {
                 *a = to_bf16(v);
@@ -308,7 +278,7 @@ pub(super) fn round_rows(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize
 
 /// `values` rounded to bf16 in place (kept as f32).
 pub(super) fn round_in_place(values: &mut [f32]) {
-    with_avx2!(round_in_place_avx2(values: &mut [f32]) {
+    with_simd!(round_in_place_avx2(values: &mut [f32]) {
         for v in values.iter_mut() {
             *v = from_bf16(to_bf16(*v));
         }
@@ -317,7 +287,7 @@ pub(super) fn round_in_place(values: &mut [f32]) {
 
 /// `dst` = `sums` + `bias`, then GELU if `gelu`.
 fn finish_row(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
-    with_avx2!(finish_row_avx2(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
+    with_simd!(finish_row_avx2(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
         for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
             *d = s + b;
         }
@@ -593,21 +563,18 @@ mod tests {
             let packed = pack(outputs, inputs, |o, i| weight[o * inputs + i]);
             let mut y = vec![f32::NAN; rows * outputs];
             let column_blocks = 0..outputs.div_ceil(BLOCK);
-            multiply_with(
-                plain_block,
-                &a,
+            let product = Product {
+                a: &a,
                 depth,
                 rows,
-                &packed,
+                packed: &packed,
                 outputs,
-                0..row_blocks,
-                column_blocks,
-                |b| {
-                    for (row, sums) in b.rows() {
-                        y[row * outputs + b.first_column..][..b.columns].copy_from_slice(sums);
-                    }
-                },
-            );
+            };
+            product.blocks(plain_block, 0..row_blocks, column_blocks, |b| {
+                for (row, sums) in b.rows() {
+                    y[row * outputs + b.first_column..][..b.columns].copy_from_slice(sums);
+                }
+            });
             for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
                 assert!(
                     (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),

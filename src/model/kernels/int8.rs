@@ -147,7 +147,7 @@ fn quantize_rows(
     scales: &mut [f32],
     zero_points: &mut [i32],
 ) {
-    with_avx2!(quantize_rows_avx2(x: &[f32], inputs: usize, values: &mut [u8], scales: &mut [f32], zero_points: &mut [i32]) {
+    with_simd!(quantize_rows_avx2(x: &[f32], inputs: usize, values: &mut [u8], scales: &mut [f32], zero_points: &mut [i32]) {
         let width = values.len() / scales.len().max(1);
         for (((row, q), scale), zero_point) in x
             .chunks(inputs)
@@ -255,7 +255,7 @@ fn dequantize(layer: &Int8Dense, x: &QuantizedRows, row: usize, column: usize, a
 
 /// Adds the products of one row of input bytes with a panel's weights to `acc`.
 fn portable_products(input: &[u8], weights: &[i8], acc: &mut [i32; PANEL]) {
-    with_avx2!(portable_products_avx2(input: &[u8], weights: &[i8], acc: &mut [i32; PANEL]) {
+    with_simd!(portable_products_avx2(input: &[u8], weights: &[i8], acc: &mut [i32; PANEL]) {
         for (bytes, group) in input
             .chunks_exact(GROUP)
             .zip(weights.chunks_exact(PANEL * GROUP))

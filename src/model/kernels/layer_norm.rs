@@ -99,7 +99,7 @@ impl NormValues<'_> {
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
             .for_each(|(y, x)| {
-                with_avx2!(normalize_avx2(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
+                with_simd!(normalize_avx2(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, y: &mut [f32]) {
                     normalize_rows(x, weight, bias, eps, y)
                 })
             });
@@ -119,7 +119,7 @@ impl NormValues<'_> {
             .map(|(dx, (x, g))| {
                 let (mut dweight, mut dbias) = (vec![0.0; width], vec![0.0; width]);
                 let (dw, db) = (&mut dweight[..], &mut dbias[..]);
-                with_avx2!(backward_avx2(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+                with_simd!(backward_avx2(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
                     backward_rows((x, g, w), eps, dx, (dw, db))
                 });
                 (dweight, dbias)

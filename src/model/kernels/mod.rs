@@ -135,7 +135,7 @@ fn fold_lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 /// AVX2 and with AVX-512 enabled, and picks a copy at run time: the 512-bit one where the
 /// f32 products use 512-bit kernels (Intel CPUs with AVX-512, where they measured faster;
 /// on AMD's Zen 4 they did not), else the AVX2 one where the CPU has AVX2 and FMA.
-macro_rules! with_avx2 {
+macro_rules! with_simd {
     ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {{
         #[cfg(target_arch = "x86_64")]
         if $crate::model::kernels::F32Kernel::current() == $crate::model::kernels::F32Kernel::Avx512 {
@@ -264,11 +264,11 @@ fn gelu_in_place(values: &mut [f32]) {
 }
 
 fn gelu_kernel(src: &[f32], dst: &mut [f32]) {
-    with_avx2!(gelu_avx2(src: &[f32], dst: &mut [f32]) { gelu_rows(src, dst) })
+    with_simd!(gelu_avx2(src: &[f32], dst: &mut [f32]) { gelu_rows(src, dst) })
 }
 
 fn gelu_derivative_kernel(src: &[f32], dst: &mut [f32]) {
-    with_avx2!(gelu_derivative_avx2(src: &[f32], dst: &mut [f32]) {
+    with_simd!(gelu_derivative_avx2(src: &[f32], dst: &mut [f32]) {
         gelu_derivative_rows(src, dst)
     })
 }
@@ -276,7 +276,7 @@ fn gelu_derivative_kernel(src: &[f32], dst: &mut [f32]) {
 /// Softmax of each `seq`-long row of `scores`, in place (see [`masked_softmax_row`]), with
 /// one `mask` for every row (`seq` values) or a mask row per row (as many values as `scores`).
 fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
-    with_avx2!(softmax_rows_avx2(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
+    with_simd!(softmax_rows_avx2(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
         let per_row = mask.len() == scores.len();
         for (index, row) in scores.chunks_mut(seq).enumerate() {
             let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
@@ -295,7 +295,7 @@ fn softmax_rows_to_bf16(
     probs: &mut [u16],
     depth: usize,
 ) {
-    with_avx2!(softmax_rows_to_bf16_simd(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize, probs: &mut [u16], depth: usize) {
+    with_simd!(softmax_rows_to_bf16_simd(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize, probs: &mut [u16], depth: usize) {
         let per_row = mask.len() == scores.len();
         for (index, (row, out)) in scores.chunks_mut(seq).zip(probs.chunks_mut(depth)).enumerate() {
             let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
