@@ -16,7 +16,9 @@ relevance tasks (one label per text, positive or not) by the label's own score: 
 the best F1 over the threshold sweep with its threshold, F1 at the model's default
 threshold, and the expected calibration error of the scores). The suite mean is the mean macro-F1 over the single-label tasks. Reports land in
 --out (default runs/dev-report); --reuse skips evaluations whose report is already there.
---json writes every number in one file. GLIZNET_BIN (default target/release/gliznet),
+--json writes every number in one file. --bootstrap ROUNDS adds, for each row after the first,
+its mean macro-F1 minus the first row's with a 95% interval from a paired bootstrap over each
+task's texts (how far a difference is from the suite's sampling noise). GLIZNET_BIN (default target/release/gliznet),
 GLIZNET_DEVICE (default cpu) and GLIZNET_SUITE (default data/generated/suite) point it elsewhere.
 """
 
@@ -26,6 +28,7 @@ import math
 import os
 import statistics
 import pathlib
+import random
 import subprocess
 import sys
 
@@ -51,12 +54,16 @@ def templated(dataset, out):
 
 
 def macro_f1_accuracy(gold, predicted, labels):
-    f1 = []
-    for label in labels:
-        tp = sum(1 for g, p in zip(gold, predicted) if g == label and p == label)
-        wrong = sum(1 for g, p in zip(gold, predicted) if (g == label) != (p == label))
-        f1.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
-    accuracy = sum(1 for g, p in zip(gold, predicted) if g == p) / len(gold)
+    true_positives = dict.fromkeys(labels, 0)
+    wrong = dict.fromkeys(labels, 0)
+    for g, p in zip(gold, predicted):
+        if g == p:
+            true_positives[g] += 1
+        else:
+            wrong[g] = wrong.get(g, 0) + 1
+            wrong[p] = wrong.get(p, 0) + 1
+    f1 = [2 * true_positives[l] / (2 * true_positives[l] + wrong[l]) if true_positives[l] else 0.0 for l in labels]
+    accuracy = sum(true_positives.values()) / len(gold)
     return sum(f1) / len(f1), accuracy
 
 
@@ -65,18 +72,54 @@ def logit(probability):
     return math.log(p / (1 - p))
 
 
-def zscore_report(predictions):
-    """Macro-F1 and accuracy of the argmax after each label's logit is standardised over the
-    texts (the task's candidate labels are the same for every text)."""
+def single_label_decisions(predictions, zscore):
+    """Gold labels, predicted labels (argmax; with ZSCORE after each label's logit is
+    standardised over the texts, the task's candidate labels being the same for every text)
+    and the candidate labels of a single-label task's predictions file."""
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    logits = [{l["label"]: logit(l["score"]) for l in row["labels"]} for row in rows]
-    labels = sorted(logits[0])
-    mean = {l: statistics.fmean(s[l] for s in logits) for l in labels}
-    spread = {l: statistics.pstdev([s[l] for s in logits]) or 1.0 for l in labels}
-    predicted = [max(labels, key=lambda l: (s[l] - mean[l]) / spread[l]) for s in logits]
+    scores = [{l["label"]: l["score"] for l in row["labels"]} for row in rows]
+    labels = sorted(scores[0])
+    if zscore:
+        scores = [{l: logit(p) for l, p in s.items()} for s in scores]
+        mean = {l: statistics.fmean(s[l] for s in scores) for l in labels}
+        spread = {l: statistics.pstdev([s[l] for s in scores]) or 1.0 for l in labels}
+        scores = [{l: (s[l] - mean[l]) / spread[l] for l in labels} for s in scores]
+    predicted = [max(labels, key=lambda l: s[l]) for s in scores]
     gold = [next(l["label"] for l in row["labels"] if l["gold"]) for row in rows]
-    macro_f1, accuracy = macro_f1_accuracy(gold, predicted, labels)
+    return gold, predicted, labels
+
+
+def zscore_report(predictions):
+    """Macro-F1 and accuracy of the argmax after each label's logit is standardised over the texts."""
+    macro_f1, accuracy = macro_f1_accuracy(*single_label_decisions(predictions, zscore=True))
     return {"macro_f1": macro_f1, "accuracy": accuracy}
+
+
+def bootstrap_differences(decisions, rounds, seed=0):
+    """Paired bootstrap of the suite mean macro-F1: each round draws every task's texts with
+    replacement (the same draw for every row) and scores each row on it. DECISIONS maps a row
+    name to {task: (gold, predicted, labels)}; returns, for each row after the first, its mean
+    difference to the first row over the rounds and the 2.5 and 97.5 percentiles."""
+    rng = random.Random(seed)
+    names = list(decisions)
+    tasks = list(decisions[names[0]])
+    differences = {name: [] for name in names[1:]}
+    for _ in range(rounds):
+        draws = {t: [rng.randrange(len(decisions[names[0]][t][0])) for _ in decisions[names[0]][t][0]] for t in tasks}
+        means = {}
+        for name in names:
+            scores = []
+            for t in tasks:
+                gold, predicted, labels = decisions[name][t]
+                scores.append(macro_f1_accuracy([gold[i] for i in draws[t]], [predicted[i] for i in draws[t]], labels)[0])
+            means[name] = sum(scores) / len(scores)
+        for name in names[1:]:
+            differences[name].append(means[name] - means[names[0]])
+    result = {}
+    for name, values in differences.items():
+        values.sort()
+        result[name] = (statistics.fmean(values), values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1])
+    return result
 
 
 def expected_calibration_error(predictions, bins=10):
@@ -93,20 +136,19 @@ def expected_calibration_error(predictions, bins=10):
     return total
 
 
-def evaluate(name, model, method, options, task, scoring, out, reuse):
+def evaluate(name, model, method, options, task, scoring, out, reuse, need_predictions):
     report = out / f"{name}--{task}.json"
     predictions = out / f"{name}--{task}.predictions.jsonl"
     zscore = "zscore" in options and scoring == "single_label"
-    if reuse and report.is_file() and (scoring == "single_label" and not zscore or predictions.is_file()):
+    need_predictions = need_predictions or zscore or scoring == "relevance"
+    if reuse and report.is_file() and (predictions.is_file() or not need_predictions):
         return zscore_report(predictions) if zscore else json.loads(report.read_text())
     data = SUITE / f"{task}.jsonl"
     if "template" in options:
         data = templated(data, out)
     mode = "--single-label" if scoring == "single_label" else "--multi-label"
     cmd = [BIN, "eval", "--data", str(data), "--method", method, mode,
-           "--report", str(report), "--batch-size", "32", "--device", DEVICE]
-    if scoring == "relevance" or zscore:
-        cmd += ["--predictions", str(predictions)]
+           "--report", str(report), "--predictions", str(predictions), "--batch-size", "32", "--device", DEVICE]
     if model != "builtin":
         cmd += ["--model", model]
     if "quantize" in options:
@@ -129,6 +171,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "runs" / "dev-report"))
     parser.add_argument("--reuse", action="store_true", help="reuse reports already in --out")
     parser.add_argument("--json", help="write all numbers here")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="ROUNDS",
+                        help="paired bootstrap of each row's mean macro-F1 against the first row's (95%% interval)")
     args = parser.parse_args()
     suite = json.loads((SUITE / "suite.json").read_text())["tasks"]
     single = [t for t, v in suite.items() if v["scoring"] == "single_label"]
@@ -136,7 +180,7 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows = []
+    rows, decisions = [], {}
     for spec in args.row:
         name, _, target = spec.partition("=")
         model, *rest = target.split(":")
@@ -146,7 +190,8 @@ def main():
         if unknown:
             sys.exit(f"--row {spec}: unknown option(s) {sorted(unknown)}")
         print(f"evaluating {name} ...", file=sys.stderr)
-        reports = {t: evaluate(name, model, method, options, t, suite[t]["scoring"], out, args.reuse)
+        reports = {t: evaluate(name, model, method, options, t, suite[t]["scoring"], out, args.reuse,
+                               args.bootstrap > 0)
                    for t in single + relevance}
         numbers = {}
         for t in single:
@@ -160,6 +205,14 @@ def main():
         numbers["mean_macro_f1"] = sum(numbers[t]["macro_f1"] for t in single) / len(single)
         numbers["mean_relevance_auc"] = sum(numbers[t]["auc"] for t in relevance) / len(relevance)
         rows.append((name, spec, numbers))
+        if args.bootstrap:
+            decisions[name] = {}
+            for t in single:
+                decisions[name][t] = single_label_decisions(out / f"{name}--{t}.predictions.jsonl", "zscore" in options)
+                recomputed = macro_f1_accuracy(*decisions[name][t])[0]
+                if abs(recomputed - numbers[t]["macro_f1"]) > 1e-6:
+                    sys.exit(f"{name}, {t}: macro-F1 from the predictions {recomputed:.6f}, "
+                             f"from the report {numbers[t]['macro_f1']:.6f}")
 
     lines = ["Single-label tasks (argmax over the task's labels): macro-F1 (accuracy)", "",
              "| model | " + " | ".join(single) + " | **mean macro-F1** |",
@@ -174,6 +227,15 @@ def main():
         cells = [f"{n[t]['auc']:.3f} / {n[t]['best_f1']:.3f} at {n[t]['best_threshold']:.2f} / "
                  f"{n[t]['f1_at_default']:.3f} / {n[t]['ece']:.3f}" for t in relevance]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {n['mean_relevance_auc']:.3f} |")
+    if args.bootstrap and len(rows) > 1:
+        differences = bootstrap_differences(decisions, args.bootstrap)
+        lines += ["", f"Mean macro-F1 against {rows[0][0]}: paired bootstrap over each task's texts "
+                  f"({args.bootstrap} rounds), difference and 95% interval, points", "",
+                  "| model | difference | 95% interval |", "|---|---|---|"]
+        for name, (mean, low, high) in differences.items():
+            lines.append(f"| {name} | {100 * mean:+.1f} | {100 * low:+.1f} … {100 * high:+.1f} |")
+            rows[[r[0] for r in rows].index(name)][2]["bootstrap_vs_first"] = {
+                "against": rows[0][0], "rounds": args.bootstrap, "mean": mean, "low": low, "high": high}
     print("\n".join(lines))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({name: {"row": spec, **n} for name, spec, n in rows},

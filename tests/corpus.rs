@@ -182,8 +182,9 @@ fn dev_and_zero_shot_sets_are_disjoint_from_training() {
 }
 
 /// The dev suite (`scripts/build-dev-suite.sh`): at least 8 tasks of at least 4 kinds, each
-/// with enough examples, every label a task names, and no suite text in the training mix or
-/// in the training-time validation set (normalised: case and whitespace ignored).
+/// with enough examples, every label a task names, and no suite text in any training file
+/// (`train*.jsonl`: the mix and the files the experiment scripts derive from it) or in the
+/// training-time validation set (normalised: case and whitespace ignored).
 #[test]
 #[cfg_attr(
     not(all(gliznet_corpus, gliznet_dev_suite)),
@@ -199,8 +200,18 @@ fn dev_suite_is_broad_and_never_trained_on() {
             .to_lowercase()
     };
     let mut trained: HashSet<String> = HashSet::new();
-    for file in ["train.jsonl", "validation-mix.jsonl"] {
-        for row in read(&dir.join(file)) {
+    let mut training_files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with("train") && name.ends_with(".jsonl")
+        })
+        .collect();
+    assert!(training_files.contains(&dir.join("train.jsonl")));
+    training_files.push(dir.join("validation-mix.jsonl"));
+    for file in &training_files {
+        for row in read(file) {
             trained.insert(normalise(row["text"].as_str().unwrap()));
         }
     }
