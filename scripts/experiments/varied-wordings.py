@@ -12,14 +12,13 @@ negatives alike, so that the wording itself never tells which is which).
 Needs /usr/share/wordnet (Debian wordnet-base, installed by scripts/build-corpus.sh).
 """
 
-import argparse
 import json
 import pathlib
 import random
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "corpus"))
-import build  # noqa: E402  (the corpus builder: read_wordnet, write_jsonl)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mix import arguments, build  # noqa: E402
 
 
 def neighbourhoods(synsets):
@@ -56,7 +55,7 @@ def vary(row, synsets, by_gloss, rate, rng):
         return row, 0
     lemmas = {}
     for key in keys:
-        for other in related(synsets, key):
+        for other in sorted(related(synsets, key)):  # sorted: the same file whatever the hash seed
             if other in synsets:
                 lemmas.setdefault(synsets[other]["lemmas"][0], synsets[other]["lemmas"])
     changed = 0
@@ -76,15 +75,8 @@ def vary(row, synsets, by_gloss, rate, rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("train_in", type=pathlib.Path)
-    parser.add_argument("train_out", type=pathlib.Path)
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--wordnet", type=pathlib.Path, default=pathlib.Path("/usr/share/wordnet"))
-    args = parser.parse_args()
-    if args.train_out.exists():
-        sys.exit(f"error: {args.train_out} exists")
+    args = arguments(__doc__, seed=16, wordnet=True,
+                     extra=lambda parser: parser.add_argument("--rate", type=float, default=0.5))
     rng = random.Random(args.seed)
     synsets = build.read_wordnet(args.wordnet)
     by_gloss = neighbourhoods(synsets)

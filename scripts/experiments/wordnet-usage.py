@@ -9,14 +9,12 @@ speech as negatives. Real sentences under topic-like labels, which the corpus ot
 Needs /usr/share/wordnet (Debian wordnet-base, installed by scripts/build-corpus.sh).
 """
 
-import argparse
-import json
 import pathlib
 import random
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "corpus"))
-import build  # noqa: E402  (the corpus builder: LEXNAMES, LEXFILE_LABELS, example)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mix import add_to_training_file, arguments, build  # noqa: E402
 
 
 def usage_rows(wordnet_dir, rng):
@@ -37,23 +35,13 @@ def usage_rows(wordnet_dir, rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("train_in", type=pathlib.Path)
-    parser.add_argument("train_out", type=pathlib.Path)
-    parser.add_argument("--count", type=int, default=10000)
-    parser.add_argument("--seed", type=int, default=15)
-    parser.add_argument("--wordnet", type=pathlib.Path, default=pathlib.Path("/usr/share/wordnet"))
-    args = parser.parse_args()
-    if args.train_out.exists():
-        sys.exit(f"error: {args.train_out} exists")
+    args = arguments(__doc__, seed=15, wordnet=True,
+                     extra=lambda parser: parser.add_argument("--count", type=int, default=10000))
     rng = random.Random(args.seed)
     usage = usage_rows(args.wordnet, rng)
     rng.shuffle(usage)
-    with open(args.train_in, encoding="utf-8") as f:
-        mix = [json.loads(line) for line in f] + usage[: args.count]
-    rng.shuffle(mix)
-    build.write_jsonl(args.train_out, mix)
-    print(f"{len(usage)} usage sentences, {min(args.count, len(usage))} added: {len(mix)} examples", file=sys.stderr)
+    total = add_to_training_file(args.train_in, args.train_out, usage[: args.count], rng)
+    print(f"{len(usage)} usage sentences, {min(args.count, len(usage))} added: {total} examples", file=sys.stderr)
 
 
 if __name__ == "__main__":
