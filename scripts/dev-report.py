@@ -73,39 +73,41 @@ def logit(probability):
 
 
 def single_label_decisions(predictions, zscore):
-    """Gold labels, predicted labels (argmax; with ZSCORE after each label's logit is
-    standardised over the texts, the task's candidate labels being the same for every text)
-    and the candidate labels of a single-label task's predictions file."""
+    """A single-label task's predictions file as (texts, gold labels, predicted labels, candidate
+    labels). The predicted label is the one gliznet marked; with ZSCORE it is the argmax after
+    each label's logit is standardised over the texts (the task's candidate labels being the
+    same for every text)."""
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    scores = [{l["label"]: l["score"] for l in row["labels"]} for row in rows]
-    labels = sorted(scores[0])
+    labels = sorted(l["label"] for l in rows[0]["labels"])
     if zscore:
-        scores = [{l: logit(p) for l, p in s.items()} for s in scores]
+        scores = [{l["label"]: logit(l["score"]) for l in row["labels"]} for row in rows]
         mean = {l: statistics.fmean(s[l] for s in scores) for l in labels}
         spread = {l: statistics.pstdev([s[l] for s in scores]) or 1.0 for l in labels}
-        scores = [{l: (s[l] - mean[l]) / spread[l] for l in labels} for s in scores]
-    predicted = [max(labels, key=lambda l: s[l]) for s in scores]
+        predicted = [max(labels, key=lambda l: (s[l] - mean[l]) / spread[l]) for s in scores]
+    else:
+        predicted = [next(l["label"] for l in row["labels"] if l["predicted"]) for row in rows]
     gold = [next(l["label"] for l in row["labels"] if l["gold"]) for row in rows]
-    return gold, predicted, labels
+    return [row["text"] for row in rows], gold, predicted, labels
 
 
 def zscore_report(predictions):
     """Macro-F1 and accuracy of the argmax after each label's logit is standardised over the texts."""
-    macro_f1, accuracy = macro_f1_accuracy(*single_label_decisions(predictions, zscore=True))
+    _, *decisions = single_label_decisions(predictions, zscore=True)
+    macro_f1, accuracy = macro_f1_accuracy(*decisions)
     return {"macro_f1": macro_f1, "accuracy": accuracy}
 
 
 def bootstrap_differences(decisions, rounds, seed=0):
     """Paired bootstrap of the suite mean macro-F1: each round draws every task's texts with
     replacement (the same draw for every row) and scores each row on it. DECISIONS maps a row
-    name to {task: (gold, predicted, labels)}; returns, for each row after the first, its mean
-    difference to the first row over the rounds and the 2.5 and 97.5 percentiles."""
+    name to {task: (gold, predicted, labels)}, every row over the same texts in the same order;
+    returns, for each row after the first, its measured difference to the first row and the 2.5
+    and 97.5 percentiles of the differences over the rounds."""
     rng = random.Random(seed)
     names = list(decisions)
     tasks = list(decisions[names[0]])
-    differences = {name: [] for name in names[1:]}
-    for _ in range(rounds):
-        draws = {t: [rng.randrange(len(decisions[names[0]][t][0])) for _ in decisions[names[0]][t][0]] for t in tasks}
+
+    def mean_differences(draws):
         means = {}
         for name in names:
             scores = []
@@ -113,12 +115,17 @@ def bootstrap_differences(decisions, rounds, seed=0):
                 gold, predicted, labels = decisions[name][t]
                 scores.append(macro_f1_accuracy([gold[i] for i in draws[t]], [predicted[i] for i in draws[t]], labels)[0])
             means[name] = sum(scores) / len(scores)
-        for name in names[1:]:
-            differences[name].append(means[name] - means[names[0]])
+        return {name: means[name] - means[names[0]] for name in names[1:]}
+
+    sizes = {t: len(decisions[names[0]][t][0]) for t in tasks}
+    measured = mean_differences({t: range(n) for t, n in sizes.items()})
+    rounds_differences = [mean_differences({t: [rng.randrange(n) for _ in range(n)] for t, n in sizes.items()})
+                          for _ in range(rounds)]
+    tail = int(0.025 * rounds)
     result = {}
-    for name, values in differences.items():
-        values.sort()
-        result[name] = (statistics.fmean(values), values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1])
+    for name in names[1:]:
+        values = sorted(d[name] for d in rounds_differences)
+        result[name] = (measured[name], values[tail], values[rounds - 1 - tail])
     return result
 
 
@@ -174,13 +181,15 @@ def main():
     parser.add_argument("--bootstrap", type=int, default=0, metavar="ROUNDS",
                         help="paired bootstrap of each row's mean macro-F1 against the first row's (95%% interval)")
     args = parser.parse_args()
+    if args.bootstrap < 0:
+        parser.error("--bootstrap: the number of rounds cannot be negative")
     suite = json.loads((SUITE / "suite.json").read_text())["tasks"]
     single = [t for t, v in suite.items() if v["scoring"] == "single_label"]
     relevance = [t for t, v in suite.items() if v["scoring"] == "relevance"]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows, decisions = [], {}
+    rows, decisions, texts_of = [], {}, {}
     for spec in args.row:
         name, _, target = spec.partition("=")
         model, *rest = target.split(":")
@@ -208,7 +217,12 @@ def main():
         if args.bootstrap:
             decisions[name] = {}
             for t in single:
-                decisions[name][t] = single_label_decisions(out / f"{name}--{t}.predictions.jsonl", "zscore" in options)
+                texts, *decisions[name][t] = single_label_decisions(out / f"{name}--{t}.predictions.jsonl",
+                                                                     "zscore" in options)
+                first_texts = texts_of.setdefault(t, texts)
+                if texts != first_texts:
+                    sys.exit(f"{name}, {t}: the predictions are not over the same texts as {rows[0][0]}'s "
+                             f"(a stale --reuse report?)")
                 recomputed = macro_f1_accuracy(*decisions[name][t])[0]
                 if abs(recomputed - numbers[t]["macro_f1"]) > 1e-6:
                     sys.exit(f"{name}, {t}: macro-F1 from the predictions {recomputed:.6f}, "
@@ -232,10 +246,10 @@ def main():
         lines += ["", f"Mean macro-F1 against {rows[0][0]}: paired bootstrap over each task's texts "
                   f"({args.bootstrap} rounds), difference and 95% interval, points", "",
                   "| model | difference | 95% interval |", "|---|---|---|"]
-        for name, (mean, low, high) in differences.items():
-            lines.append(f"| {name} | {100 * mean:+.1f} | {100 * low:+.1f} … {100 * high:+.1f} |")
+        for name, (difference, low, high) in differences.items():
+            lines.append(f"| {name} | {100 * difference:+.1f} | {100 * low:+.1f} … {100 * high:+.1f} |")
             rows[[r[0] for r in rows].index(name)][2]["bootstrap_vs_first"] = {
-                "against": rows[0][0], "rounds": args.bootstrap, "mean": mean, "low": low, "high": high}
+                "against": rows[0][0], "rounds": args.bootstrap, "difference": difference, "low": low, "high": high}
     print("\n".join(lines))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({name: {"row": spec, **n} for name, spec, n in rows},

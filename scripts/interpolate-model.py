@@ -48,6 +48,12 @@ def main() -> None:
         missing = [n for n in names if n not in header]
         if missing:
             raise SystemExit(f"{dir}: no tensor {missing[0]} ({len(missing)} missing in all)")
+    for dir, (header, _) in zip(args.tuned[1:], tuned_files[1:]):
+        extra = sorted(n for n in header if n != "__metadata__" and n not in tuned_header)
+        if extra:
+            raise SystemExit(f"{dir}: tensor {extra[0]} is not in {args.tuned[0]} ({len(extra)} such in all)")
+        if (dir / "config.json").read_text() != (args.tuned[0] / "config.json").read_text():
+            raise SystemExit(f"{dir}/config.json differs from {args.tuned[0]}/config.json: not runs of one model")
 
     out_header, chunks, offset = {}, [], 0
     for name in names:

@@ -36,8 +36,10 @@ def wheel(sources, spec, file_name, sha256):
     stops with an error if its sha256 is not SHA256."""
     path = sources / file_name
     if not path.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", spec, "-d", str(sources)],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        spec, "-d", str(sources)], check=True)
+        if not path.is_file():
+            sys.exit(f"error: pip downloaded {spec}, but not as {path}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
         sys.exit(f"error: sha256 of {path} is {digest}, expected {sha256}")

@@ -7,7 +7,8 @@ stories under topic labels, the kind of text the corpus lacks. Both come from Py
   reduced to letters by the copy's preparer): each newsgroup named in words ("ice hockey",
   "cryptography") with its hierarchy's family ("sports", "science") as a second positive;
 - Reuters-21578 R52, its training split (6,532 single-topic stories): each topic code named
-  in words ("acq" -> "mergers and acquisitions"), "business news" or "economy" as the family;
+  in words ("acq" -> "mergers and acquisitions"), "business news", "economy" or "finance" as
+  the family;
   the two largest topics (earnings, acquisitions) capped at 600 stories each.
 
 The splits' test halves are never read. Negatives: other categories of the same source, from
