@@ -72,6 +72,18 @@ def logit(probability):
     return math.log(p / (1 - p))
 
 
+def label_logits(predictions):
+    """Each text's label -> logit of its score, from a predictions file."""
+    return [{l["label"]: logit(l["score"]) for l in json.loads(line)["labels"]}
+            for line in predictions.read_text().splitlines()]
+
+
+def label_statistics(scores, labels):
+    """Each label's mean and spread (1 where it is 0) over SCORES, a list of label -> logit."""
+    return ({l: statistics.fmean(s[l] for s in scores) for l in labels},
+            {l: statistics.pstdev([s[l] for s in scores]) or 1.0 for l in labels})
+
+
 def single_label_decisions(predictions, zscore):
     """A single-label task's predictions file as (texts, gold labels, predicted labels, candidate
     labels). The predicted label is the one gliznet marked; with ZSCORE it is the argmax after
@@ -80,9 +92,8 @@ def single_label_decisions(predictions, zscore):
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     labels = sorted(l["label"] for l in rows[0]["labels"])
     if zscore:
-        scores = [{l["label"]: logit(l["score"]) for l in row["labels"]} for row in rows]
-        mean = {l: statistics.fmean(s[l] for s in scores) for l in labels}
-        spread = {l: statistics.pstdev([s[l] for s in scores]) or 1.0 for l in labels}
+        scores = label_logits(predictions)
+        mean, spread = label_statistics(scores, labels)
         predicted = [max(labels, key=lambda l: (s[l] - mean[l]) / spread[l]) for s in scores]
     else:
         predicted = [next(l["label"] for l in row["labels"] if l["predicted"]) for row in rows]

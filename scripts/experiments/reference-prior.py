@@ -29,11 +29,6 @@ dev_report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(dev_report)
 
 
-def logits(predictions):
-    return [{l["label"]: dev_report.logit(l["score"]) for l in json.loads(line)["labels"]}
-            for line in predictions.read_text().splitlines()]
-
-
 def reference_statistics(labels, texts, model, work):
     """Each label's mean and spread of logits over TEXTS, scored by `gliznet eval`."""
     data, predictions = work / "reference.jsonl", work / "reference.predictions.jsonl"
@@ -46,9 +41,7 @@ def reference_statistics(labels, texts, model, work):
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         sys.exit(f"{' '.join(command)}: {finished.stderr.strip()}")
-    scores = logits(predictions)
-    return ({l: statistics.fmean(s[l] for s in scores) for l in labels},
-            {l: statistics.pstdev([s[l] for s in scores]) or 1.0 for l in labels})
+    return dev_report.label_statistics(dev_report.label_logits(predictions), labels)
 
 
 def main():
@@ -68,7 +61,7 @@ def main():
             predictions = args.out / f"{args.row}--{task}.predictions.jsonl"
             _, gold, _, labels = dev_report.single_label_decisions(predictions, zscore=False)
             mean, spread = reference_statistics(info["labels"], texts, args.model, pathlib.Path(work))
-            scores = logits(predictions)
+            scores = dev_report.label_logits(predictions)
             readings = {
                 "as is": lambda s, l: s[l],
                 "centred": lambda s, l: s[l] - mean[l],
