@@ -130,6 +130,9 @@ pub struct TrainConfig {
     /// Negatives added to each training example from the positives of the other examples in
     /// its micro-batch (labels it does not name itself), at most this many; 0 for none.
     pub in_batch_negatives: usize,
+    /// The embeddings and the first N encoder layers stay as the backbone has them (not
+    /// trained); 0 trains every layer.
+    pub frozen_layers: usize,
     /// Where each training example's negatives come from: `hard` (its own `not_labels`),
     /// `random` (as many labels drawn from the other examples' positives, fixed per run) or
     /// `none` (positives only).
@@ -190,6 +193,7 @@ impl Default for TrainConfig {
             distill_temperature: 0.05,
             distill_label_template: "This text is about {label}.".into(),
             in_batch_negatives: 0,
+            frozen_layers: 0,
             negatives: Negatives::Hard,
             projection_dim: Some(256),
             max_length: limits.max_length,

@@ -128,6 +128,31 @@ fn tiny_model_overfits_a_small_dataset() {
 }
 
 #[test]
+fn frozen_layers_stay_as_the_backbone_has_them() {
+    let (dir, config) = setup(serde_json::json!({"epochs": 3, "frozen_layers": 1}));
+    check(&train(&config, &[]));
+    let load =
+        |path: PathBuf| candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    let backbone = load(dir.path().join("backbone").join("model.safetensors"));
+    let trained = load(dir.path().join("out").join("model.safetensors"));
+    let (mut frozen, mut trained_layer) = (0, 0);
+    for (name, before) in &backbone {
+        let diff = gliznet::testing::max_abs_diff(before, &trained[name]);
+        if name.starts_with("embeddings.") || name.starts_with("encoder.layer.0.") {
+            assert_eq!(diff, 0.0, "{name} was trained");
+            frozen += 1;
+        } else if name.starts_with("encoder.layer.1.") {
+            assert!(diff > 0.0, "{name} was not trained");
+            trained_layer += 1;
+        }
+    }
+    assert!(
+        frozen >= 20 && trained_layer >= 16,
+        "{frozen} {trained_layer}"
+    );
+}
+
+#[test]
 fn resumed_training_equals_uninterrupted_training() {
     let settings =
         serde_json::json!({"epochs": 3, "dropout": 0.1, "save_every": 2, "eval_every": 2});
@@ -290,6 +315,14 @@ fn config_errors_exit_2_naming_the_problem() {
     let out = train(&config, &["--resume"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint to resume from"));
+
+    let out = train(&config, &["--set", "frozen_layers=3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("frozen_layers = 3 is more than the 2 layers"),
+        "{stderr}"
+    );
 
     let (_dir, config) = setup(serde_json::json!({"train_file": "/no/such/train.jsonl"}));
     let out = train(&config, &[]);

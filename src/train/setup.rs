@@ -41,8 +41,23 @@ impl TrainableModel {
     }
 }
 
-fn is_trainable(name: &str) -> bool {
-    name.starts_with("embeddings.") || name.starts_with("encoder.") || name.starts_with("gliznet.")
+/// Whether the optimizer updates `name`: the head, and the encoder outside the embeddings and
+/// the first `frozen_layers` layers (all of it when 0).
+fn is_trainable(name: &str, frozen_layers: usize) -> bool {
+    if name.starts_with("gliznet.") {
+        return true;
+    }
+    if name.starts_with("embeddings.") {
+        return frozen_layers == 0;
+    }
+    match name.strip_prefix("encoder.layer.") {
+        Some(rest) => rest
+            .split('.')
+            .next()
+            .and_then(|index| index.parse::<usize>().ok())
+            .is_some_and(|index| index >= frozen_layers),
+        None => name.starts_with("encoder."),
+    }
 }
 
 /// Loads `source` for training with `config`: the head is initialised from the config's seed
@@ -54,6 +69,12 @@ pub fn trainable_model(
 ) -> Result<TrainableModel> {
     let files = checkpoint::open(source, device)?;
     let mut bert = files.bert;
+    if config.frozen_layers > bert.num_hidden_layers {
+        return Err(input_error(format!(
+            "config: frozen_layers = {} is more than the {} layers of {}",
+            config.frozen_layers, bert.num_hidden_layers, files.name
+        )));
+    }
     if let Some(p) = config.dropout {
         bert.hidden_dropout_prob = p;
         bert.attention_probs_dropout_prob = p;
@@ -98,7 +119,7 @@ pub fn trainable_model(
     }
     let (mut trainable, extras): (Vec<_>, Vec<_>) = tensors
         .into_iter()
-        .partition(|(name, _)| is_trainable(name));
+        .partition(|(name, _)| is_trainable(name, config.frozen_layers));
     let extras: HashMap<String, Tensor> = extras.into_iter().collect();
     trainable.sort_by(|a, b| a.0.cmp(&b.0));
     let params: Vec<Param> = trainable
@@ -297,6 +318,22 @@ mod tests {
         replace_negatives(&mut none, Negatives::None, 5);
         assert!(none.iter().all(|e| e.not_labels.is_empty()));
         assert!(none.iter().zip(corpus()).all(|(a, b)| a.labels == b.labels));
+    }
+
+    #[test]
+    fn frozen_layers_are_the_embeddings_and_the_first_layers_by_number() {
+        for name in [
+            "embeddings.word_embeddings.weight",
+            "encoder.layer.0.output.dense.bias",
+        ] {
+            assert!(is_trainable(name, 0), "{name}");
+            assert!(!is_trainable(name, 1), "{name}");
+        }
+        assert!(!is_trainable("encoder.layer.1.output.dense.bias", 2));
+        assert!(is_trainable("encoder.layer.10.output.dense.bias", 2));
+        assert!(is_trainable("encoder.layer.2.output.dense.bias", 2));
+        assert!(is_trainable("gliznet.log_logit_scale", 12));
+        assert!(!is_trainable("pooler.dense.weight", 0));
     }
 
     #[test]

@@ -325,6 +325,7 @@ pub fn encoder_block(
     if !uses_cpu_kernels(x) || !tensors.iter().flatten().all(|t| uses_cpu_kernels(t)) {
         candle_core::bail!("the encoder block kernel takes CPU f32 tensors");
     }
+    let trains_params = tensors.iter().flatten().any(|t| t.is_variable());
     let hidden = x.dim(candle_core::D::Minus1)?;
     let head_dim = hidden / params.heads.max(1);
     let op = EncoderBlock {
@@ -354,7 +355,16 @@ pub fn encoder_block(
         saved: Mutex::new(None),
         grads: grads.clone(),
     };
-    x.contiguous()?.apply_op1(op)
+    // candle records the op, and so runs its backward, only for an input that tracks
+    // gradients; after frozen blocks the input tracks none, so it becomes a leaf here.
+    let x = x.contiguous()?;
+    if trains_params && !x.track_op() {
+        candle_core::Var::from_tensor(&x)?
+            .into_inner()
+            .apply_op1(op)
+    } else {
+        x.apply_op1(op)
+    }
 }
 
 /// Parameters are contiguous as loaded; `contiguous` returns the same tensor then, so the
