@@ -844,10 +844,10 @@ fn case15_table_rows_stay_one_line_and_narrow() {
     assert_eq!(record["labels"][2]["label"].as_str().unwrap().len(), 5000);
 }
 
-// Case 16: `train --print-config` prints every key with its default, and the README documents
-// each of them.
+// Case 16: `train --print-config` prints every key with its default, and docs/config.md
+// documents each of them.
 #[test]
-fn case16_print_config_lists_every_key_and_the_readme_documents_them() {
+fn case16_print_config_lists_every_key_and_docs_config_documents_them() {
     let out = run(&["train", "--print-config"]);
     check(&out);
     let defaults: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -855,12 +855,13 @@ fn case16_print_config_lists_every_key_and_the_readme_documents_them() {
     assert!(defaults.len() > 20);
     assert_eq!(defaults["early_stopping_metric"], "loss");
     assert_eq!(defaults["batch_size"], 16);
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md"))
+            .unwrap();
     for key in defaults.keys() {
         assert!(
-            readme.contains(&format!("| `{key}` |")),
-            "README.md's config table lacks `{key}`"
+            reference.contains(&format!("| `{key}` |")),
+            "docs/config.md's config table lacks `{key}`"
         );
     }
     let help = run(&["train", "--help"]);
