@@ -242,6 +242,75 @@ fn the_key_is_sent_but_never_shown_in_a_successful_run() {
     );
 }
 
+/// Issue 35, defect 1: a server that writes the key into an answer (the text, a label, the
+/// second pass's negatives, an error message long enough to be cut) gets none of it into the
+/// output, the report or stderr; an answer holding the key is counted as `secret_echo`.
+#[test]
+fn an_answer_that_echoes_the_key_is_dropped_and_the_key_never_lands_anywhere() {
+    let dir = TempDir::new().unwrap();
+    let server = FaultServer::start(
+        dir.path(),
+        "500key,echokey,echokeylabel,echokeyescaped,echokeyneg",
+    );
+    let config = write_config(
+        dir.path(),
+        server.port,
+        serde_json::json!({"api_key_env": "GLIZNET_TEST_KEY", "examples": 1,
+            "extra_negatives": 2}),
+    );
+    let output = dir.path().join("out.jsonl");
+    let report = dir.path().join("report.json");
+    let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
+    assert_ok(&out);
+    let written = lines(&output);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(
+        written[0]["not_labels"],
+        serde_json::json!(["sports_news", "celebrity_gossip", "weather_report"])
+    );
+    let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(parsed["rejected_by_reason"]["secret_echo"], 3, "{parsed}");
+    assert!(stderr(&out).contains("3 secret_echo"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 500: xxx"), "{}", stderr(&out));
+    for text in [
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(&output).unwrap(),
+        std::fs::read_to_string(&report).unwrap(),
+    ] {
+        // Not even the first characters of a key cut short.
+        assert!(!text.contains(&SENTINEL[..6]), "the key leaked: {text}");
+    }
+}
+
+/// Issue 35, defect 10: a 401 or a 404 ends the run, and the request that got it is counted.
+#[test]
+fn a_refused_key_or_an_unknown_model_counts_its_request() {
+    for fault in ["401", "404"] {
+        let dir = TempDir::new().unwrap();
+        let server = FaultServer::start(dir.path(), fault);
+        let config = write_config(
+            dir.path(),
+            server.port,
+            serde_json::json!({"api_key_env": "GLIZNET_TEST_KEY"}),
+        );
+        let output = dir.path().join("out.jsonl");
+        let report = dir.path().join("report.json");
+        let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{fault}: {}", stderr(&out));
+        assert_eq!(server.requests().len(), 1, "{fault}");
+        let parsed: Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(parsed["requests"], 1, "{fault}: {parsed}");
+        assert_eq!(parsed["ending"], "failed", "{fault}");
+        assert!(
+            stderr(&out).contains("; 1 requests, 0 rejected"),
+            "{fault}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn an_unknown_model_stops_at_once() {
     let dir = TempDir::new().unwrap();

@@ -191,13 +191,21 @@ impl Client {
         text
     }
 
+    /// True when `text` holds the API key: a text from the server that may not be kept.
+    pub fn holds_key(&self, text: &str) -> bool {
+        matches!(&self.key, Some(Secret(key)) if !key.is_empty() && text.contains(key.as_str()))
+    }
+
+    /// The server's words on one line, cut at `SNIPPET` characters. Scrubbed before the cut
+    /// (a key across the cut would otherwise leave its first characters).
     fn snippet(&self, body: &str) -> String {
-        let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let scrubbed = self.scrub(body);
+        let one_line = self.scrub(&scrubbed.split_whitespace().collect::<Vec<_>>().join(" "));
         let mut cut: String = one_line.chars().take(SNIPPET).collect();
         if cut.len() < one_line.len() {
             cut.push('…');
         }
-        self.scrub(&cut)
+        cut
     }
 
     fn key_hint(&self) -> String {
@@ -431,7 +439,7 @@ impl Client {
         let malformed = |why: &str| Outcome::Retry {
             reason: format!(
                 "malformed response ({why}): {}",
-                self.snippet(body.get(..body.len().min(120)).unwrap_or(""))
+                self.snippet(&self.scrub(body).chars().take(120).collect::<String>())
             ),
             retry_after: None,
         };
@@ -538,6 +546,30 @@ mod tests {
             client.snippet("bad key sk-SENTINEL given"),
             "bad key [redacted] given"
         );
+        assert!(client.holds_key("The key is sk-SENTINEL and more"));
+        assert!(!client.holds_key("The key is sk-SENTI"));
+    }
+
+    /// A key across the snippet's cut leaves none of its characters: it is scrubbed first.
+    #[test]
+    fn a_key_across_the_snippet_cut_is_scrubbed_whole() {
+        let config = GenerateConfig::from_json(
+            serde_json::json!({"base_url": "http://127.0.0.1:9/v1", "model": "m"}),
+            std::path::Path::new("g.json"),
+            &[],
+        )
+        .unwrap();
+        let client = Client::new(&config, Some(Secret::new("sk-SENTINEL".into())));
+        for pad in [SNIPPET - 8, SNIPPET - 3, 115, 118] {
+            let body = format!("{} sk-SENTINEL tail", "x".repeat(pad));
+            let snippet = client.snippet(&body);
+            assert!(!snippet.contains("sk-S"), "{pad}: {snippet}");
+            let malformed = match client.parse(&body) {
+                Outcome::Retry { reason, .. } => reason,
+                _ => panic!("not JSON is retried"),
+            };
+            assert!(!malformed.contains("sk-S"), "{pad}: {malformed}");
+        }
     }
 
     #[test]

@@ -135,7 +135,17 @@ pub struct Generator {
 enum Message {
     Checked(Box<Checked>),
     Client(ClientEvent),
-    Fatal(Fatal),
+    Fatal(Box<Failed>),
+}
+
+/// A request that ended the run, with what it cost: a refused key or an unknown model is an
+/// answer too, and counts as a request.
+struct Failed {
+    fatal: Fatal,
+    /// Requests made for the example: 1, or 2 when the second pass failed.
+    requests: usize,
+    prompt_tokens: u64,
+    completion_tokens: u64,
 }
 
 /// A request's answer, checked by the worker (and completed by the second pass).
@@ -259,9 +269,14 @@ impl Generator {
                     on_event(Event::Client(event));
                     continue;
                 }
-                Message::Fatal(fatal) => {
+                Message::Fatal(failed) => {
+                    progress.requests += failed.requests;
+                    progress.prompt_tokens += failed.prompt_tokens;
+                    progress.completion_tokens += failed.completion_tokens;
+                    second_pass.requests += usize::from(failed.requests > 1);
+                    progress.elapsed_secs = start.elapsed().as_secs_f64();
                     ending = Ending::Failed;
-                    result = Err(fatal.into_error());
+                    result = Err(failed.fatal.into_error());
                     break;
                 }
                 Message::Checked(checked) => {
@@ -408,9 +423,9 @@ fn worker(
         let checked = match request_and_check(shared, &plan, stop, &on_event) {
             Ok(Some(checked)) => checked,
             Ok(None) => return,
-            Err(fatal) => {
+            Err(failed) => {
                 stop.store(true, Ordering::SeqCst);
-                let _ = tx.send(Message::Fatal(fatal));
+                let _ = tx.send(Message::Fatal(failed));
                 return;
             }
         };
@@ -420,14 +435,33 @@ fn worker(
     }
 }
 
+/// True when the record's text or one of its labels holds the API key.
+fn holds_key(client: &Client, record: &qc::Record) -> bool {
+    std::iter::once(&record.text)
+        .chain(&record.labels)
+        .chain(&record.not_labels)
+        .any(|words| client.holds_key(words))
+}
+
 /// One request, its check, and the second pass for a kept example. `None` when stopped.
 fn request_and_check(
     shared: &Shared,
     plan: &plan::Plan,
     stop: &AtomicBool,
     on_event: &dyn Fn(ClientEvent),
-) -> Result<Option<Checked>, Fatal> {
-    let Some(answer) = shared.client.complete(&plan.request(), stop, on_event)? else {
+) -> Result<Option<Checked>, Box<Failed>> {
+    let answer = shared
+        .client
+        .complete(&plan.request(), stop, on_event)
+        .map_err(|fatal| {
+            Box::new(Failed {
+                fatal,
+                requests: 1,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+            })
+        })?;
+    let Some(answer) = answer else {
         return Ok(None);
     };
     let mut checked = Checked {
@@ -446,10 +480,19 @@ fn request_and_check(
     {
         checked.prompt_tokens = prompt_tokens;
         checked.completion_tokens = completion_tokens;
-        checked.result = match shared.dedup.lock() {
-            Ok(mut dedup) => qc::check(&text, plan, &shared.config, &mut dedup),
-            Err(_) => Err(Reject::NearDuplicate),
+        checked.result = if shared.client.holds_key(&text) {
+            Err(Reject::SecretEcho)
+        } else {
+            match shared.dedup.lock() {
+                Ok(mut dedup) => qc::check(&text, plan, &shared.config, &mut dedup),
+                Err(_) => Err(Reject::NearDuplicate),
+            }
         };
+        // The key may also come in escaped in the JSON (`\u002d`, `\/`): the parsed words are
+        // checked too.
+        if matches!(&checked.result, Ok(record) if holds_key(&shared.client, record)) {
+            checked.result = Err(Reject::SecretEcho);
+        }
     }
     let Ok(record) = &mut checked.result else {
         return Ok(Some(checked));
@@ -458,7 +501,18 @@ fn request_and_check(
         return Ok(Some(checked));
     }
     let request = shared.planner.negatives_request(record);
-    let Some(answer) = shared.client.complete(&request, stop, on_event)? else {
+    let answer = shared
+        .client
+        .complete(&request, stop, on_event)
+        .map_err(|fatal| {
+            Box::new(Failed {
+                fatal,
+                requests: 2,
+                prompt_tokens: checked.prompt_tokens,
+                completion_tokens: checked.completion_tokens,
+            })
+        })?;
+    let Some(answer) = answer else {
         return Ok(None);
     };
     checked.requests += 1;
@@ -472,6 +526,7 @@ fn request_and_check(
         checked.prompt_tokens += prompt_tokens;
         checked.completion_tokens += completion_tokens;
         added = qc::more_negatives(&text, record, &shared.config);
+        added.retain(|label| !shared.client.holds_key(label));
     }
     checked.added = Some(added.len());
     record.not_labels.extend(added);

@@ -31,6 +31,8 @@ pub enum Reject {
     TooFewNegatives,
     NearDuplicate,
     WrongLanguage,
+    /// The answer held the API key (a server echoing it): never written anywhere.
+    SecretEcho,
 }
 
 impl Reject {
@@ -54,6 +56,7 @@ impl Reject {
             Self::TooFewNegatives => "too_few_negatives",
             Self::NearDuplicate => "near_duplicate",
             Self::WrongLanguage => "wrong_language",
+            Self::SecretEcho => "secret_echo",
         }
     }
 }

@@ -5,9 +5,13 @@ Usage: fault_server.py SCRIPT LOG
 SCRIPT is a comma-separated list of behaviours, one per request in arrival order (the last one
 repeats): ok, junk, prose, badcontent, 429, 500, truncated, badjson, slow, 401, 404, 
 rejectschema (500 to response_format json_schema, ok otherwise), rejectformat (500 to any
-response_format, ok in plain text). It binds 127.0.0.1 on a free port, prints the port on the
-first line of stdout, and appends one JSON line per request to LOG. With ok, a request for
-more hard negatives (gliznet's second pass) gets a list of them. It stops after 10 minutes.
+response_format, ok in plain text), and the key-echoing ones: echokey (the API key in the
+text), echokeylabel (the key as a label), echokeyescaped (the key in the text, its dashes
+written as JSON escapes), echokeyneg (ok, and the key among the second pass's negatives),
+500key (a 500 whose long message ends with the key). It binds 127.0.0.1 on a free port,
+prints the port on the first line of stdout, and appends one JSON line per request to LOG.
+With ok, a request for more hard negatives (gliznet's second pass) gets a list of them. It
+stops after 10 minutes.
 """
 import json
 import sys
@@ -74,7 +78,24 @@ class Handler(BaseHTTPRequestHandler):
         seed = request.get("seed", i)
         good = json.dumps(example(seed))
         user = (request.get("messages") or [{}])[-1].get("content", "")
-        if what == "ok" and user.startswith("Hard negatives"):
+        key = auth[7:]
+        if what == "echokeyneg" and user.startswith("Hard negatives"):
+            self.send(200, self.completion(json.dumps({"not_labels": [key, "weather_report"]})))
+        elif what == "echokeyneg":
+            self.send(200, self.completion(good))
+        elif what == "echokey":
+            self.send(200, self.completion(json.dumps(dict(
+                example(seed), text=f"The key is {key} and the council approved a budget."))))
+        elif what == "echokeylabel":
+            self.send(200, self.completion(json.dumps(
+                dict(example(seed), labels=["politics", key]))))
+        elif what == "echokeyescaped":
+            text = f"The key is {key} and the council approved a budget.".replace("-", "\\u002d")
+            self.send(200, self.completion(
+                '{"text": "%s", "labels": ["politics"], "not_labels": ["sports_news"]}' % text))
+        elif what == "500key":
+            self.send(500, json.dumps({"error": {"message": "x" * 293 + " " + key}}))
+        elif what == "ok" and user.startswith("Hard negatives"):
             # The second pass: one usable, one conflicting, one placeholder, one repeat, one more.
             self.send(200, self.completion(json.dumps({"not_labels": [
                 "weather_report", "politics", "label3", "Weather-Report", "sports_betting"]})))
