@@ -131,6 +131,9 @@ impl Classifier {
         method: Method,
         batch_size: usize,
     ) -> Result<Vec<TextScores>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         match method {
             Method::Gliznet => {
                 let joint: Vec<(&str, &EncodedLabels)> =

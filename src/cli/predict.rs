@@ -103,8 +103,11 @@ impl<W: std::io::Write> Scorer<W> {
         self.pending.len() >= self.batch_size
     }
 
-    /// Scores and writes what is pending.
+    /// Scores and writes what is pending (nothing when nothing is).
     fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let items: Vec<(&str, &LabelSet)> = self
             .pending
             .iter()
