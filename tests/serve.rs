@@ -477,6 +477,43 @@ fn an_api_key_guards_every_route_but_health() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("GLIZNET_TEST_NO_SUCH_VARIABLE"));
 }
 
+/// Issue 35, defect 11: the scheme of `Authorization` is case-insensitive (RFC 7235).
+#[test]
+fn the_authorization_scheme_is_matched_without_regard_to_case() {
+    let server = Server::start_with_env(
+        &["--api-key-env", "GLIZNET_TEST_KEY"],
+        &[("GLIZNET_TEST_KEY", "s3cret")],
+    );
+    let body = json!({"text": "t", "labels": ["a"]}).to_string();
+    let post = |authorization: &str| {
+        let response = Server::agent()
+            .post(format!("{}/v1/classify", server.base))
+            .header("Content-Type", "application/json")
+            .header("Authorization", authorization)
+            .send(&body)
+            .unwrap();
+        read(response).0
+    };
+    for good in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "bEaReR  s3cret",
+    ] {
+        assert_eq!(post(good), 200, "{good}");
+    }
+    for bad in [
+        "Basic s3cret",
+        "bearers3cret",
+        "bearer s3cre",
+        "bearer S3CRET",
+        "s3cret",
+        "Bearer",
+    ] {
+        assert_eq!(post(bad), 401, "{bad}");
+    }
+}
+
 #[test]
 fn info_metrics_and_openapi_describe_the_server() {
     let server = Server::start(&[]);

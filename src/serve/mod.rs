@@ -376,7 +376,7 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
         next.run(request).await
@@ -392,6 +392,15 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         response
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched without
+/// regard to case (RFC 7235: `bearer`, `BEARER`), and one or more spaces may follow it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Counts every answer by route and status.
