@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Packages a backbone as an untrained gliznet model with a chosen attention mode, for the
-suite rows "untrained isolated" and "untrained separate" of MODEL.md.
+suite rows "untrained isolated" and "untrained separate" of docs/experiments.md.
 
     scripts/untrained-model.py BACKBONE_DIR OUT_DIR --label-attention isolated|separate|full \
         [--label-template "This text is about {label}."]

@@ -146,6 +146,12 @@ pub struct TrainConfig {
     /// negatives in proportion).
     pub max_labels_per_example: usize,
     pub train_file: PathBuf,
+    /// Sentence pairs in the training format (`scripts/fetch-snli.py`: a premise as the text,
+    /// its hypotheses as labels) mixed into the training examples; null for none.
+    pub nli_file: Option<PathBuf>,
+    /// The share of the mixed training examples that come from `nli_file`, in (0, 1): as many
+    /// of its examples are drawn (by `seed`, at most all of them) as make this share.
+    pub nli_share: f64,
     /// When absent, `validation_fraction` of the training file is held out (split by seed).
     pub validation_file: Option<PathBuf>,
     pub validation_fraction: f64,
@@ -201,6 +207,8 @@ impl Default for TrainConfig {
             min_text_tokens: limits.min_text_tokens,
             max_labels_per_example: 16,
             train_file: PathBuf::new(),
+            nli_file: None,
+            nli_share: 0.5,
             validation_file: None,
             validation_fraction: 0.1,
             invalid_examples: InvalidExamples::Error,
@@ -343,6 +351,9 @@ impl TrainConfig {
         ];
         if let Some((key, v)) = unit.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
             return Err(format!("{key} = {v} must be in [0, 1)"));
+        }
+        if !(self.nli_share > 0.0 && self.nli_share < 1.0) {
+            return Err(format!("nli_share = {} must be in (0, 1)", self.nli_share));
         }
         if self.validation_file.is_none() && self.validation_fraction <= 0.0 {
             return Err("give validation_file or a positive validation_fraction".into());

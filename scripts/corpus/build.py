@@ -491,9 +491,11 @@ def merge(args):
     if args.manifest:
         manifest = {"seed": args.seed, "sources": SOURCES, **stats}
         previous = pathlib.Path(args.manifest)
-        if previous.is_file() and "dev_suite" in json.loads(previous.read_text()):
-            # Written by scripts/suite/build.py; kept across corpus rebuilds.
-            manifest["dev_suite"] = json.loads(previous.read_text())["dev_suite"]
+        kept = json.loads(previous.read_text()) if previous.is_file() else {}
+        # Written by scripts/suite/build.py and scripts/fetch-snli.py; kept across corpus rebuilds.
+        for key in ("dev_suite", "nli"):
+            if key in kept:
+                manifest[key] = kept[key]
         pathlib.Path(args.manifest).write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(stats, indent=2))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a copy of a training file without negated label wordings ("not recommended", "not a
 perfect score", "less than five stars", any label starting with "not " or "less than "), for
-the ablation row *sep-noproj-distill-nonegated* of MODEL.md. Examples left without a positive
+the ablation row *sep-noproj-distill-nonegated* of docs/experiments.md. Examples left without a positive
 label are dropped. Prints the counts.
 
     scripts/corpus/drop-negated-labels.py data/generated/train.jsonl data/generated/train-nonegated.jsonl

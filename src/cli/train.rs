@@ -24,8 +24,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE", required_unless_present = "print_config")]
     config: Option<PathBuf>,
 
-    /// Print every config key with its default value as JSON, and exit (README.md says
-    /// what each key means)
+    /// Print every config key with its default value as JSON, and exit (docs/config.md
+    /// says what each key means)
     #[arg(long, exclusive = true)]
     print_config: bool,
 

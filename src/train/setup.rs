@@ -190,6 +190,15 @@ pub fn training_data(config: &TrainConfig) -> Result<TrainingData> {
         }
     };
     let mut train = train;
+    if let Some(path) = &config.nli_file {
+        let (pairs, _) = read_examples(path, config.invalid_examples)?;
+        train.extend(draw_share(
+            pairs,
+            train.len(),
+            config.nli_share,
+            config.seed,
+        ));
+    }
     replace_negatives(&mut train, config.negatives, config.seed);
     Ok(TrainingData {
         train,
@@ -197,6 +206,15 @@ pub fn training_data(config: &TrainConfig) -> Result<TrainingData> {
         skipped_train,
         skipped_validation,
     })
+}
+
+/// As many of `pool` (drawn by `seed`, at most all of it) as make `share` of the examples
+/// once they join `existing` others.
+fn draw_share(mut pool: Vec<Example>, existing: usize, share: f64, seed: u64) -> Vec<Example> {
+    let wanted = (existing as f64 * share / (1.0 - share)).round() as usize;
+    Rng::new(seed ^ 0x6e6c_695f_6d69_78).shuffle(&mut pool);
+    pool.truncate(wanted);
+    pool
 }
 
 /// Where the negatives of the training examples come from.
@@ -284,6 +302,22 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn nli_examples_make_the_asked_share_at_most_all_of_them() {
+        let pool = corpus();
+        for (existing, share, wanted) in [(30, 0.25, 10), (10, 0.5, 10), (60, 0.5, 40), (1, 0.1, 0)]
+        {
+            let drawn = draw_share(pool.clone(), existing, share, 3);
+            assert_eq!(drawn.len(), wanted, "{existing} {share}");
+            assert!(drawn.iter().all(|e| pool.contains(e)));
+            assert_eq!(drawn, draw_share(pool.clone(), existing, share, 3));
+        }
+        assert_ne!(
+            draw_share(pool.clone(), 10, 0.5, 3),
+            draw_share(pool, 10, 0.5, 4)
+        );
     }
 
     #[test]
