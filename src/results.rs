@@ -108,12 +108,14 @@ fn write_table(out: &mut impl Write, first: bool, record: &TextRecord) -> Result
     Ok(())
 }
 
-/// Control characters (a newline, an escape sequence) written as escapes, so that one record
-/// stays on its rows and cannot drive the terminal.
-fn escape_controls(text: &str) -> String {
+/// Control characters (a newline, an escape sequence) and format characters (Unicode's
+/// category Cf: bidi overrides such as U+202E, zero-width spaces and joiners, the BOM) written
+/// as escapes, so that one record stays on its rows, cannot drive the terminal, and cannot
+/// reorder the columns it is printed in.
+pub fn escape_controls(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            let escaped: Vec<char> = if c.is_control() || is_format_character(c) {
                 c.escape_default().collect()
             } else {
                 vec![c]
@@ -121,6 +123,39 @@ fn escape_controls(text: &str) -> String {
             escaped
         })
         .collect()
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1).
+const FORMAT_CHARACTERS: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// True for a character of Unicode's general category Cf (format).
+pub fn is_format_character(c: char) -> bool {
+    let c = c as u32;
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|&(low, high)| (low..=high).contains(&c))
 }
 
 /// `text` cut at `max_chars` with an ellipsis.
@@ -221,6 +256,45 @@ mod tests {
                 line.chars().count() <= 2 + LABEL_COLUMN + 2 + 6 + 3,
                 "{line}"
             );
+        }
+    }
+
+    /// Issue 35, defect 14: bidi overrides and other format characters (Cf) are escaped like
+    /// control characters, in labels and in the text line.
+    #[test]
+    fn table_rows_escape_bidi_and_other_format_characters() {
+        let mut buf = Vec::new();
+        let mut writer = ResultWriter::new(&mut buf, Format::Table, "m");
+        let labels = vec![
+            "evil\u{202e}lebal".to_string(),
+            "zero\u{200b}width\u{2066}isolate\u{feff}".to_string(),
+        ];
+        writer
+            .write("text \u{202d}override\u{e0041}", &labels, &scores())
+            .unwrap();
+        writer.finish().unwrap();
+        let out = String::from_utf8(buf).unwrap();
+        assert!(out.chars().all(|c| !is_format_character(c)), "{out:?}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "text \\u{202d}override\\u{e0041}");
+        assert!(lines[1].starts_with("  evil\\u{202e}lebal "), "{out}");
+        assert!(
+            lines[2].starts_with("  zero\\u{200b}width\\u{2066}isolate\\u{feff}"),
+            "{out}"
+        );
+        // Letters, marks and spaces of other scripts are not format characters.
+        for c in ['a', 'é', 'ß', 'ע', 'ا', '中', '\u{0301}', ' ', '…'] {
+            assert!(!is_format_character(c), "{c:?}");
+        }
+        for c in [
+            '\u{ad}',
+            '\u{61c}',
+            '\u{200f}',
+            '\u{2069}',
+            '\u{fffb}',
+            '\u{e007f}',
+        ] {
+            assert!(is_format_character(c), "{c:?}");
         }
     }
 

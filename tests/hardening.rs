@@ -948,3 +948,38 @@ fn smaller_items_thresholds_text_sources_and_file_modes() {
     assert_eq!(mode("model.safetensors"), mode("tokenizer.json"));
     assert_eq!(mode("model.safetensors"), mode("metrics.jsonl"));
 }
+
+// Issue 35, defect 14: a bidi override (U+202E) or another format character (category Cf)
+// in a label is escaped in predict's table and in eval's, as control characters are: it
+// cannot reverse the score column.
+#[test]
+fn issue35_d14_format_characters_are_escaped_in_tables() {
+    let f = fixture();
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&f.model),
+        "--text",
+        "the cat\u{2066}",
+        "--labels",
+        "cat,evil\u{202e}dog",
+    ]);
+    check(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains(['\u{202e}', '\u{2066}']), "{table:?}");
+    assert!(table.contains("evil\\u{202e}dog"), "{table}");
+    assert!(table.contains("the cat\\u{2066}"), "{table}");
+
+    let data = f.path("bidi.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"the cat\", \"labels\": [\"ca\u{202e}t\"], \"not_labels\": [\"dog\"]}\n\
+         {\"text\": \"the dog\", \"labels\": [\"dog\"], \"not_labels\": [\"ca\u{202e}t\"]}\n",
+    )
+    .unwrap();
+    let out = run(&["eval", "--model", s(&f.model), "--data", s(&data)]);
+    check(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains('\u{202e}'), "{table:?}");
+    assert!(table.contains("ca\\u{202e}t"), "{table}");
+}

@@ -7,6 +7,7 @@ use crate::eval::metrics::{
     multi_label_report, ranking, single_label_report, threshold_sweep, LabelReport,
     MultiLabelReport, Ranking, ScoredPair, SingleLabelReport, ThresholdRow,
 };
+use crate::results::escape_controls;
 use crate::scoring::LabelScore;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -203,10 +204,15 @@ impl Report {
         };
         let mut shown: Vec<&LabelReport> = classes.iter().collect();
         shown.sort_by(|a, b| b.support.cmp(&a.support).then(a.label.cmp(&b.label)));
-        let width = shown
+        // Labels as the predict table prints them: control and format characters escaped.
+        let names: Vec<String> = shown
             .iter()
             .take(30)
-            .map(|c| c.label.chars().count())
+            .map(|c| escape_controls(&c.label))
+            .collect();
+        let width = names
+            .iter()
+            .map(|name| name.chars().count())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -215,11 +221,11 @@ impl Report {
             "\n  {:<width$}  support  precision  recall      F1",
             "label"
         );
-        for c in shown.iter().take(30) {
+        for (c, name) in shown.iter().zip(&names) {
             let _ = writeln!(
                 out,
                 "  {:<width$}  {:>7}  {:>9.4}  {:>6.4}  {:>6.4}",
-                c.label, c.support, c.precision, c.recall, c.f1
+                name, c.support, c.precision, c.recall, c.f1
             );
         }
         if shown.len() > 30 {
@@ -237,6 +243,7 @@ impl Report {
                 );
                 for (class, row) in single.classes.iter().zip(&single.confusion_matrix) {
                     let cells: Vec<String> = row.iter().map(|n| format!("{n:>5}")).collect();
+                    let class = escape_controls(class);
                     let _ = writeln!(out, "  {:<width$} {}", class, cells.join(""));
                 }
             }
