@@ -162,23 +162,36 @@ impl RunDir {
     /// Writes a checkpoint: `write` fills a fresh `checkpoint.tmp` (and must write
     /// [`STATE_FILE`]), which is synced and then swapped in, so that a crash or a failed write
     /// at any moment leaves a complete checkpoint (`checkpoint`, or `checkpoint.old` mid-swap).
+    /// A failed write (a full disk) removes `checkpoint.tmp` again: no temporary file is left.
     pub fn save_checkpoint(&self, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let tmp = self.dir.join(RUN_NAMES[1]);
         let old = self.dir.join(CHECKPOINT_NAMES[1]);
         let current = self.dir.join(CHECKPOINT_DIR);
         remove_dir(&tmp)?;
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&tmp)?;
-        sync_files(&tmp).with_context(|| format!("cannot sync {}", tmp.display()))?;
-        if current.exists() {
-            remove_dir(&old)?;
-            std::fs::rename(&current, &old).with_context(|| {
-                format!("cannot move {} to {}", current.display(), old.display())
-            })?;
+        let swapped = std::fs::create_dir(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))
+            .and_then(|()| write(&tmp))
+            .and_then(|()| {
+                sync_files(&tmp).with_context(|| format!("cannot sync {}", tmp.display()))
+            })
+            .and_then(|()| {
+                if current.exists() {
+                    remove_dir(&old)?;
+                    std::fs::rename(&current, &old).with_context(|| {
+                        format!("cannot move {} to {}", current.display(), old.display())
+                    })?;
+                }
+                std::fs::rename(&tmp, &current).with_context(|| {
+                    format!("cannot move {} to {}", tmp.display(), current.display())
+                })
+            });
+        if let Err(e) = swapped {
+            // Best effort: the error to report is the write's, not the cleanup's. The previous
+            // checkpoint is still `checkpoint` (or `checkpoint.old`, found by
+            // `latest_checkpoint`).
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &current)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), current.display()))?;
         remove_dir(&old)
     }
 
@@ -380,6 +393,34 @@ mod tests {
         assert_eq!(found, root.path().join(CHECKPOINT_NAMES[1]));
         assert_eq!(saved_step(&found), "{\"step\": 4}");
         run.save_checkpoint(|tmp| write_state(tmp, 5)).unwrap();
+        assert_eq!(run.entries().unwrap(), vec![CHECKPOINT_DIR.to_string()]);
+    }
+
+    /// Issue 35, defect 8: a save that fails (a full disk) leaves no `checkpoint.tmp` behind,
+    /// whether it failed part-way or at once, and the previous checkpoint stays whole.
+    #[test]
+    fn a_failed_save_leaves_no_temporary_directory() {
+        let root = tempfile::TempDir::new().unwrap();
+        let run = RunDir::open(root.path(), Start::Fresh { force: false }).unwrap();
+        run.save_checkpoint(|tmp| write_state(tmp, 1)).unwrap();
+        let failed = run.save_checkpoint(|tmp| {
+            std::fs::write(tmp.join("config.json"), "{}")?;
+            std::fs::create_dir(tmp.join("part"))?;
+            std::fs::write(tmp.join("part/x"), "y")?;
+            anyhow::bail!("No space left on device")
+        });
+        assert!(failed.unwrap_err().to_string().contains("No space left"));
+        assert!(
+            !root.path().join(RUN_NAMES[1]).exists(),
+            "checkpoint.tmp left"
+        );
+        assert_eq!(run.entries().unwrap(), vec![CHECKPOINT_DIR.to_string()]);
+        assert_eq!(
+            saved_step(&run.latest_checkpoint().unwrap()),
+            "{\"step\": 1}"
+        );
+        // A write that fails before it writes anything leaves nothing either.
+        assert!(run.save_checkpoint(|_| anyhow::bail!("disk full")).is_err());
         assert_eq!(run.entries().unwrap(), vec![CHECKPOINT_DIR.to_string()]);
     }
 
