@@ -46,8 +46,12 @@ impl<'a> Miner<'a> {
         options: MiningOptions,
         batch_size: usize,
     ) -> Result<Self> {
+        // One spelling per label (`label_key`): `Tennis` and `tennis` are one label, and two
+        // spellings among the negatives would make the output a file eval and train refuse.
+        // The first spelling in sorted order is kept.
         pool.sort();
-        pool.dedup();
+        let mut seen = HashSet::new();
+        pool.retain(|label| seen.insert(label_key(label)));
         if pool.len() < options.k {
             return Err(input_error(format!(
                 "the label pool has {} distinct labels, fewer than the {} negatives asked for",

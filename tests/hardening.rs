@@ -983,3 +983,126 @@ fn issue35_d14_format_characters_are_escaped_in_tables() {
     assert!(!table.contains('\u{202e}'), "{table:?}");
     assert!(table.contains("ca\\u{202e}t"), "{table}");
 }
+
+// Issue 35, defect 5: NaN, the infinities and values outside [-1, 1] for a cosine flag exit 2
+// before any work (NaN mined nothing and exited 0); every float flag refuses NaN and infinity.
+#[test]
+fn issue35_d05_float_flags_refuse_nan_infinities_and_out_of_range() {
+    let f = fixture();
+    let input = f.path("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"the cat\", \"labels\": [\"cat\"]}\n").unwrap();
+    let pool = f.path("pool.txt");
+    std::fs::write(&pool, "cat\ndog\nbank\n").unwrap();
+    let output = f.path("mined.jsonl");
+    let mine = |value: &str| {
+        run(&[
+            "mine-negatives",
+            "--model",
+            s(&f.model),
+            "--input",
+            s(&input),
+            "--pool",
+            s(&pool),
+            "--k",
+            "1",
+            "--output",
+            s(&output),
+            &format!("--max-similarity={value}"),
+        ])
+    };
+    for bad in ["NaN", "nan", "inf", "-inf", "infinity", "1.5", "-1.01", "x"] {
+        let out = mine(bad);
+        assert_input_error(&out, &["--max-similarity"]);
+        assert!(!output.exists(), "{bad}: mined anyway");
+    }
+    for good in ["-1", "-0.5", "0", "1"] {
+        let out = mine(good);
+        check(&out);
+        std::fs::remove_file(&output).unwrap();
+    }
+    // generate checks --mine-max-similarity when it parses its flags, not after the run.
+    let out = run(&[
+        "generate",
+        "--config",
+        "missing.json",
+        "--output",
+        s(&f.path("gen.jsonl")),
+        "--mine",
+        s(&f.path("mined.jsonl")),
+        "--mine-max-similarity",
+        "NaN",
+    ]);
+    assert_input_error(&out, &["--mine-max-similarity"]);
+    // The thresholds of predict and eval, already checked, stay so for NaN and infinity.
+    for bad in ["NaN", "inf", "-inf"] {
+        let out = run(&[
+            "predict",
+            "--model",
+            s(&f.model),
+            "--text",
+            "a",
+            "--labels",
+            "cat",
+            &format!("--threshold={bad}"),
+        ]);
+        assert_input_error(&out, &["--threshold"]);
+        let out = f.eval(&[&format!("--threshold={bad}")]);
+        assert_input_error(&out, &["--threshold"]);
+    }
+}
+
+// Issue 35, defect 16: a pool holding two spellings of one label (`Tennis`, `tennis`) gives
+// one of them, never both, and is counted as one label; the output is a file eval accepts.
+#[test]
+fn issue35_d16_mined_negatives_have_one_spelling_per_label() {
+    let f = fixture();
+    let input = f.path("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"the cat sat\", \"labels\": [\"cat\"]}\n\
+         {\"text\": \"the dog sat\", \"labels\": [\"dog\"], \"not_labels\": [\"Golf\"]}\n",
+    )
+    .unwrap();
+    let pool = f.path("pool.txt");
+    std::fs::write(&pool, "Tennis\ntennis\nTENNIS\nbank\nBank\ngolf\n").unwrap();
+    let output = f.path("mined.jsonl");
+    let mine = |k: &str| {
+        run(&[
+            "mine-negatives",
+            "--model",
+            s(&f.model),
+            "--input",
+            s(&input),
+            "--pool",
+            s(&pool),
+            "--k",
+            k,
+            "--max-similarity",
+            "1",
+            "--output",
+            s(&output),
+        ])
+    };
+    // Three labels in six spellings: --k 4 is more than the pool holds.
+    assert_input_error(&mine("4"), &["3 distinct labels", "--k 4"]);
+    check(&mine("3"));
+    let text = std::fs::read_to_string(&output).unwrap();
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let negatives: Vec<String> = record["not_labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_lowercase())
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = negatives.iter().collect();
+        assert_eq!(distinct.len(), negatives.len(), "{line}");
+    }
+    // The cat gets all three; the dog had golf already and gets the other two.
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["not_labels"].as_array().unwrap().len(), 3, "{text}");
+    let dev = f.path("mined-dev.jsonl");
+    std::fs::copy(&output, &dev).unwrap();
+    check(&run(&["eval", "--model", s(&f.model), "--data", s(&dev)]));
+}

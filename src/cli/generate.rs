@@ -63,8 +63,10 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "N", default_value_t = 3, requires = "mine")]
     mine_k: u32,
 
-    /// With --mine, skip candidates more similar than this to any positive (likely synonyms)
-    #[arg(long, value_name = "COSINE", default_value_t = 0.8, requires = "mine")]
+    /// With --mine, skip candidates more similar than this to any positive (likely synonyms);
+    /// a cosine, in [-1, 1]
+    #[arg(long, value_name = "COSINE", default_value_t = 0.8, requires = "mine",
+          allow_negative_numbers = true, value_parser = crate::cli::mine::parse_cosine)]
     mine_max_similarity: f32,
 
     /// Candidate labels for --mine, one per line (default: every label of the output)

@@ -5,7 +5,7 @@ use crate::cli::output::check_outputs;
 use anyhow::Result;
 use clap::Args;
 use gliznet::data::example::{Example, ExampleReader};
-use gliznet::data::labels::read_label_pool;
+use gliznet::data::labels::{label_key, read_label_pool};
 use gliznet::embed::Embedder;
 use gliznet::error::input_error;
 use gliznet::files::write_atomically;
@@ -41,8 +41,9 @@ pub struct MineArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_K))]
     k: u32,
 
-    /// Skip candidates more similar than this to any positive (likely synonyms)
-    #[arg(long, default_value_t = 0.8)]
+    /// Skip candidates more similar than this to any positive (likely synonyms); a cosine, in
+    /// [-1, 1]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = parse_cosine)]
     max_similarity: f32,
 
     /// Skip the N most similar candidates after the ceiling (hard strategy)
@@ -79,6 +80,19 @@ impl From<StrategyArg> for Strategy {
     }
 }
 
+/// A cosine given on the command line (`--max-similarity`): a number in [-1, 1]. NaN and the
+/// infinities are refused (NaN would skip every candidate without a word).
+pub fn parse_cosine(value: &str) -> std::result::Result<f32, String> {
+    let cosine: f32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if !(-1.0..=1.0).contains(&cosine) {
+        return Err(format!("{value} is outside [-1, 1], the range of a cosine"));
+    }
+    Ok(cosine)
+}
+
 /// Examples handed to the miner at once.
 const CHUNK: usize = 512;
 /// Upper bounds of `--k` and `--skip-top` (far above any useful value; they keep a typo from
@@ -102,7 +116,13 @@ pub fn run(args: MineArgs) -> Result<()> {
         Some(path) => read_label_pool(path)?,
         None => labels_of(&args.input)?,
     };
-    let distinct = pool.iter().collect::<std::collections::BTreeSet<_>>().len();
+    // Counted as the miner keeps them: the spellings of one label (`Tennis`, `tennis`) are
+    // one label.
+    let distinct = pool
+        .iter()
+        .map(|l| label_key(l))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     if distinct < k {
         return Err(input_error(format!(
             "the label pool has {distinct} distinct labels, fewer than --k {k}"
