@@ -1106,3 +1106,68 @@ fn issue35_d16_mined_negatives_have_one_spelling_per_label() {
     std::fs::copy(&output, &dev).unwrap();
     check(&run(&["eval", "--model", s(&f.model), "--data", s(&dev)]));
 }
+
+// Issue 35, defect 7: `train --force` in an earlier run's directory removes that run's model
+// (model.safetensors, config.json, tokenizer.json) before training, not when the new run
+// first validates; the user's other files stay.
+#[test]
+fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    let (_keep, config) = train_setup(&output);
+    check(&train(&config, &["--set", "eval_every=1"]));
+    for name in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(output.join(name).is_file(), "{name}");
+    }
+    std::fs::write(output.join("notes.txt"), "mine").unwrap();
+    // The new run pauses after step 1, before any validation: nothing of its own model yet.
+    let out = train(
+        &config,
+        &[
+            "--force",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "eval_every=100",
+            "--stop-after-steps",
+            "1",
+        ],
+    );
+    check(&out);
+    for name in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(
+            !output.join(name).exists(),
+            "the old run's {name} is still there"
+        );
+    }
+    assert!(output.join("checkpoint").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(output.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // A run whose backbone is the directory's own model still reads it before it goes.
+    let resumed = train(
+        &config,
+        &[
+            "--set",
+            "max_steps=2",
+            "--set",
+            "eval_every=100",
+            "--resume",
+        ],
+    );
+    check(&resumed);
+    assert!(output.join("model.safetensors").is_file());
+    let own = train(
+        &config,
+        &[
+            "--force",
+            "--set",
+            &format!("backbone={}", s(&output)),
+            "--set",
+            "eval_every=1",
+        ],
+    );
+    check(&own);
+    assert!(output.join("model.safetensors").is_file());
+}

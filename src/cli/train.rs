@@ -45,8 +45,8 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
 
-    /// Start a new run in a non-empty output directory: an earlier run's checkpoint and
-    /// metrics are deleted, files of the names a run writes are replaced
+    /// Start a new run in a non-empty output directory: an earlier run's checkpoint, metrics
+    /// and model are deleted, files of the names a run writes are replaced
     #[arg(long, conflicts_with = "resume")]
     force: bool,
 
@@ -111,7 +111,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .map_err(|err| match err.downcast_ref::<Refusal>() {
             Some(refusal @ Refusal::HoldsRun { .. }) => input_error(format!(
                 "output directory {refusal}; pass --resume to continue it, --force to start over (its \
-                 checkpoint and metrics are deleted), or choose another output directory"
+                 checkpoint, metrics and model are deleted), or choose another output directory"
             )),
             Some(refusal @ Refusal::NotEmpty { .. }) => input_error(format!(
                 "output directory {refusal}; choose another output directory, or pass --force to \

@@ -12,6 +12,7 @@
 
 use crate::error::input_error;
 use crate::files::{write_atomically_at, DirLock, LOCK_FILE};
+use crate::model::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The file a checkpoint is recognised by (written last, before the swap).
 pub const STATE_FILE: &str = "trainer_state.json";
+
+/// The model files a run writes into its directory (the best model so far).
+const MODEL_NAMES: [&str; 3] = [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE];
 
 /// Files and directories that mark a directory as a gliznet run's.
 const CHECKPOINT_NAMES: [&str; 2] = [CHECKPOINT_DIR, "checkpoint.old"];
@@ -79,6 +83,10 @@ pub struct RunDir {
     created: bool,
     lock_created: bool,
     lock: Option<DirLock>,
+    /// A fresh start in the directory of an earlier run: that run's model files are its own
+    /// and go too, once the new run has read what it starts from
+    /// ([`RunDir::remove_earlier_model`]).
+    earlier_model: bool,
 }
 
 impl RunDir {
@@ -99,6 +107,7 @@ impl RunDir {
             created,
             lock_created: !dir.join(LOCK_FILE).exists(),
             lock: None,
+            earlier_model: false,
         };
         run_dir.lock = Some(DirLock::acquire(dir)?);
         if let Start::Fresh { force } = start {
@@ -124,6 +133,9 @@ impl RunDir {
                     }
                 }
             }
+            // In a directory that is not a run's, files of the model's names are the user's
+            // (a backbone, say) and stay until the new run replaces them.
+            run_dir.earlier_model = is_run;
             // What an earlier run left: its checkpoint and log do not belong to the new run.
             for name in CHECKPOINT_NAMES.iter().chain(&RUN_NAMES) {
                 let path = dir.join(name);
@@ -142,6 +154,26 @@ impl RunDir {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// On a fresh start in an earlier run's directory, removes that run's model
+    /// (`model.safetensors`, `config.json`, `tokenizer.json`), so that nobody loads the old
+    /// model from the directory while the new run has not validated yet. Called once the new
+    /// run has loaded its backbone (which may be that very model). Other files stay.
+    pub fn remove_earlier_model(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.earlier_model) {
+            return Ok(());
+        }
+        for name in MODEL_NAMES {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The checkpoint to resume from: `checkpoint`, or `checkpoint.old` if a swap was cut
@@ -297,7 +329,10 @@ mod tests {
             !dir.join(LOCK_FILE).exists(),
             "a refused directory keeps no lock file"
         );
-        drop(RunDir::open(&dir, Start::Fresh { force: true }).unwrap());
+        let mut forced = RunDir::open(&dir, Start::Fresh { force: true }).unwrap();
+        // Not a run's directory: the model files are the user's, and stay.
+        forced.remove_earlier_model().unwrap();
+        drop(forced);
         assert!(dir.join("model.safetensors").exists());
 
         std::fs::create_dir(dir.join("checkpoint")).unwrap();
@@ -307,10 +342,21 @@ mod tests {
             err.downcast_ref::<Refusal>(),
             Some(Refusal::HoldsRun { .. })
         ));
-        drop(RunDir::open(&dir, Start::Resume).unwrap());
-        assert!(dir.join("checkpoint").exists());
-        drop(RunDir::open(&dir, Start::Fresh { force: true }).unwrap());
+        let mut resumed = RunDir::open(&dir, Start::Resume).unwrap();
+        resumed.remove_earlier_model().unwrap();
+        drop(resumed);
+        assert!(dir.join("checkpoint").exists() && dir.join("model.safetensors").exists());
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let mut forced = RunDir::open(&dir, Start::Fresh { force: true }).unwrap();
         assert!(!dir.join("checkpoint").exists() && !dir.join("metrics.jsonl").exists());
+        // The earlier run's model goes when asked (after the backbone is read); the
+        // user's other files stay.
+        assert!(dir.join("model.safetensors").exists());
+        forced.remove_earlier_model().unwrap();
+        assert!(!dir.join("model.safetensors").exists());
+        assert!(dir.join("notes.txt").exists());
+        drop(forced);
+        std::fs::remove_file(dir.join("notes.txt")).unwrap();
 
         // A run that never checkpointed may be started over without --force.
         std::fs::write(dir.join("metrics.jsonl"), "{}\n").unwrap();

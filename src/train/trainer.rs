@@ -182,7 +182,7 @@ impl<'e> Trainer<'e> {
                 force: options.force,
             }
         };
-        let run_dir = RunDir::open(&config.output_dir, start)?;
+        let mut run_dir = RunDir::open(&config.output_dir, start)?;
         let resumed = if options.resume {
             let dir = run_dir.latest_checkpoint()?;
             let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
@@ -234,6 +234,9 @@ impl<'e> Trainer<'e> {
             }
             None => TrainerState::new(config.clone()),
         };
+        // Everything the run starts from is read: an earlier run's model (with --force) goes
+        // now, not when the new run first validates.
+        run_dir.remove_earlier_model()?;
         let metrics_log = run_dir.open_metrics_log()?;
         let params = parts.optimizer.params();
         events(TrainEvent::Started {
