@@ -1171,3 +1171,29 @@ fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
     check(&own);
     assert!(output.join("model.safetensors").is_file());
 }
+
+// Issue 35, defect 9: a training file in which no example has a positive label is refused
+// (exit 2, naming the file) before any training.
+#[test]
+fn issue35_d09_training_without_any_positive_label_is_refused() {
+    let root = TempDir::new().unwrap();
+    let output = root.path().join("out");
+    let (keep, config) = train_setup(&output);
+    let data = keep.path().join("negatives-only.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"the cat sat\", \"labels\": [], \"not_labels\": [\"dog\"]}\n\
+         {\"text\": \"the dog sat\", \"not_labels\": [\"cat\"]}\n\
+         {\"text\": \"the bank\", \"all_labels\": [\"cat\", \"bank\"], \"true_labels\": []}\n",
+    )
+    .unwrap();
+    let out = train(
+        &config,
+        &[
+            "--set",
+            &format!("train_file={}", serde_json::json!(s(&data))),
+        ],
+    );
+    assert_input_error(&out, &[s(&data), "no example has a positive label"]);
+    assert!(!output.exists(), "the refused run left {output:?}");
+}

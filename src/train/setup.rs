@@ -173,6 +173,12 @@ pub struct TrainingData {
 
 pub fn training_data(config: &TrainConfig) -> Result<TrainingData> {
     let (train, skipped_train) = read_examples(&config.train_file, config.invalid_examples)?;
+    if train.iter().all(|e| e.labels.is_empty()) {
+        return Err(input_error(format!(
+            "{}: no example has a positive label (labels); there is nothing to learn",
+            config.train_file.display()
+        )));
+    }
     let (train, validation, skipped_validation) = match &config.validation_file {
         Some(path) => {
             let (validation, skipped) = read_examples(path, config.invalid_examples)?;
