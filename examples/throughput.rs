@@ -65,7 +65,7 @@ fn main() -> Result<()> {
             })
             .collect::<Result<_>>()?;
         for k in [5, 20, 50] {
-            let labels: LabelSet = classifier.label_set(all_labels[..k].to_vec())?;
+            let labels: LabelSet = classifier.described_label_set(&all_labels[..k])?;
             for &batch in &batches {
                 let mut rates = Vec::new();
                 for _ in 0..reps {

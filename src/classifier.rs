@@ -3,6 +3,7 @@
 //! Sentence-BERT-style bi-encoder baseline (cosine of mean-pooled embeddings).
 
 use crate::batch::Batch;
+use crate::data::labels::{label_names, Label};
 use crate::embed::Embedder;
 use crate::model::checkpoint::{self, LoadedModel, ModelSource};
 use crate::model::gliznet::GliZNet;
@@ -24,7 +25,10 @@ pub enum Method {
 
 /// A label list as given and as tokenized, shared by every text it applies to.
 pub struct LabelSet {
+    /// What the scores are reported under.
     pub names: Vec<String>,
+    /// What the model reads: each name, with its description where it has one.
+    pub readings: Vec<String>,
     pub encoded: EncodedLabels,
 }
 
@@ -88,7 +92,22 @@ impl Classifier {
 
     pub fn label_set(&self, names: Vec<String>) -> Result<LabelSet> {
         let encoded = self.loaded.tokenizer.encode_labels(&names)?;
-        Ok(LabelSet { names, encoded })
+        Ok(LabelSet {
+            readings: names.clone(),
+            names,
+            encoded,
+        })
+    }
+
+    /// A label set whose labels may carry descriptions: the model reads each description with
+    /// its label, and the scores are reported under the names.
+    pub fn described_label_set(&self, labels: &[Label]) -> Result<LabelSet> {
+        let encoded = self.loaded.tokenizer.encode_described_labels(labels)?;
+        Ok(LabelSet {
+            names: label_names(labels),
+            readings: labels.iter().map(Label::reading).collect(),
+            encoded,
+        })
     }
 
     pub fn logits(
@@ -155,7 +174,7 @@ impl Classifier {
                 };
                 let pairs: Vec<(&str, &[String])> = items
                     .iter()
-                    .map(|(t, l)| (*t, l.names.as_slice()))
+                    .map(|(t, l)| (*t, l.readings.as_slice()))
                     .collect();
                 Ok(cosine_similarities(&embedder, &pairs, batch_size)?
                     .into_iter()

@@ -8,7 +8,7 @@
 //! split into chunks and the text is encoded once per chunk. A label longer than
 //! `max_label_tokens` is capped, and the cap is reported in the returned [`TextEncoding`].
 
-use crate::data::labels::validate_labels;
+use crate::data::labels::{label_names, validate_labels, Label};
 use crate::error::input_error;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -268,20 +268,43 @@ impl LabelTokenizer {
 
     /// Validates and tokenizes a label list, capping labels longer than `max_label_tokens`.
     pub fn encode_labels(&self, labels: &[String]) -> Result<EncodedLabels> {
-        validate_labels(labels).map_err(input_error)?;
+        let labels: Vec<Label> = labels.iter().map(|l| Label::Name(l.clone())).collect();
+        self.encode_described_labels(&labels)
+    }
+
+    /// [`LabelTokenizer::encode_labels`] for labels that may carry a description: the names
+    /// are validated, the model reads `name: description`, capped at the most tokens a label
+    /// can take beside `min_text_tokens` of text (a bare name at `max_label_tokens`).
+    pub fn encode_described_labels(&self, labels: &[Label]) -> Result<EncodedLabels> {
+        validate_labels(&label_names(labels)).map_err(input_error)?;
+        let wrap = self.label_wrap.before.len() + self.label_wrap.after.len();
+        let described_cap = (self.limits.max_length
+            - PackingLimits::FIXED_TOKENS
+            - self.limits.min_text_tokens
+            - 1)
+        .saturating_sub(wrap)
+        .max(self.limits.max_label_tokens);
         let mut ids = Vec::with_capacity(labels.len());
         let mut capped = Vec::new();
         for (index, label) in labels.iter().enumerate() {
-            let mut tokens = self.tokenize(label.trim())?;
+            let mut tokens = self.tokenize(&label.reading())?;
             if tokens.is_empty() {
-                return Err(input_error(format!("label {label:?} has no tokens")));
+                return Err(input_error(format!(
+                    "label {:?} has no tokens",
+                    label.name()
+                )));
             }
-            if tokens.len() > self.limits.max_label_tokens {
+            let cap = if label.is_described() {
+                described_cap
+            } else {
+                self.limits.max_label_tokens
+            };
+            if tokens.len() > cap {
                 capped.push(CappedLabel {
                     index,
                     tokens: tokens.len(),
                 });
-                tokens.truncate(self.limits.max_label_tokens);
+                tokens.truncate(cap);
             }
             if !self.label_wrap.before.is_empty() || !self.label_wrap.after.is_empty() {
                 tokens = [&self.label_wrap.before[..], &tokens, &self.label_wrap.after].concat();

@@ -7,10 +7,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gliznet::classifier::{LabelSet, Method};
 use gliznet::data::example::{others, Example, ExampleReader};
+use gliznet::data::labels::{label_key, label_names, Label};
 use gliznet::error::input_error;
 use gliznet::eval::report::{evaluate, EvalMode, Evaluated, Report};
 use gliznet::files::write_atomically;
 use gliznet::scoring::ScoreMode;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -78,13 +80,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     check_files(&args)?;
     let shared = shared_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
+    let shared_names = shared
+        .as_ref()
+        .map(|(labels, flag)| (*flag, label_names(labels)));
     let (examples, lines) = read_eval_examples(
         &args.data,
-        shared
+        shared_names
             .as_ref()
-            .map(|(labels, flag)| (*flag, labels.as_slice())),
+            .map(|(flag, names)| (*flag, names.as_slice())),
         args.multi_label,
     )?;
+    // The candidates' descriptions, found by name as gold labels are.
+    let descriptions: HashMap<String, Label> = shared
+        .into_iter()
+        .flat_map(|(labels, _)| labels)
+        .map(|l| (label_key(l.name()), l))
+        .collect();
     let mode = eval_mode(&args, &examples)?;
     let classifier = args.classifier.open(method)?;
     let threshold = args
@@ -100,8 +111,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(|(e, &line)| {
             let place = || format!("{}:{line}", args.data.display());
             classifier.check_text(&e.text).with_context(place)?;
-            let names: Vec<String> = e.targets().iter().map(|(l, _)| l.to_string()).collect();
-            classifier.label_set(names).with_context(place)
+            let labels: Vec<Label> = e
+                .targets()
+                .iter()
+                .map(|(name, _)| match descriptions.get(&label_key(name)) {
+                    Some(Label::Described { description, .. }) => Label::Described {
+                        label: name.to_string(),
+                        description: description.clone(),
+                    },
+                    _ => Label::Name(name.to_string()),
+                })
+                .collect();
+            classifier.described_label_set(&labels).with_context(place)
         })
         .collect::<Result<Vec<LabelSet>>>()?;
     let progress = Some(examples.len())

@@ -65,11 +65,15 @@ fn open_device(spec: &str, place: &str) -> Result<candle_core::Device> {
 fn shared_labels(
     list: Option<&str>,
     file: Option<&std::path::Path>,
-) -> Result<Option<(Vec<String>, &'static str)>> {
+) -> Result<Option<(Vec<gliznet::data::labels::Label>, &'static str)>> {
+    use gliznet::data::labels::Label;
     Ok(match (list, file) {
         (Some(list), _) => Some((
             gliznet::data::labels::parse_label_list(list)
-                .map_err(|e| gliznet::error::input_error(format!("--labels {e}")))?,
+                .map_err(|e| gliznet::error::input_error(format!("--labels {e}")))?
+                .into_iter()
+                .map(Label::Name)
+                .collect(),
             "--labels",
         )),
         (None, Some(path)) => Some((

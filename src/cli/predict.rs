@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gliznet::classifier::{Classifier, LabelSet, Method};
 use gliznet::data::jsonl::JsonlReader;
+use gliznet::data::labels::Label;
 use gliznet::error::input_error;
 use gliznet::results::ResultWriter;
 use gliznet::scoring::ScoreMode;
@@ -19,7 +20,8 @@ use std::rc::Rc;
     gliznet predict --model models/all-MiniLM-L6-v2 --text \"The bank raised rates\" --labels economy,sports\n  \
     gliznet predict --model DIR --input texts.jsonl --labels-file labels.txt --format jsonl\n\n\
     Input lines are JSON objects: {\"text\": \"…\", \"labels\": [\"…\", …]} (labels optional when\n\
-    --labels or --labels-file is given).")]
+    --labels or --labels-file is given). A label may carry a description that the model reads\n\
+    with it: {\"label\": \"…\", \"description\": \"…\"} in a list, `name: description` in a labels file.")]
 #[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
     /// Text to classify (repeat for several)
@@ -34,8 +36,8 @@ pub struct PredictArgs {
     #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
     labels: Option<String>,
 
-    /// File with one candidate label per line (blank lines and lines starting with # are
-    /// skipped)
+    /// File with one candidate label per line, `name` or `name: description` (blank lines and
+    /// lines starting with # are skipped)
     #[arg(long, value_name = "FILE")]
     labels_file: Option<PathBuf>,
 
@@ -74,7 +76,7 @@ const NO_LABELS: &str = "give the candidate labels with --labels or --labels-fil
 #[derive(Deserialize)]
 struct InputLine {
     text: String,
-    labels: Option<Vec<String>>,
+    labels: Option<Vec<Label>>,
 }
 
 /// A text waiting to be scored, with the labels it is scored against.
@@ -239,9 +241,9 @@ fn score_file<W: std::io::Write>(
     Ok(())
 }
 
-fn label_set(classifier: &Classifier, labels: Vec<String>, place: &str) -> Result<LabelSet> {
+fn label_set(classifier: &Classifier, labels: Vec<Label>, place: &str) -> Result<LabelSet> {
     classifier
-        .label_set(labels)
+        .described_label_set(&labels)
         .map_err(|e| input_error(format!("{place}: {e}")))
 }
 

@@ -3,11 +3,14 @@
 //! - GliZNet triplets: `{"text" | "sentence": …, "labels": [positives], "not_labels": [negatives]}`
 //! - GLiClass: `{"text": …, "all_labels": [candidates], "true_labels": [positives]}`
 //!
+//! A label in `labels`/`not_labels` may be `{"label": …, "description": …}`, read as
+//! `label: description`.
+//!
 //! An invalid example (empty text or label, a label both positive and negative, no label at
 //! all) is an error naming file and line, or, with [`InvalidExamples::Skip`], a counted skip.
 
 use crate::data::jsonl::JsonlReader;
-use crate::data::labels::label_key;
+use crate::data::labels::{label_key, Label};
 use crate::error::input_error;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -55,27 +58,29 @@ impl SkipReport {
 struct RawExample {
     text: Option<String>,
     sentence: Option<String>,
-    labels: Option<Vec<String>>,
-    not_labels: Option<Vec<String>>,
+    labels: Option<Vec<Label>>,
+    not_labels: Option<Vec<Label>>,
     all_labels: Option<Vec<String>>,
     true_labels: Option<Vec<String>>,
     /// Single-label evaluation data: the candidate set, of which `labels` holds the gold.
     candidates: Option<Vec<String>>,
 }
 
+/// Labels as the model reads them: a described label (`{"label", "description"}`) is trained
+/// on as `name: description`.
+fn readings(labels: Option<Vec<Label>>) -> Option<Vec<String>> {
+    labels.map(|labels| labels.iter().map(Label::reading).collect())
+}
+
 impl RawExample {
     fn into_example(self) -> Result<Example, String> {
+        let (labels, not_labels) = (readings(self.labels), readings(self.not_labels));
         let text = match (self.text, self.sentence) {
             (Some(t), None) | (None, Some(t)) => t,
             (Some(_), Some(_)) => return Err("both \"text\" and \"sentence\"".into()),
             (None, None) => return Err("no \"text\" (or \"sentence\") field".into()),
         };
-        let (labels, not_labels) = match (
-            self.labels,
-            self.not_labels,
-            self.all_labels,
-            self.true_labels,
-        ) {
+        let (labels, not_labels) = match (labels, not_labels, self.all_labels, self.true_labels) {
             (labels, None, None, None) if self.candidates.is_some() => {
                 let labels = labels.unwrap_or_default();
                 let negatives =

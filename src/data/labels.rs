@@ -6,6 +6,75 @@ use anyhow::Result;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A candidate label as a user gives it: the name that scores are reported under, and
+/// optionally a description that the model reads with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Label {
+    Name(String),
+    Described { label: String, description: String },
+}
+
+impl<'de> serde::Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Name(String),
+            Described { label: String, description: String },
+        }
+        match Given::deserialize(deserializer) {
+            Ok(Given::Name(name)) => Ok(Label::Name(name)),
+            Ok(Given::Described { label, description }) => {
+                Ok(Label::Described { label, description })
+            }
+            Err(_) => Err(serde::de::Error::custom(
+                "a label is a string or {\"label\": \"…\", \"description\": \"…\"}",
+            )),
+        }
+    }
+}
+
+impl Label {
+    pub fn name(&self) -> &str {
+        match self {
+            Label::Name(name) | Label::Described { label: name, .. } => name,
+        }
+    }
+
+    /// What the model reads: the name, or `name: description`.
+    pub fn reading(&self) -> String {
+        match self {
+            Label::Name(name) => name.trim().to_string(),
+            Label::Described { label, description } if description.trim().is_empty() => {
+                label.trim().to_string()
+            }
+            Label::Described { label, description } => {
+                format!("{}: {}", label.trim(), description.trim())
+            }
+        }
+    }
+
+    pub fn is_described(&self) -> bool {
+        matches!(self, Label::Described { description, .. } if !description.trim().is_empty())
+    }
+
+    /// A labels-file line: `name: description` (split at the first `": "`), or a name.
+    pub fn from_line(line: &str) -> Self {
+        match line.split_once(": ") {
+            Some((name, description)) if !name.trim().is_empty() => Label::Described {
+                label: name.trim().to_string(),
+                description: description.trim().to_string(),
+            },
+            _ => Label::Name(line.trim().to_string()),
+        }
+    }
+}
+
+/// The names of `labels`, in order.
+pub fn label_names(labels: &[Label]) -> Vec<String> {
+    labels.iter().map(|l| l.name().to_string()).collect()
+}
+
 /// Splits `a,b,c` into labels, trimming whitespace around each.
 pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
     let labels: Vec<String> = list.split(',').map(|l| l.trim().to_string()).collect();
@@ -13,12 +82,16 @@ pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-/// Reads one label per line. Blank lines and comment lines (`#` first, after any spaces) are
-/// skipped, and so is a leading byte-order mark. The labels must be distinct
-/// ([`validate_labels`]).
-pub fn read_label_file(path: &Path) -> Result<Vec<String>> {
-    let labels = label_lines(path)?;
-    validate_labels(&labels).map_err(|e| input_error(format!("{}: {e}", path.display())))?;
+/// Reads one label per line, `name` or `name: description`. Blank lines and comment lines
+/// (`#` first, after any spaces) are skipped, and so is a leading byte-order mark. The names
+/// must be distinct ([`validate_labels`]).
+pub fn read_label_file(path: &Path) -> Result<Vec<Label>> {
+    let labels: Vec<Label> = label_lines(path)?
+        .iter()
+        .map(|l| Label::from_line(l))
+        .collect();
+    validate_labels(&label_names(&labels))
+        .map_err(|e| input_error(format!("{}: {e}", path.display())))?;
     Ok(labels)
 }
 
@@ -89,6 +162,33 @@ pub fn validate_labels(labels: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_is_a_name_or_a_name_with_a_description() {
+        let line = |l: &str| Label::from_line(l);
+        assert_eq!(line("sports"), Label::Name("sports".into()));
+        assert_eq!(line("ratio 3:1"), Label::Name("ratio 3:1".into()));
+        let described = line(" sports :  games, teams and athletes ");
+        assert_eq!(described.name(), "sports");
+        assert!(described.is_described());
+        assert_eq!(described.reading(), "sports: games, teams and athletes");
+        assert_eq!(line("a: b: c").reading(), "a: b: c");
+        assert_eq!(line(": no name"), Label::Name(": no name".into()));
+        let empty = line("sports: ");
+        assert!(!empty.is_described());
+        assert_eq!(empty.reading(), "sports");
+
+        let parsed: Vec<Label> =
+            serde_json::from_str(r#"["a", {"label": "b", "description": "bee"}]"#).unwrap();
+        assert_eq!(label_names(&parsed), ["a", "b"]);
+        assert_eq!(parsed[1].reading(), "b: bee");
+        for bad in [r#"[5]"#, r#"[{"label": "b"}]"#, r#"[null]"#] {
+            let err = serde_json::from_str::<Vec<Label>>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a label is a string or"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn parses_and_trims() {

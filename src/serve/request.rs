@@ -4,9 +4,11 @@
 //! {"texts": ["…", {"text": "…", "labels": ["…"]}], "labels": ["…"], "multi_label": true, "threshold": 0.3}
 //! ```
 //! `"text": "…"` stands for one text. A text object's own `labels` replace the shared ones.
+//! A label is a name or `{"label": "…", "description": "…"}` (the model reads the description).
 
 use super::{ApiError, ServeOptions};
 use crate::classifier::{Classifier, LabelSet};
+use crate::data::labels::Label;
 use crate::scoring::ScoreMode;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -209,20 +211,38 @@ fn label_set(
             options.max_labels
         )));
     }
-    let names = items
+    let labels = items
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(name) => Ok(name.clone()),
+            Value::String(name) => Ok(Label::Name(name.clone())),
+            Value::Object(_) => serde_json::from_value::<DescribedLabel>(item.clone())
+                .map(|l| Label::Described {
+                    label: l.label,
+                    description: l.description,
+                })
+                .map_err(|e| {
+                    ApiError::invalid(format!(
+                        "{place}[{i}]: expected {{\"label\": …, \"description\": …}}: {e}"
+                    ))
+                }),
             other => Err(ApiError::invalid(format!(
-                "{place}[{i}]: expected a string, got {}",
+                "{place}[{i}]: expected a string or a {{\"label\", \"description\"}} object, got {}",
                 kind(other)
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     classifier
-        .label_set(names)
+        .described_label_set(&labels)
         .map_err(|e| ApiError::invalid(format!("{place}: {e}")))
+}
+
+/// A label with the description the model reads with it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DescribedLabel {
+    label: String,
+    description: String,
 }
 
 fn kind(value: &Value) -> &'static str {

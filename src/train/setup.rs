@@ -218,7 +218,7 @@ pub fn training_data(config: &TrainConfig) -> Result<TrainingData> {
 /// once they join `existing` others.
 fn draw_share(mut pool: Vec<Example>, existing: usize, share: f64, seed: u64) -> Vec<Example> {
     let wanted = (existing as f64 * share / (1.0 - share)).round() as usize;
-    Rng::new(seed ^ 0x6e6c_695f_6d69_78).shuffle(&mut pool);
+    Rng::new(seed ^ 0x006e_6c69_5f6d_6978).shuffle(&mut pool);
     pool.truncate(wanted);
     pool
 }

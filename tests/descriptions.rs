@@ -1,0 +1,251 @@
+//! Label descriptions end to end: given in a labels file (`name: description`), in predict's
+//! JSONL and serve's requests (`{"label", "description"}`), in eval's candidates and in training
+//! files. The model reads `name: description`; the output names the label.
+
+use gliznet::model::head::Similarity;
+use gliznet::testing::write_tiny_model;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
+const TEXT: &str = "The central bank raised interest rates again";
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = stdin.unwrap_or("").to_string();
+    let mut pipe = child.stdin.take().unwrap();
+    std::thread::spawn(move || std::io::Write::write_all(&mut pipe, input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// label → score of the first record of predict's JSON or JSONL output.
+fn scores(out: &Output) -> Vec<(String, f64)> {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let first: Value = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(records)) => records[0].clone(),
+        _ => serde_json::from_str(text.lines().next().unwrap()).unwrap(),
+    };
+    first["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-5
+}
+
+#[test]
+fn a_description_is_read_with_its_label_and_the_output_names_the_label() {
+    let dir = TempDir::new().unwrap();
+    let tiny = dir.path().join("tiny");
+    write_tiny_model(&tiny, Similarity::Cosine, Some(16), 11).unwrap();
+    let labels_file = dir.path().join("labels.txt");
+    std::fs::write(
+        &labels_file,
+        "# described\neconomy: money and banks\nsports\n",
+    )
+    .unwrap();
+    for model in [vec!["--f32"], vec!["--model", s(&tiny)]] {
+        let predict = |extra: &[&str], stdin: Option<&str>| {
+            let args = [&["predict", "--format", "json"][..], &model, extra].concat();
+            scores(&run(&args, stdin))
+        };
+        let described = predict(&["--text", TEXT, "--labels-file", s(&labels_file)], None);
+        let names: Vec<&str> = described.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(names, ["economy", "sports"], "{model:?}");
+        // The model reads exactly "economy: money and banks".
+        let as_names = predict(
+            &[
+                "--text",
+                TEXT,
+                "--labels",
+                "economy: money and banks,sports",
+            ],
+            None,
+        );
+        if model == ["--f32"] {
+            // Short enough for max_label_tokens as a name (the tiny model's cap is 8).
+            assert!(close(described[0].1, as_names[0].1), "{model:?}");
+            assert!(close(described[1].1, as_names[1].1), "{model:?}");
+        }
+        let bare = predict(&["--text", TEXT, "--labels", "economy,sports"], None);
+        assert!(
+            !close(described[0].1, bare[0].1),
+            "{model:?}: description ignored"
+        );
+        if model == ["--f32"] {
+            // The built-in model's labels see only themselves.
+            assert!(close(described[1].1, bare[1].1), "{model:?}");
+        }
+        // The same in predict's JSONL, next to a plain name.
+        let line = json!({"text": TEXT, "labels": [{"label": "economy", "description": "money and banks"}, "sports"]});
+        let from_jsonl = predict(&["--input", "-"], Some(&format!("{line}\n")));
+        assert_eq!(from_jsonl, described, "{model:?}");
+    }
+}
+
+#[test]
+fn eval_reads_descriptions_of_its_candidates_by_name() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(
+        &data,
+        format!(
+            "{}\n{}\n",
+            json!({"text": TEXT, "labels": ["Economy"]}),
+            json!({"text": "The team won the final match", "labels": ["sports"]})
+        ),
+    )
+    .unwrap();
+    let report = |labels_file: &str| -> Value {
+        let file = dir.path().join("labels.txt");
+        std::fs::write(&file, labels_file).unwrap();
+        let predictions = dir.path().join(format!("p{}.jsonl", labels_file.len()));
+        run(
+            &[
+                "eval",
+                "--f32",
+                "--data",
+                s(&data),
+                "--labels-file",
+                s(&file),
+                "--predictions",
+                s(&predictions),
+            ],
+            None,
+        );
+        let text = std::fs::read_to_string(&predictions).unwrap();
+        serde_json::from_str(text.lines().next().unwrap()).unwrap()
+    };
+    let bare = report("economy\nsports\n");
+    let described = report("economy: money, banks and interest rates\nsports\n");
+    assert_ne!(bare, described, "the description changed nothing");
+    assert!(
+        !described.to_string().contains("money, banks"),
+        "the output names labels, not descriptions: {described}"
+    );
+}
+
+#[test]
+fn training_files_and_serve_take_described_labels() {
+    let dir = TempDir::new().unwrap();
+    let train = dir.path().join("train.jsonl");
+    let mut lines = String::new();
+    for i in 0..8 {
+        let line = json!({"text": format!("text {i} about rates"), "labels": [{"label": "economy", "description": "money"}], "not_labels": ["sports"]});
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&train, lines).unwrap();
+    let backbone = dir.path().join("backbone");
+    gliznet::testing::write_tiny_backbone(&backbone, 3).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({"backbone": s(&backbone), "train_file": s(&train), "output_dir": s(&dir.path().join("run")),
+               "max_steps": 1, "batch_size": 4, "validation_fraction": 0.25, "max_length": 64})
+        .to_string(),
+    )
+    .unwrap();
+    run(&["train", "--config", s(&config)], None);
+
+    let tiny = dir.path().join("tiny");
+    write_tiny_model(&tiny, Similarity::Cosine, Some(16), 11).unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--port", "0", "--model", s(&tiny)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let base = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            break address.to_string();
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let ready = std::time::Instant::now();
+    while agent
+        .get(format!("{base}/health"))
+        .call()
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(ready.elapsed().as_secs() < 30, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let post = |body: Value| -> (u16, String) {
+        let mut response = agent
+            .post(format!("{base}/v1/classify"))
+            .send_json(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = post(
+        json!({"text": TEXT, "labels": [{"label": "economy", "description": "money and banks"}, "sports"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let labels_file = dir.path().join("labels.txt");
+    std::fs::write(&labels_file, "economy: money and banks\nsports\n").unwrap();
+    let expected = run(
+        &[
+            "predict",
+            "--format",
+            "json",
+            "--model",
+            s(&tiny),
+            "--text",
+            TEXT,
+            "--labels-file",
+            s(&labels_file),
+        ],
+        None,
+    );
+    let served: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(served[0]["labels"][0]["label"], "economy");
+    let expected: Value = serde_json::from_slice(&expected.stdout).unwrap();
+    for i in 0..2 {
+        let (a, b) = (
+            served[0]["labels"][i]["score"].as_f64().unwrap(),
+            expected[0]["labels"][i]["score"].as_f64().unwrap(),
+        );
+        assert!(close(a, b), "label {i}: {a} vs {b}");
+    }
+    let (status, body) = post(json!({"text": TEXT, "labels": [{"label": "economy"}]}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("labels[0]"), "{body}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
