@@ -7,7 +7,9 @@ MODEL is a model directory or "builtin"; METHOD is gliznet (default) or bi-encod
 "quantize" (`--quantize`, int8 encoder weights), "bf16" (`--bf16`, bf16 encoder weights;
 without either, rows run with `--f32`, whatever the CPU's default), "prior" (`--subtract-label-prior`) and
 "template" (every label read as "This text is about {label}.", the usual zero-shot hypothesis
-template) and "zscore" (single-label tasks: each label's logit normalised over the task's texts,
+template), "descriptions" (single-label tasks: the candidates read from
+scripts/suite/descriptions/TASK.txt, `name: description` lines written before any model was
+scored with them) and "zscore" (single-label tasks: each label's logit normalised over the task's texts,
 minus its mean and divided by its standard deviation, before the argmax: the label prior
 corrected per call, which needs all texts of a call at once). The suite is
 data/generated/suite (scripts/build-dev-suite.sh). Single-label tasks are scored as public
@@ -34,6 +36,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUITE = pathlib.Path(os.environ.get("GLIZNET_SUITE", ROOT / "data" / "generated" / "suite"))
+DESCRIPTIONS = ROOT / "scripts" / "suite" / "descriptions"
 BIN = os.environ.get("GLIZNET_BIN", str(ROOT / "target/release/gliznet"))
 DEVICE = os.environ.get("GLIZNET_DEVICE", "cpu")
 TEMPLATE = "This text is about {label}."
@@ -177,6 +180,8 @@ def evaluate(name, model, method, options, task, scoring, out, reuse, need_predi
         cmd.append("--f32")  # gliznet's default is bf16 on CPUs with AMX
     if "prior" in options:
         cmd.append("--subtract-label-prior")
+    if "descriptions" in options and scoring == "single_label":
+        cmd += ["--labels-file", str(DESCRIPTIONS / f"{task}.txt")]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stderr}")
@@ -206,9 +211,11 @@ def main():
         model, *rest = target.split(":")
         method = rest[0] if rest and rest[0] else "gliznet"
         options = set(rest[1:])
-        unknown = options - {"quantize", "bf16", "template", "prior", "zscore"}
+        unknown = options - {"quantize", "bf16", "template", "prior", "zscore", "descriptions"}
         if unknown:
             sys.exit(f"--row {spec}: unknown option(s) {sorted(unknown)}")
+        if {"template", "descriptions"} <= options:
+            sys.exit(f"--row {spec}: template and descriptions do not combine")
         print(f"evaluating {name} ...", file=sys.stderr)
         reports = {t: evaluate(name, model, method, options, t, suite[t]["scoring"], out, args.reuse,
                                args.bootstrap > 0)
