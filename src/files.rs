@@ -15,10 +15,14 @@ use std::path::{Path, PathBuf};
 /// Where writing `path` lands: symbolic links are followed to their target, and the result is
 /// an absolute path whose directory exists. Refused (input errors): a destination that exists
 /// and is not a regular file, a dangling link, a missing directory, and a directory that
-/// cannot be written to (tested by creating and removing a temporary file in it).
+/// cannot be written to (tested by creating and removing a temporary file in it). A standard
+/// stream's name ([`standard_stream`]) is accepted as it is: it is written to, not replaced.
 pub fn destination(path: &Path) -> Result<PathBuf> {
     if path.as_os_str().is_empty() {
         return Err(input_error("the output path is empty"));
+    }
+    if standard_stream(path).is_some() {
+        return Ok(path.to_path_buf());
     }
     let resolved = match std::fs::symlink_metadata(path) {
         Ok(meta) => {
@@ -79,6 +83,51 @@ pub fn destination(path: &Path) -> Result<PathBuf> {
         ))
     })?;
     Ok(resolved)
+}
+
+/// Standard output or standard error, named as a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandardStream {
+    Stdout,
+    Stderr,
+}
+
+/// The standard stream `path` names: `/dev/stdout`, `/dev/stderr`, `/dev/fd/1`, `/dev/fd/2`,
+/// `/proc/self/fd/1` or `/proc/self/fd/2`. Such a path is what the user asks to write to
+/// (a pipe, a terminal, a file the shell opened): it is written to through the open stream,
+/// never refused as a link to a pipe nor replaced by a rename.
+pub fn standard_stream(path: &Path) -> Option<StandardStream> {
+    match path.to_str()? {
+        "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(StandardStream::Stdout),
+        "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(StandardStream::Stderr),
+        _ => None,
+    }
+}
+
+impl StandardStream {
+    /// The stream as a file of its own (a duplicate of its descriptor), after whatever the
+    /// process's own buffered handle holds has been flushed.
+    fn file(self, path: &Path) -> std::io::Result<File> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let _ = path; // opened by name only where there are no descriptors to duplicate
+            let fd = match self {
+                StandardStream::Stdout => {
+                    let stdout = std::io::stdout();
+                    stdout.lock().flush()?;
+                    stdout.as_fd().try_clone_to_owned()?
+                }
+                StandardStream::Stderr => std::io::stderr().as_fd().try_clone_to_owned()?,
+            };
+            Ok(File::from(fd))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = self;
+            OpenOptions::new().write(true).open(path)
+        }
+    }
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -148,6 +197,16 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// renamed over it. On any error the temporary file is removed and the destination is left as
 /// it was.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    if let Some(stream) = standard_stream(path) {
+        // Written as it comes: a stream cannot be replaced whole.
+        let mut file = stream
+            .file(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+        return file
+            .flush()
+            .with_context(|| format!("cannot write {}", path.display()));
+    }
     let target = destination(path)?;
     let mut tmp = temporary_in(parent_dir(&target))
         .with_context(|| format!("cannot create a temporary file beside {}", path.display()))?;
@@ -308,6 +367,34 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_ne!(mode & 0o044, 0, "mode {mode:o}: not 0600");
         }
+    }
+
+    /// Issue 35, defect 13: the names of the standard streams are written to, not refused as
+    /// links to pipes; other paths under /dev and /proc are not streams.
+    #[test]
+    fn standard_streams_are_destinations_written_in_place() {
+        for (name, stream) in [
+            ("/dev/stdout", StandardStream::Stdout),
+            ("/dev/fd/1", StandardStream::Stdout),
+            ("/proc/self/fd/1", StandardStream::Stdout),
+            ("/dev/stderr", StandardStream::Stderr),
+            ("/dev/fd/2", StandardStream::Stderr),
+            ("/proc/self/fd/2", StandardStream::Stderr),
+        ] {
+            assert_eq!(standard_stream(Path::new(name)), Some(stream), "{name}");
+            assert_eq!(destination(Path::new(name)).unwrap(), Path::new(name));
+        }
+        for name in [
+            "/dev/null",
+            "/dev/fd/3",
+            "/dev/stdin",
+            "stdout",
+            "/dev/stdout/x",
+        ] {
+            assert_eq!(standard_stream(Path::new(name)), None, "{name}");
+        }
+        // Written through the stream (stderr, which the test harness does not capture).
+        write_atomically(Path::new("/dev/stderr"), |f| Ok(f.write_all(b"")?)).unwrap();
     }
 
     #[test]

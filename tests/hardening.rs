@@ -1197,3 +1197,71 @@ fn issue35_d09_training_without_any_positive_label_is_refused() {
     assert_input_error(&out, &[s(&data), "no example has a positive label"]);
     assert!(!output.exists(), "the refused run left {output:?}");
 }
+
+// Issue 35, defect 13: `--predictions /dev/stdout` into a pipe was refused as "a symbolic
+// link to nothing (dangling)"; it is written to, after the table, as asked. So are the other
+// names of the standard streams and the other outputs written whole; generate's output,
+// which is read back and continued, must be a file.
+#[test]
+fn issue35_d13_the_standard_streams_are_written_to_by_name() {
+    let f = fixture();
+    for name in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
+        let out = f.eval(&["--predictions", name]);
+        check(&out);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.starts_with("model "), "{name}: {stdout}");
+        let predictions: Vec<Value> = stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(predictions.len(), 3, "{name}: {stdout}");
+        assert_eq!(predictions[0]["text"], "the cat sat", "{name}");
+    }
+    let out = f.eval(&["--report", "/dev/stderr"]);
+    check(&out);
+    let report = stderr(&out);
+    let start = report.find("{\n").expect("the report on stderr");
+    let end = report.rfind("}\n").unwrap();
+    let parsed: Value = serde_json::from_str(&report[start..=end]).unwrap();
+    assert!(parsed["accuracy"].is_number(), "{report}");
+
+    let input = f.path("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"the cat\", \"labels\": [\"cat\"]}\n").unwrap();
+    let pool = f.path("pool.txt");
+    std::fs::write(&pool, "cat\ndog\nbank\n").unwrap();
+    let out = run(&[
+        "mine-negatives",
+        "--model",
+        s(&f.model),
+        "--input",
+        s(&input),
+        "--pool",
+        s(&pool),
+        "--k",
+        "1",
+        "--max-similarity",
+        "1",
+        "--output",
+        "/dev/stdout",
+    ]);
+    check(&out);
+    let mined: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(mined["not_labels"].as_array().unwrap().len(), 1);
+
+    let config = f.path("gen.json");
+    std::fs::write(
+        &config,
+        "{\"base_url\": \"http://127.0.0.1:9/v1\", \"model\": \"m\"}",
+    )
+    .unwrap();
+    let out = run(&[
+        "generate",
+        "--config",
+        s(&config),
+        "--output",
+        "/dev/stdout",
+    ]);
+    assert_input_error(&out, &["/dev/stdout", "must be a file"]);
+    assert!(f.debris().is_empty(), "{:?}", f.debris());
+}

@@ -34,6 +34,13 @@ impl OutputFile {
     /// Opens `path` to continue it (or creates it); with `replace`, an existing file is
     /// emptied first. Texts already there go into `dedup`.
     pub fn open(path: &Path, replace: bool, dedup: &mut Dedup) -> Result<(Self, Existing)> {
+        if crate::files::standard_stream(path).is_some() {
+            return Err(input_error(format!(
+                "{} is a standard stream; the output is read back and continued on the next \
+                 run, so it must be a file",
+                path.display()
+            )));
+        }
         let target = crate::files::destination(path)?;
         let mut file = OpenOptions::new()
             .read(true)
