@@ -271,3 +271,99 @@ fn eval_mine_negatives_and_train_refuse_an_empty_file_by_name() {
         assert!(!mined.exists());
     }
 }
+
+/// serve at the same boundaries: every request's answer is what predict prints for its texts.
+#[test]
+fn serve_answers_at_batch_boundaries_as_predict_does() {
+    use std::io::BufRead;
+    let model = TempDir::new().unwrap();
+    write_tiny_model(model.path(), Similarity::Cosine, Some(16), 5).unwrap();
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--batch-size",
+            "16",
+            "--model",
+            s(model.path()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
+    let base = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            break address.to_string();
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let start = std::time::Instant::now();
+    while agent
+        .get(format!("{base}/health"))
+        .call()
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(start.elapsed().as_secs() < 30, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = TempDir::new().unwrap();
+    for per_line in [false, true] {
+        for n in COUNTS.into_iter().filter(|n| *n > 0) {
+            let input = texts_file(dir.path(), n, per_line);
+            let texts: Vec<Value> = std::fs::read_to_string(&input)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let mut body = json!({ "texts": texts });
+            let mut args = vec!["predict", "--format", "json", "--batch-size", "16"];
+            args.extend_from_slice(&["--model", s(model.path()), "--input", s(&input)]);
+            if !per_line {
+                body["labels"] = json!(["economy", "sports", "weather"]);
+                args.extend_from_slice(&["--labels", "economy,sports,weather"]);
+            }
+            let mut response = agent
+                .post(format!("{base}/v1/classify"))
+                .send_json(&body)
+                .unwrap();
+            let status = response.status().as_u16();
+            let answer = response.body_mut().read_to_string().unwrap();
+            assert_eq!(status, 200, "{n} texts, per-line {per_line}: {answer}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            let printed = run(&args);
+            assert_clean_success(&printed, &format!("predict {n}"));
+            let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+            assert_eq!(answer.as_array().unwrap().len(), n);
+            for (i, (a, p)) in answer
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(printed.as_array().unwrap())
+                .enumerate()
+            {
+                assert_eq!(a["text"], p["text"], "{n}: text {i}");
+                for ((la, sa), (lp, sp)) in scores(a).iter().zip(scores(p)) {
+                    assert_eq!(*la, lp, "{n}: text {i}");
+                    assert!((sa - sp).abs() < 1e-5, "{n}: text {i} {la}: {sa} vs {sp}");
+                }
+            }
+        }
+    }
+    let mut response = agent
+        .post(format!("{base}/v1/classify"))
+        .send_json(json!({"texts": [], "labels": ["a"]}))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body = response.body_mut().read_to_string().unwrap();
+    assert!(body.contains("texts: the list is empty"), "{body}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
