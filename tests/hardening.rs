@@ -1049,6 +1049,47 @@ fn issue35_d05_float_flags_refuse_nan_infinities_and_out_of_range() {
         let out = f.eval(&[&format!("--threshold={bad}")]);
         assert_input_error(&out, &["--threshold"]);
     }
+    // Config keys come from JSON, which has no NaN and no infinity: a `--set` of one is a
+    // string where a number is expected, and an overflowing number is not valid JSON.
+    let root = TempDir::new().unwrap();
+    let (_keep, config) = train_setup(&root.path().join("out"));
+    for item in [
+        "weight_decay=NaN",
+        "adam_eps=Infinity",
+        "max_grad_norm=1e999",
+        "lr=-inf",
+    ] {
+        let out = train(&config, &["--set", item]);
+        assert_input_error(&out, &[&format!("--set {item}"), "expected f64"]);
+    }
+    let overflowing = f.path("overflow.json");
+    std::fs::write(&overflowing, "{\"weight_decay\": 1e999}").unwrap();
+    assert_input_error(
+        &train(&overflowing, &[]),
+        &["not valid JSON", "number out of range"],
+    );
+    let gen = f.path("gen.json");
+    std::fs::write(
+        &gen,
+        "{\"base_url\": \"http://127.0.0.1:9/v1\", \"model\": \"m\"}",
+    )
+    .unwrap();
+    for item in [
+        "temperature=NaN",
+        "timeout_secs=inf",
+        "length_tolerance=1e999",
+    ] {
+        let out = run(&[
+            "generate",
+            "--config",
+            s(&gen),
+            "--output",
+            s(&f.path("gen.jsonl")),
+            "--set",
+            item,
+        ]);
+        assert_input_error(&out, &[&format!("--set {item}")]);
+    }
 }
 
 // Issue 35, defect 16: a pool holding two spellings of one label (`Tennis`, `tennis`) gives
