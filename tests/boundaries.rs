@@ -10,6 +10,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use tempfile::TempDir;
 
+#[path = "support/server.rs"]
+mod server;
+use server::TestServer;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
 const BATCH: usize = 16;
 const COUNTS: [usize; 6] = [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH];
@@ -275,45 +279,9 @@ fn eval_mine_negatives_and_train_refuse_an_empty_file_by_name() {
 /// serve at the same boundaries: every request's answer is what predict prints for its texts.
 #[test]
 fn serve_answers_at_batch_boundaries_as_predict_does() {
-    use std::io::BufRead;
     let model = TempDir::new().unwrap();
     write_tiny_model(model.path(), Similarity::Cosine, Some(16), 5).unwrap();
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--batch-size",
-            "16",
-            "--model",
-            s(model.path()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
-    let base = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
-        if let Some(address) = line.trim().strip_prefix("listening on ") {
-            break address.to_string();
-        }
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let start = std::time::Instant::now();
-    while agent
-        .get(format!("{base}/health"))
-        .call()
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(start.elapsed().as_secs() < 30, "never ready");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let server = TestServer::start(&["--batch-size", "16", "--model", s(model.path())]);
     let dir = TempDir::new().unwrap();
     for per_line in [false, true] {
         for n in COUNTS.into_iter().filter(|n| *n > 0) {
@@ -330,12 +298,7 @@ fn serve_answers_at_batch_boundaries_as_predict_does() {
                 body["labels"] = json!(["economy", "sports", "weather"]);
                 args.extend_from_slice(&["--labels", "economy,sports,weather"]);
             }
-            let mut response = agent
-                .post(format!("{base}/v1/classify"))
-                .send_json(&body)
-                .unwrap();
-            let status = response.status().as_u16();
-            let answer = response.body_mut().read_to_string().unwrap();
+            let (status, answer) = server.classify(&body);
             assert_eq!(status, 200, "{n} texts, per-line {per_line}: {answer}");
             let answer: Value = serde_json::from_str(&answer).unwrap();
             let printed = run(&args);
@@ -357,13 +320,7 @@ fn serve_answers_at_batch_boundaries_as_predict_does() {
             }
         }
     }
-    let mut response = agent
-        .post(format!("{base}/v1/classify"))
-        .send_json(json!({"texts": [], "labels": ["a"]}))
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
-    let body = response.body_mut().read_to_string().unwrap();
+    let (status, body) = server.classify(&json!({"texts": [], "labels": ["a"]}));
+    assert_eq!(status, 400);
     assert!(body.contains("texts: the list is empty"), "{body}");
-    let _ = server.kill();
-    let _ = server.wait();
 }

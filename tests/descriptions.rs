@@ -5,10 +5,13 @@
 use gliznet::model::head::Similarity;
 use gliznet::testing::write_tiny_model;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use tempfile::TempDir;
+
+#[path = "support/server.rs"]
+mod server;
+use server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
 const TEXT: &str = "The central bank raised interest rates again";
@@ -177,44 +180,9 @@ fn training_files_and_serve_take_described_labels() {
 
     let tiny = dir.path().join("tiny");
     write_tiny_model(&tiny, Similarity::Cosine, Some(16), 11).unwrap();
-    let mut server = Command::new(BIN)
-        .args(["serve", "--port", "0", "--model", s(&tiny)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let base = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
-        if let Some(address) = line.trim().strip_prefix("listening on ") {
-            break address.to_string();
-        }
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let ready = std::time::Instant::now();
-    while agent
-        .get(format!("{base}/health"))
-        .call()
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(ready.elapsed().as_secs() < 30, "never ready");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let post = |body: Value| -> (u16, String) {
-        let mut response = agent
-            .post(format!("{base}/v1/classify"))
-            .send_json(body)
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    };
-    let (status, body) = post(
-        json!({"text": TEXT, "labels": [{"label": "economy", "description": "money and banks"}, "sports"]}),
+    let server = TestServer::start(&["--model", s(&tiny)]);
+    let (status, body) = server.classify(
+        &json!({"text": TEXT, "labels": [{"label": "economy", "description": "money and banks"}, "sports"]}),
     );
     assert_eq!(status, 200, "{body}");
     let labels_file = dir.path().join("labels.txt");
@@ -243,9 +211,7 @@ fn training_files_and_serve_take_described_labels() {
         );
         assert!(close(a, b), "label {i}: {a} vs {b}");
     }
-    let (status, body) = post(json!({"text": TEXT, "labels": [{"label": "economy"}]}));
+    let (status, body) = server.classify(&json!({"text": TEXT, "labels": [{"label": "economy"}]}));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("labels[0]"), "{body}");
-    let _ = server.kill();
-    let _ = server.wait();
 }

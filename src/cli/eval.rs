@@ -6,7 +6,7 @@ use crate::cli::output::{check_outputs, check_stdout};
 use anyhow::{Context, Result};
 use clap::Args;
 use gliznet::classifier::{LabelSet, Method};
-use gliznet::data::example::{others, Example, ExampleReader};
+use gliznet::data::example::{split_candidates, Example, ExampleReader};
 use gliznet::data::labels::{label_key, label_names, Label};
 use gliznet::error::input_error;
 use gliznet::eval::report::{evaluate, EvalMode, Evaluated, Report};
@@ -258,11 +258,12 @@ fn read_eval_examples(
             )));
         }
         if let Some((flag, candidates)) = shared {
-            example.not_labels = others(&example.labels, candidates).map_err(|missing| {
-                input_error(format!(
-                    "{location}: gold label {missing:?} is not among the {flag} candidates"
-                ))
-            })?;
+            (example.labels, example.not_labels) = split_candidates(&example.labels, candidates)
+                .map_err(|missing| {
+                    input_error(format!(
+                        "{location}: gold label {missing:?} is not among the {flag} candidates"
+                    ))
+                })?;
         }
         examples.push(example);
         lines.push(line);

@@ -81,21 +81,17 @@ impl RawExample {
             (None, None) => return Err("no \"text\" (or \"sentence\") field".into()),
         };
         let (labels, not_labels) = match (labels, not_labels, self.all_labels, self.true_labels) {
-            (labels, None, None, None) if self.candidates.is_some() => {
-                let labels = labels.unwrap_or_default();
-                let negatives =
-                    others(&labels, &self.candidates.unwrap_or_default()).map_err(|missing| {
-                        format!("gold label {missing:?} is not among the candidates")
-                    })?;
-                (labels, negatives)
-            }
+            (labels, None, None, None) if self.candidates.is_some() => split_candidates(
+                &labels.unwrap_or_default(),
+                &self.candidates.unwrap_or_default(),
+            )
+            .map_err(|missing| format!("gold label {missing:?} is not among the candidates"))?,
             (labels, not_labels, None, None) if self.candidates.is_none() => {
                 (labels.unwrap_or_default(), not_labels.unwrap_or_default())
             }
             (None, None, Some(all), Some(truth)) if self.candidates.is_none() => {
-                let negatives = others(&truth, &all)
-                    .map_err(|missing| format!("true label {missing:?} is not among all_labels"))?;
-                (truth, negatives)
+                split_candidates(&truth, &all)
+                    .map_err(|missing| format!("true label {missing:?} is not among all_labels"))?
             }
             _ => {
                 return Err(
@@ -118,9 +114,13 @@ impl RawExample {
     }
 }
 
-/// The candidates that are not gold (compared by [`label_key`], like every label check), or
-/// the first gold label missing from the candidates.
-pub fn others(gold: &[String], candidates: &[String]) -> Result<Vec<String>, String> {
+/// The candidates split into the gold ones and the others, each gold label found by
+/// [`label_key`] (like every label check) and spelt as its candidate is, so that one label is
+/// never two; or the first gold label missing from the candidates.
+pub fn split_candidates(
+    gold: &[String],
+    candidates: &[String],
+) -> Result<(Vec<String>, Vec<String>), String> {
     let key = |l: &String| label_key(l);
     let candidate_keys: HashSet<String> = candidates.iter().map(key).collect();
     if let Some(missing) = gold.iter().find(|l| !candidate_keys.contains(&key(l))) {
@@ -129,9 +129,8 @@ pub fn others(gold: &[String], candidates: &[String]) -> Result<Vec<String>, Str
     let gold_keys: HashSet<String> = gold.iter().map(key).collect();
     Ok(candidates
         .iter()
-        .filter(|c| !gold_keys.contains(&key(c)))
         .cloned()
-        .collect())
+        .partition(|c| gold_keys.contains(&key(c))))
 }
 
 impl Example {
@@ -142,13 +141,14 @@ impl Example {
         if self.labels.is_empty() && self.not_labels.is_empty() {
             return Err("no labels".into());
         }
-        if self
-            .labels
-            .iter()
-            .chain(&self.not_labels)
-            .any(|l| l.is_empty())
-        {
-            return Err("empty label".into());
+        for (field, labels) in [("labels", &self.labels), ("not_labels", &self.not_labels)] {
+            if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
+                return Err(format!(
+                    "{field}: label {} of {} is empty",
+                    i + 1,
+                    labels.len()
+                ));
+            }
         }
         let positives: HashSet<String> = self.labels.iter().map(|l| label_key(l)).collect();
         if let Some(both) = self

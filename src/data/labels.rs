@@ -77,6 +77,9 @@ pub fn label_names(labels: &[Label]) -> Vec<String> {
 
 /// Splits `a,b,c` into labels, trimming whitespace around each.
 pub fn parse_label_list(list: &str) -> Result<Vec<String>> {
+    if list.trim().is_empty() {
+        return Err(input_error(format!("{list:?}: the label list is empty")));
+    }
     let labels: Vec<String> = list.split(',').map(|l| l.trim().to_string()).collect();
     validate_labels(&labels).map_err(|e| input_error(format!("{list:?}: {e}")))?;
     Ok(labels)
@@ -139,7 +142,7 @@ pub fn label_key(label: &str) -> String {
 /// Checks that a label list is non-empty, has no blank label and no duplicate (the same
 /// [`label_key`]).
 pub fn validate_labels(labels: &[String]) -> Result<(), String> {
-    if labels.is_empty() || (labels.len() == 1 && labels[0].trim().is_empty()) {
+    if labels.is_empty() {
         return Err("the label list is empty".into());
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -214,6 +217,11 @@ mod tests {
             "{err}"
         );
         assert!(validate_labels(&[]).is_err());
+        // One empty label in a list is an empty label, not an empty list.
+        let err = validate_labels(&["".to_string()]).unwrap_err();
+        assert_eq!(err, "label 1 of 1 is empty");
+        let err = validate_labels(&[" ".to_string(), "a".to_string()]).unwrap_err();
+        assert_eq!(err, "label 1 of 2 is empty");
     }
 
     #[test]
@@ -266,10 +274,12 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("both positive and negative"));
-        let others = crate::data::example::others(
+        let (gold, others) = crate::data::example::split_candidates(
             &["Soccer-Ball".to_string()],
             &["soccer ball".to_string(), "news".to_string()],
-        );
-        assert_eq!(others.unwrap(), vec!["news".to_string()]);
+        )
+        .unwrap();
+        assert_eq!(gold, vec!["soccer ball".to_string()]);
+        assert_eq!(others, vec!["news".to_string()]);
     }
 }

@@ -165,9 +165,11 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<TextEntry<'_>>, ApiError> {
                                 )));
                             }
                             match fields.get("text") {
-                                Some(Value::String(text)) => {
-                                    Ok((place, text.clone(), fields.get("labels")))
-                                }
+                                Some(Value::String(text)) => Ok((
+                                    place,
+                                    text.clone(),
+                                    fields.get("labels").filter(|l| !l.is_null()),
+                                )),
                                 Some(other) => Err(ApiError::invalid(format!(
                                     "{place}.text: expected a string, got {}",
                                     kind(other)
