@@ -7,8 +7,6 @@ use crate::error::input_error;
 use crate::model::config::LabelAttention;
 use crate::model::head::{Readout, Similarity};
 use crate::tokenizer::{split_label_template, PackingLimits};
-use crate::train::loss::LossKind;
-use crate::train::setup::Negatives;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -97,6 +95,33 @@ pub enum StoppingMetric {
     MicroF1,
     MacroF1,
     AucRoc,
+}
+
+/// The training loss (`loss`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// [`crate::train::loss::masked_bce_with_logits`].
+    #[default]
+    Bce,
+    /// [`crate::train::loss::masked_softmax_against_negatives`].
+    Softmax,
+    /// The sum of the two.
+    BceSoftmax,
+}
+
+/// Where the negatives of the training examples come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Negatives {
+    /// Each example's own `not_labels`.
+    #[default]
+    Hard,
+    /// As many labels as the example has `not_labels`, drawn from the positives of the whole
+    /// training file, never one the example names itself ([`crate::data::labels::label_key`]).
+    Random,
+    /// None: positives only.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,21 +1,9 @@
 //! Training losses on logits, stable for any logit: binary cross-entropy per label, and a
 //! softmax that sets each positive against the sequence's negatives.
 
+use crate::config::LossKind;
 use anyhow::Result;
 use candle_core::{Tensor, D};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    /// [`masked_bce_with_logits`].
-    #[default]
-    Bce,
-    /// [`masked_softmax_against_negatives`].
-    Softmax,
-    /// The sum of the two.
-    BceSoftmax,
-}
 
 /// The training loss of `kind`; `logits`, `targets`, `mask`: [batch, labels].
 pub fn training_loss(

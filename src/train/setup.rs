@@ -1,7 +1,7 @@
 //! What a training run starts from: the model and its optimizer (from the backbone or a
 //! checkpoint, with a fresh head where the backbone has none that fits), and the data.
 
-use crate::config::TrainConfig;
+use crate::config::{Negatives, TrainConfig};
 use crate::data::example::{read_examples, split_validation, Example, SkipReport};
 use crate::data::labels::label_key;
 use crate::error::input_error;
@@ -15,7 +15,6 @@ use crate::tokenizer::{EncodedLabels, LabelTokenizer};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
 /// A model ready to train: the optimizer holds its trainable tensors.
@@ -221,20 +220,6 @@ fn draw_share(mut pool: Vec<Example>, existing: usize, share: f64, seed: u64) ->
     Rng::new(seed ^ 0x006e_6c69_5f6d_6978).shuffle(&mut pool);
     pool.truncate(wanted);
     pool
-}
-
-/// Where the negatives of the training examples come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Negatives {
-    /// Each example's own `not_labels`.
-    #[default]
-    Hard,
-    /// As many labels as the example has `not_labels`, drawn from the positives of the whole
-    /// training file, never one the example names itself ([`label_key`]).
-    Random,
-    /// None: positives only.
-    None,
 }
 
 /// Replaces the `not_labels` of `train` as `negatives` says (the validation set keeps its
