@@ -1,14 +1,16 @@
 //! Synthetic training data from an LLM behind any OpenAI-compatible chat-completions API
 //! (Ollama, Groq, vLLM, llama.cpp's server, OpenAI): a seeded plan of prompts ([`plan`]), a
-//! robust client ([`client`]), quality control ([`qc`]) and a resumable JSONL output
-//! ([`output`]). Worker threads make the requests; the calling thread checks the answers,
-//! writes the lines and reports progress through a callback ([`Event`]). Nothing here prints.
+//! robust client ([`client`]), quality control ([`qc`]) of the examples ([`record`]) and a
+//! resumable JSONL output ([`output`]). Worker threads make the requests; the calling thread
+//! checks the answers, writes the lines and reports progress through a callback ([`Event`]).
+//! Nothing here prints.
 
 pub mod client;
 pub mod config;
 pub mod output;
 pub mod plan;
 pub mod qc;
+pub mod record;
 
 pub use client::ClientEvent;
 
@@ -18,6 +20,7 @@ use config::GenerateConfig;
 use output::{Existing, OutputFile};
 use plan::{Planner, Templates};
 use qc::{Dedup, Reject};
+use record::Record;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -151,7 +154,7 @@ struct Failed {
 /// A request's answer, checked by the worker (and completed by the second pass).
 struct Checked {
     attempt: u64,
-    result: Result<qc::Record, Reject>,
+    result: Result<Record, Reject>,
     /// Requests answered: 1, or 2 with a second pass.
     requests: usize,
     prompt_tokens: u64,
@@ -196,7 +199,7 @@ impl Generator {
                 anyhow::anyhow!("cannot read {}: {e}", self.options.output.display())
             })?;
             for line in text.lines() {
-                if let Ok(record) = serde_json::from_str::<qc::Record>(line) {
+                if let Ok(record) = serde_json::from_str::<Record>(line) {
                     similar.add(&record.text)?;
                 }
             }
@@ -436,7 +439,7 @@ fn worker(
 }
 
 /// True when the record's text or one of its labels holds the API key.
-fn holds_key(client: &Client, record: &qc::Record) -> bool {
+fn holds_key(client: &Client, record: &Record) -> bool {
     std::iter::once(&record.text)
         .chain(&record.labels)
         .chain(&record.not_labels)

@@ -5,7 +5,8 @@
 //! not generated examples is refused rather than appended to. The file is locked while a run
 //! writes it.
 
-use super::qc::{Dedup, Record};
+use super::qc::Dedup;
+use super::record::Record;
 use crate::error::input_error;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};

@@ -8,6 +8,7 @@
 //! left as they are.
 
 use super::config::{GenerateConfig, LengthBucket};
+use super::record::{answer_schema, negatives_schema, Record};
 use crate::error::input_error;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -183,7 +184,7 @@ impl Plan {
             user: self.user.clone(),
             temperature: self.temperature,
             seed: self.request_seed,
-            schema: super::qc::answer_schema(),
+            schema: answer_schema(),
         }
     }
 }
@@ -207,7 +208,7 @@ impl Planner {
     }
 
     /// The second pass's request for a kept example: more hard negatives for its labels.
-    pub fn negatives_request(&self, record: &super::qc::Record) -> super::client::Request {
+    pub fn negatives_request(&self, record: &Record) -> super::client::Request {
         let plan = self.plan(record.attempt);
         let count = self.config.extra_negatives.to_string();
         let user = render(&self.templates.negatives, |name| {
@@ -225,7 +226,7 @@ impl Planner {
             user,
             temperature: plan.temperature,
             seed: plan.request_seed ^ 1,
-            schema: super::qc::negatives_schema(),
+            schema: negatives_schema(),
         }
     }
 

@@ -4,8 +4,8 @@
 
 use super::config::GenerateConfig;
 use super::plan::Plan;
+use super::record::Record;
 use crate::data::labels::label_key;
-use serde::Serialize;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
@@ -59,46 +59,6 @@ impl Reject {
             Self::SecretEcho => "secret_echo",
         }
     }
-}
-
-/// One output line: the training example and where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Record {
-    pub text: String,
-    pub labels: Vec<String>,
-    pub not_labels: Vec<String>,
-    pub domain: String,
-    pub length: String,
-    pub style: String,
-    pub model: String,
-    /// The user prompt that produced the example.
-    pub prompt: String,
-    /// The request's number in the seed's sequence.
-    pub attempt: u64,
-}
-
-/// The JSON schema the answer is asked to follow.
-pub fn answer_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "text": {"type": "string"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "not_labels": {"type": "array", "items": {"type": "string"}}
-        },
-        "required": ["text", "labels", "not_labels"],
-        "additionalProperties": false
-    })
-}
-
-/// The JSON schema of the second pass's answer.
-pub fn negatives_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {"not_labels": {"type": "array", "items": {"type": "string"}}},
-        "required": ["not_labels"],
-        "additionalProperties": false
-    })
 }
 
 /// The usable hard negatives of a second-pass answer, up to `config.extra_negatives`: labels
