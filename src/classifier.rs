@@ -5,6 +5,7 @@
 use crate::batch::Batch;
 use crate::data::labels::{label_names, Label};
 use crate::embed::Embedder;
+use crate::label_cache::{self, LabelCache};
 use crate::model::checkpoint::{self, LoadedModel, ModelSource};
 use crate::model::gliznet::GliZNet;
 use crate::model::Quantization;
@@ -13,6 +14,7 @@ use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEnco
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -40,6 +42,8 @@ pub struct Classifier {
     pub subtract_label_prior: bool,
     /// The encoder's lower-precision weights, if any (`quantize`).
     pub quantization: Option<Quantization>,
+    /// Label vectors kept across calls (models whose labels see only themselves).
+    label_cache: Mutex<LabelCache>,
 }
 
 /// The logits of one text, aligned with its label list, and how the text was packed.
@@ -62,7 +66,13 @@ impl Classifier {
             device,
             subtract_label_prior: false,
             quantization: None,
+            label_cache: Mutex::new(LabelCache::new(label_cache::DEFAULT_CAPACITY)),
         })
+    }
+
+    /// Keeps at most `labels` label vectors across calls (0: none).
+    pub fn set_label_cache_capacity(&mut self, labels: usize) {
+        self.label_cache = Mutex::new(LabelCache::new(labels));
     }
 
     /// Int8 or bf16 encoder weights: see BENCHMARKS.md for speed and MODEL.md for the
@@ -70,6 +80,9 @@ impl Classifier {
     /// [`crate::model::has_fast_bf16_kernel`] (bf16) the kernel is a slower portable one.
     pub fn quantize(&mut self, to: Quantization) -> Result<()> {
         self.loaded.model.quantize(to)?;
+        // Vectors from the other weights are stale.
+        let capacity = self.label_cache.lock().map_or(0, |c| c.capacity());
+        self.set_label_cache_capacity(capacity);
         self.loaded.name.push_str(&format!(" ({})", to.name()));
         self.quantization = Some(to);
         Ok(())
@@ -121,6 +134,7 @@ impl Classifier {
             &self.device,
             items,
             batch_size,
+            Some(&self.label_cache),
         )?;
         if self.subtract_label_prior {
             // Texts that share one label list (predict's --labels) share its prior.
@@ -223,10 +237,16 @@ fn independent_logits(
     device: &Device,
     items: &[(&str, &EncodedLabels)],
     batch_size: usize,
+    cache: Option<&Mutex<LabelCache>>,
 ) -> Result<Vec<TextLogits>> {
     let lists: Vec<&EncodedLabels> = items.iter().map(|(_, labels)| *labels).collect();
     let (distinct, rows_of_item) = EncodedLabels::distinct(&lists);
-    let label_vectors = encoded_label_vectors(model, tokenizer, device, &distinct, batch_size)?;
+    let label_vectors = match cache {
+        Some(cache) => {
+            cached_label_vectors(model, tokenizer, device, &distinct, batch_size, cache)?
+        }
+        None => encoded_label_vectors(model, tokenizer, device, &distinct, batch_size)?,
+    };
     let mut texts = items
         .iter()
         .enumerate()
@@ -252,6 +272,46 @@ fn independent_logits(
         .into_iter()
         .map(|r| r.context("internal error: a text was left unscored"))
         .collect()
+}
+
+/// [`encoded_label_vectors`], encoding only the labels `cache` does not hold, and keeping them.
+fn cached_label_vectors(
+    model: &GliZNet,
+    tokenizer: &LabelTokenizer,
+    device: &Device,
+    labels: &EncodedLabels,
+    batch_size: usize,
+    cache: &Mutex<LabelCache>,
+) -> Result<Tensor> {
+    let lock = || {
+        cache
+            .lock()
+            .map_err(|_| anyhow::anyhow!("internal error: the label cache was poisoned"))
+    };
+    let mut rows: Vec<Option<Tensor>> = {
+        let mut cache = lock()?;
+        (0..labels.len())
+            .map(|i| cache.get(labels.tokens(i)))
+            .collect()
+    };
+    let missing: Vec<usize> = (0..labels.len()).filter(|&i| rows[i].is_none()).collect();
+    if !missing.is_empty() {
+        let encoded = encoded_label_vectors(
+            model,
+            tokenizer,
+            device,
+            &labels.select(&missing),
+            batch_size,
+        )?;
+        let mut cache = lock()?;
+        for (row, &i) in missing.iter().enumerate() {
+            let vector = encoded.get(row)?;
+            cache.insert(labels.tokens(i).to_vec(), vector.clone());
+            rows[i] = Some(vector);
+        }
+    }
+    let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
+    Ok(Tensor::stack(&rows, 0)?)
 }
 
 /// [labels, hidden]: the head vectors of `labels`, in order, from their packing with no text.
@@ -309,10 +369,11 @@ pub fn logits(
     device: &Device,
     items: &[(&str, &EncodedLabels)],
     batch_size: usize,
+    cache: Option<&Mutex<LabelCache>>,
 ) -> Result<Vec<TextLogits>> {
     ensure!(batch_size > 0, "batch size must be positive");
     if model.labels_are_independent() {
-        return independent_logits(model, tokenizer, device, items, batch_size);
+        return independent_logits(model, tokenizer, device, items, batch_size, cache);
     }
     let encodings = items
         .iter()
@@ -498,5 +559,28 @@ mod tests {
             }
         }
         assert!(chunked > 0, "no label list was chunked in the packed pass");
+
+        // Across calls, labels come from the cache: the same logits, each label kept once,
+        // and a capacity below the call's labels still scores every label.
+        let distinct = 3 + 40;
+        assert_eq!(classifier.label_cache.lock().unwrap().len(), distinct);
+        let again = classifier.logits(&items, 3).unwrap();
+        for (a, b) in cached.iter().zip(&again) {
+            for (x, y) in a.logits.iter().zip(&b.logits) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        }
+        assert_eq!(classifier.label_cache.lock().unwrap().len(), distinct);
+        let mut small = classifier;
+        small.set_label_cache_capacity(5);
+        for _ in 0..2 {
+            let bounded = small.logits(&items, 2).unwrap();
+            assert!(small.label_cache.lock().unwrap().len() <= 5);
+            for (a, b) in cached.iter().zip(&bounded) {
+                for (x, y) in a.logits.iter().zip(&b.logits) {
+                    assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+                }
+            }
+        }
     }
 }

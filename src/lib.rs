@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod files;
 pub mod generate;
+pub mod label_cache;
 pub mod mining;
 pub mod model;
 pub mod results;

@@ -113,6 +113,19 @@ impl EncodedLabels {
         self.ids.iter().map(|l| l.len() + 1).sum()
     }
 
+    /// The labels at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> EncodedLabels {
+        EncodedLabels {
+            ids: indices.iter().map(|&i| self.ids[i].clone()).collect(),
+            capped: Vec::new(),
+        }
+    }
+
+    /// The tokens of label `index` as the model reads it (template included).
+    pub fn tokens(&self, index: usize) -> &[u32] {
+        &self.ids[index]
+    }
+
     /// Every distinct label of `lists` once (by its tokens, in order of first appearance),
     /// and for each list where its labels are in that one.
     pub fn distinct(lists: &[&EncodedLabels]) -> (EncodedLabels, Vec<Vec<u32>>) {

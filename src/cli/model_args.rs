@@ -48,6 +48,12 @@ pub struct ClassifierArgs {
     /// method; in multi-label mode the threshold then applies to the corrected score)
     #[arg(long)]
     pub subtract_label_prior: bool,
+
+    /// Label vectors kept across batches and requests, for models whose labels see only
+    /// themselves (the built-in model): at most this many labels (about 1.5 KB each for
+    /// MiniLM); 0 encodes every batch's labels afresh
+    #[arg(long, value_name = "LABELS", default_value_t = gliznet::label_cache::DEFAULT_CAPACITY)]
+    pub label_cache: usize,
 }
 
 /// `--method`.
@@ -133,6 +139,7 @@ impl ClassifierArgs {
             );
         }
         classifier.subtract_label_prior = self.subtract_label_prior;
+        classifier.set_label_cache_capacity(self.label_cache);
         let bf16_by_default = quantization.is_none()
             && !self.f32
             && classifier.device.is_cpu()

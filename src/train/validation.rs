@@ -44,7 +44,7 @@ pub fn validate(
 ) -> Result<Validation> {
     let items: Vec<(&str, &EncodedLabels)> =
         examples.iter().map(|(e, l)| (e.text.as_str(), l)).collect();
-    let results = classifier::logits(model, tokenizer, device, &items, batch_size)?;
+    let results = classifier::logits(model, tokenizer, device, &items, batch_size, None)?;
     let mut pairs = Vec::new();
     let mut loss = 0.0;
     for ((example, _), result) in examples.iter().zip(results) {
