@@ -4,30 +4,25 @@
 //! loop writes its output directory (see [`crate::train::run_dir`]) and tells the caller how
 //! it goes through [`TrainEvent`]s; it prints nothing.
 
-use crate::batch::Batch;
 use crate::config::TrainConfig;
 use crate::data::example::{Example, SkipReport};
-use crate::data::labels::label_key;
 use crate::error::input_error;
-use crate::model::checkpoint::{self, ModelSource};
+use crate::model::checkpoint::ModelSource;
 use crate::rng::Rng;
-use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding};
+use crate::tokenizer::EncodedLabels;
 use crate::train::distill::{Row, Teacher};
 use crate::train::loss::{masked_soft_cross_entropy, training_loss};
+use crate::train::micro_batch::{derive_seed, MicroBatch};
 use crate::train::optim::{clip_scale, lr_factor};
-use crate::train::run_dir::{append_line, RunDir, Start, STATE_FILE};
+use crate::train::run_dir::{append_line, RunDir, Start};
 use crate::train::setup::{encode_validation, trainable_model, training_data, TrainableModel};
+use crate::train::state::{load_optimizer, save_model, Best, TrainerState};
 use crate::train::validation::{validate, Validation};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 pub struct TrainOptions {
     /// Continue from the output directory's checkpoint.
@@ -47,12 +42,6 @@ pub enum Outcome {
     EarlyStopped { best: Option<Best> },
     Paused { step: usize },
     Interrupted { step: usize },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Best {
-    pub step: usize,
-    pub metric: f64,
 }
 
 /// What happens during a run, in order, for the caller to show.
@@ -100,38 +89,6 @@ pub enum TrainEvent<'a> {
     Stopped,
 }
 
-/// Where training stands; saved with every checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainerState {
-    config: TrainConfig,
-    epoch: usize,
-    /// Optimizer steps already taken within `epoch`.
-    step_in_epoch: usize,
-    step: usize,
-    best: Option<Best>,
-    evals_without_improvement: usize,
-    finished: bool,
-    /// Training loss summed over the steps since the last log line, and their number.
-    unlogged_loss: f64,
-    unlogged_steps: usize,
-}
-
-impl TrainerState {
-    fn new(config: TrainConfig) -> Self {
-        Self {
-            config,
-            epoch: 0,
-            step_in_epoch: 0,
-            step: 0,
-            best: None,
-            evals_without_improvement: 0,
-            finished: false,
-            unlogged_loss: 0.0,
-            unlogged_steps: 0,
-        }
-    }
-}
-
 struct Trainer<'e> {
     config: TrainConfig,
     device: Device,
@@ -158,16 +115,6 @@ pub fn train(
     trainer.run(options)
 }
 
-/// A seed for one position in training, mixed so that nearby positions are unrelated.
-fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
-    let mut rng = Rng::new(seed);
-    let mut out = rng.next_u64();
-    for &p in parts {
-        out = Rng::new(out ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
-    }
-    out
-}
-
 impl<'e> Trainer<'e> {
     fn new(
         config: TrainConfig,
@@ -184,23 +131,7 @@ impl<'e> Trainer<'e> {
         };
         let mut run_dir = RunDir::open(&config.output_dir, start)?;
         let resumed = if options.resume {
-            let dir = run_dir.latest_checkpoint()?;
-            let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
-            // Where the run lives and what it runs on may change between sessions.
-            let saved = TrainConfig {
-                output_dir: config.output_dir.clone(),
-                device: config.device.clone(),
-                ..state.config.clone()
-            };
-            if saved != config {
-                return Err(input_error(format!(
-                    "the config differs from the one saved in {} in {}; resume with the same \
-                     config",
-                    dir.display(),
-                    saved.differing_keys(&config).join(", ")
-                )));
-            }
-            Some((state, dir))
+            Some(TrainerState::resume(&run_dir, &config)?)
         } else {
             None
         };
@@ -224,11 +155,7 @@ impl<'e> Trainer<'e> {
         let state = match resumed {
             Some((mut state, dir)) => {
                 state.config = config.clone();
-                let moments = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), &device)
-                    .with_context(|| {
-                        format!("cannot read {}", dir.join(OPTIMIZER_FILE).display())
-                    })?;
-                parts.optimizer.load_state(&moments, state.step)?;
+                load_optimizer(&mut parts, &dir, state.step, &device)?;
                 run_dir.truncate_metrics_log(state.step)?;
                 state
             }
@@ -345,7 +272,7 @@ impl<'e> Trainer<'e> {
                     || paused
                 {
                     self.state.finished = stop_early || last_step;
-                    self.save_checkpoint()?;
+                    self.state.save_checkpoint(&self.run_dir, &self.parts)?;
                 }
                 if stop_early {
                     (self.events)(TrainEvent::Stopped);
@@ -392,34 +319,18 @@ impl<'e> Trainer<'e> {
         let micro_batches: Vec<&[usize]> = examples.chunks(self.config.batch_size).collect();
         let mut total_loss = 0.0;
         for (micro, indices) in micro_batches.iter().enumerate() {
-            let extra_negatives = in_batch_negatives(
+            let MicroBatch {
+                sequences,
+                batch,
+                targets,
+            } = MicroBatch::new(
                 &self.train,
                 indices,
-                self.config.in_batch_negatives,
-                derive_seed(self.config.seed, &[4, epoch as u64]),
-            );
-            // (example index, sequence)
-            let mut sequences = Vec::new();
-            for (&i, extra) in indices.iter().zip(&extra_negatives) {
-                let mut rng = Rng::new(derive_seed(self.config.seed, &[2, epoch as u64, i as u64]));
-                let example_sequences = training_sequences(
-                    &self.train[i],
-                    extra,
-                    &self.parts.tokenizer,
-                    self.config.max_labels_per_example,
-                    &mut rng,
-                )
-                .with_context(|| format!("training example {}", i + 1))?;
-                sequences.extend(example_sequences.into_iter().map(|s| (i, s)));
-            }
-            let seqs: Vec<&SequenceEncoding> = sequences.iter().map(|(_, s)| &s.encoding).collect();
-            let batch = Batch::collate(&seqs, self.parts.tokenizer.pad_id(), &self.device)?;
-            let mut targets = vec![0f32; seqs.len() * batch.max_labels];
-            for (row, (_, s)) in sequences.iter().enumerate() {
-                targets[row * batch.max_labels..row * batch.max_labels + s.targets.len()]
-                    .copy_from_slice(&s.targets);
-            }
-            let targets = Tensor::from_vec(targets, (seqs.len(), batch.max_labels), &self.device)?;
+                epoch,
+                &self.parts.tokenizer,
+                &self.config,
+                &self.device,
+            )?;
             let mut dropout_rng = Rng::new(derive_seed(
                 self.config.seed,
                 &[3, self.state.step as u64, micro as u64],
@@ -492,7 +403,7 @@ impl<'e> Trainer<'e> {
             });
             self.state.evals_without_improvement = 0;
             // Said only once it is true: a failed save (a full disk) is reported instead.
-            self.save_model(&self.config.output_dir)?;
+            save_model(&self.parts, &self.config.output_dir)?;
         } else {
             self.state.evals_without_improvement += 1;
         }
@@ -506,115 +417,6 @@ impl<'e> Trainer<'e> {
                 && self.state.evals_without_improvement >= self.config.early_stopping_patience,
         )
     }
-
-    fn save_model(&self, dir: &Path) -> Result<()> {
-        checkpoint::save(
-            dir,
-            &self.parts.encoder_config,
-            &self.parts.model_config,
-            &self.parts.tensors(),
-            self.parts.tokenizer.inner(),
-        )
-    }
-
-    fn save_checkpoint(&self) -> Result<()> {
-        self.run_dir.save_checkpoint(|tmp| {
-            self.save_model(tmp)?;
-            candle_core::safetensors::save(&self.parts.optimizer.state(), tmp.join(OPTIMIZER_FILE))
-                .with_context(|| format!("cannot write {}", tmp.join(OPTIMIZER_FILE).display()))?;
-            std::fs::write(
-                tmp.join(STATE_FILE),
-                serde_json::to_string_pretty(&self.state)?,
-            )
-            .with_context(|| format!("cannot write {}", tmp.join(STATE_FILE).display()))
-        })
-    }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| input_error(format!("{}: {e}", path.display())))
-}
-
-/// For each example of a micro-batch (`indices` into `train`), up to `n` negatives drawn from
-/// the other examples' positives: labels the example does not name itself, positive or
-/// negative ([`label_key`]). Seeded per micro-batch; empty lists when `n` is 0.
-fn in_batch_negatives(
-    train: &[Example],
-    indices: &[usize],
-    n: usize,
-    seed: u64,
-) -> Vec<Vec<String>> {
-    if n == 0 {
-        return vec![Vec::new(); indices.len()];
-    }
-    let mut rng = Rng::new(seed ^ indices.first().map_or(0, |&i| i as u64));
-    indices
-        .iter()
-        .map(|&i| {
-            let own: HashSet<String> = train[i]
-                .labels
-                .iter()
-                .chain(&train[i].not_labels)
-                .map(|l| label_key(l))
-                .collect();
-            let mut seen = HashSet::new();
-            let mut candidates: Vec<&String> = indices
-                .iter()
-                .filter(|&&j| j != i)
-                .flat_map(|&j| &train[j].labels)
-                .filter(|l| {
-                    let key = label_key(l);
-                    !own.contains(&key) && seen.insert(key)
-                })
-                .collect();
-            rng.shuffle(&mut candidates);
-            candidates.into_iter().take(n).cloned().collect()
-        })
-        .collect()
-}
-
-/// One packed sequence of a training example: its labels (in slot order) and their targets.
-struct TrainingSequence {
-    encoding: SequenceEncoding,
-    targets: Vec<f32>,
-    labels: Vec<String>,
-}
-
-/// The training sequences of one example: labels shuffled and subsampled, then packed; labels
-/// that do not fit in one sequence go to further sequences with the same text.
-fn training_sequences(
-    example: &Example,
-    extra_negatives: &[String],
-    tokenizer: &LabelTokenizer,
-    max_labels: usize,
-    rng: &mut Rng,
-) -> Result<Vec<TrainingSequence>> {
-    let mut targets = example.sample_targets(max_labels, rng);
-    if !extra_negatives.is_empty() {
-        targets.extend(extra_negatives.iter().map(|l| (l.clone(), false)));
-        rng.shuffle(&mut targets);
-    }
-    let names: Vec<String> = targets.iter().map(|(l, _)| l.clone()).collect();
-    let encoding = tokenizer.encode(&example.text, &names)?;
-    Ok(encoding
-        .chunks
-        .into_iter()
-        .map(|chunk| TrainingSequence {
-            targets: chunk
-                .label_indices
-                .iter()
-                .map(|&i| if targets[i].1 { 1.0 } else { 0.0 })
-                .collect(),
-            labels: chunk
-                .label_indices
-                .iter()
-                .map(|&i| names[i].clone())
-                .collect(),
-            encoding: chunk,
-        })
-        .collect())
 }
 
 /// Throughput since the last log line.
@@ -635,48 +437,5 @@ impl Default for LogWindow {
 impl LogWindow {
     fn examples_per_second(&self) -> f64 {
         self.examples as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::example;
-
-    /// Negatives come only from the other examples' positives, never a label the example names
-    /// itself (by `label_key`), at most `n`, no repeats, the same for the same seed.
-    #[test]
-    fn in_batch_negatives_come_from_the_others_positives() {
-        let train = vec![
-            example(&["sports"], &["news"]),
-            example(&["Sports", "cooking"], &["bank"]),
-            example(&["news", "travel"], &[]),
-            example(&["weather"], &[]),
-        ];
-        let indices = [0, 1, 2, 3];
-        assert!(in_batch_negatives(&train, &indices, 0, 7)
-            .iter()
-            .all(Vec::is_empty));
-        let drawn = in_batch_negatives(&train, &indices, 10, 7);
-        let sorted = |v: &Vec<String>| {
-            let mut v = v.clone();
-            v.sort();
-            v
-        };
-        assert_eq!(sorted(&drawn[0]), vec!["cooking", "travel", "weather"]);
-        assert_eq!(sorted(&drawn[1]), vec!["news", "travel", "weather"]);
-        assert_eq!(sorted(&drawn[2]), vec!["cooking", "sports", "weather"]);
-        assert_eq!(
-            sorted(&drawn[3]),
-            vec!["cooking", "news", "sports", "travel"]
-        );
-        let two = in_batch_negatives(&train, &indices, 2, 7);
-        assert!(two.iter().all(|v| v.len() == 2));
-        assert_eq!(two, in_batch_negatives(&train, &indices, 2, 7));
-        for (negatives, &i) in two.iter().zip(&indices) {
-            for n in negatives {
-                assert!(!train[i].labels.iter().any(|l| label_key(l) == label_key(n)));
-            }
-        }
     }
 }
