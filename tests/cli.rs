@@ -1,11 +1,13 @@
 //! End-to-end tests of the `gliznet` binary on a tiny seeded random BERT written to a temp dir.
 
+mod support;
+
 use gliznet::model::head::Similarity;
 use gliznet::testing::{write_tiny_backbone, write_tiny_model};
 use serde_json::Value;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+use support::{assert_input_error, assert_success, run, run_with_stdin, s, stderr, BIN};
 use tempfile::TempDir;
 
 fn tiny_model(similarity: Similarity) -> TempDir {
@@ -14,44 +16,10 @@ fn tiny_model(similarity: Similarity) -> TempDir {
     dir
 }
 
-fn gliznet(args: &[&str]) -> Output {
-    gliznet_with_stdin(args, b"")
-}
-
-fn gliznet_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gliznet"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
+/// The JSON a successful command printed.
 fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "failed: {}", stderr(out));
+    assert_success(out);
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Asserts a bad-input failure: exit code 2 and a message containing `needle`.
-fn assert_input_error(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
-    assert!(
-        stderr(out).contains(needle),
-        "expected {needle:?} in: {}",
-        stderr(out)
-    );
-    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
 }
 
 /// The JSON record `predict` prints for one text, with `extra` arguments appended.
@@ -59,7 +27,7 @@ fn predict_one(model: &Path, text: &str, labels: &str, extra: &[&str]) -> Value 
     let mut args = vec![
         "predict",
         "--model",
-        path(model),
+        s(model),
         "--format",
         "json",
         "--text",
@@ -68,7 +36,7 @@ fn predict_one(model: &Path, text: &str, labels: &str, extra: &[&str]) -> Value 
         labels,
     ];
     args.extend_from_slice(extra);
-    json(&gliznet(&args))[0].clone()
+    json(&run(&args))[0].clone()
 }
 
 fn label_names(record: &Value) -> Vec<String> {
@@ -92,10 +60,10 @@ fn scores(record: &Value) -> Vec<f64> {
 #[test]
 fn predict_json_has_one_record_per_text_with_labels_in_input_order() {
     let model = tiny_model(Similarity::Bilinear);
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--format",
         "json",
         "--threshold",
@@ -125,10 +93,10 @@ fn predict_json_has_one_record_per_text_with_labels_in_input_order() {
 #[test]
 fn single_label_scores_sum_to_one_with_one_prediction() {
     let model = tiny_model(Similarity::Cosine);
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--format",
         "jsonl",
         "--single-label",
@@ -169,11 +137,11 @@ fn scores_do_not_depend_on_batching_or_neighbours() {
         input += "\n";
     }
     let run = |batch: &str| -> Vec<Value> {
-        let out = gliznet_with_stdin(
+        let out = run_with_stdin(
             &[
                 "predict",
                 "--model",
-                path(model.path()),
+                s(model.path()),
                 "--input",
                 "-",
                 "--format",
@@ -214,14 +182,14 @@ fn input_file_uses_shared_labels_when_a_line_has_none() {
     .unwrap();
     let labels = dir.path().join("labels.txt");
     std::fs::write(&labels, "news\nsports\n\n").unwrap();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--input",
-        path(&input),
+        s(&input),
         "--labels-file",
-        path(&labels),
+        s(&labels),
         "--format",
         "json",
     ]);
@@ -233,10 +201,10 @@ fn input_file_uses_shared_labels_when_a_line_has_none() {
 #[test]
 fn table_output_lists_every_label() {
     let model = tiny_model(Similarity::Bilinear);
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--text",
         "the cat",
         "--labels",
@@ -254,10 +222,10 @@ fn table_output_lists_every_label() {
 fn five_hundred_labels_are_chunked_and_all_scored() {
     let model = tiny_model(Similarity::Cosine);
     let labels: Vec<String> = (0..500).map(|i| format!("label {i}")).collect();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--format",
         "json",
         "--text",
@@ -275,10 +243,10 @@ fn five_hundred_labels_are_chunked_and_all_scored() {
 fn a_100k_character_text_is_truncated_and_scored() {
     let model = tiny_model(Similarity::Cosine);
     let text = "the cat sat on the mat ".repeat(100_000 / 23 + 1);
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--format",
         "json",
         "--text",
@@ -295,10 +263,10 @@ fn a_100k_character_text_is_truncated_and_scored() {
 fn plain_backbone_loads_with_an_untrained_head_warning() {
     let dir = TempDir::new().unwrap();
     write_tiny_backbone(dir.path(), 3).unwrap();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(dir.path()),
+        s(dir.path()),
         "--format",
         "json",
         "--text",
@@ -309,10 +277,10 @@ fn plain_backbone_loads_with_an_untrained_head_warning() {
     assert_eq!(scores(&json(&out)[0]).len(), 2);
     assert!(stderr(&out).contains("untrained head"), "{}", stderr(&out));
     // The head is seeded: the same directory scores the same twice.
-    let again = gliznet(&[
+    let again = run(&[
         "predict",
         "--model",
-        path(dir.path()),
+        s(dir.path()),
         "--format",
         "json",
         "--text",
@@ -335,7 +303,7 @@ fn repo_id_resolves_through_the_local_hub_cache() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
     let run = |model: &str| {
-        Command::new(env!("CARGO_BIN_EXE_gliznet"))
+        Command::new(BIN)
             .args([
                 "predict", "--model", model, "--format", "json", "--text", "the cat", "--labels",
                 "cat,dog",
@@ -348,12 +316,12 @@ fn repo_id_resolves_through_the_local_hub_cache() {
     let out = run("acme/tiny-gliznet");
     assert_eq!(scores(&json(&out)[0]).len(), 2);
     let missing = run("acme/not-cached");
-    assert_input_error(&missing, "local hub cache");
+    assert_input_error(&missing, &["local hub cache"]);
 }
 
 #[test]
 fn bad_model_paths_and_files_are_named() {
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
         "/no/such/model/dir",
@@ -362,64 +330,64 @@ fn bad_model_paths_and_files_are_named() {
         "--labels",
         "a",
     ]);
-    assert_input_error(&out, "/no/such/model/dir");
+    assert_input_error(&out, &["/no/such/model/dir"]);
 
     let model = tiny_model(Similarity::Cosine);
     std::fs::remove_file(model.path().join("tokenizer.json")).unwrap();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--text",
         "t",
         "--labels",
         "a",
     ]);
-    assert_input_error(&out, "tokenizer.json");
+    assert_input_error(&out, &["tokenizer.json"]);
 
     let model = tiny_model(Similarity::Cosine);
     let weights = model.path().join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--text",
         "t",
         "--labels",
         "a",
     ]);
-    assert_input_error(&out, "model.safetensors");
+    assert_input_error(&out, &["model.safetensors"]);
 
     let model = tiny_model(Similarity::Cosine);
     std::fs::write(model.path().join("config.json"), "{not json").unwrap();
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
-        path(model.path()),
+        s(model.path()),
         "--text",
         "t",
         "--labels",
         "a",
     ]);
-    assert_input_error(&out, "config.json");
+    assert_input_error(&out, &["config.json"]);
 }
 
 #[test]
 fn bad_label_lists_are_rejected() {
     let model = tiny_model(Similarity::Cosine);
-    let m = path(model.path());
+    let m = s(model.path());
     assert_input_error(
-        &gliznet(&["predict", "--model", m, "--text", "t", "--labels", ""]),
-        "empty",
+        &run(&["predict", "--model", m, "--text", "t", "--labels", ""]),
+        &["empty"],
     );
     assert_input_error(
-        &gliznet(&["predict", "--model", m, "--text", "t", "--labels", "a,,b"]),
-        "label 2 of 3 is empty",
+        &run(&["predict", "--model", m, "--text", "t", "--labels", "a,,b"]),
+        &["label 2 of 3 is empty"],
     );
     assert_input_error(
-        &gliznet(&[
+        &run(&[
             "predict",
             "--model",
             m,
@@ -428,18 +396,18 @@ fn bad_label_lists_are_rejected() {
             "--labels",
             "cat,dog,cat",
         ]),
-        "duplicate label \"cat\"",
+        &["duplicate label \"cat\""],
     );
     assert_input_error(
-        &gliznet(&["predict", "--model", m, "--text", "t"]),
-        "--labels",
+        &run(&["predict", "--model", m, "--text", "t"]),
+        &["--labels"],
     );
     assert_input_error(
-        &gliznet(&["predict", "--model", m, "--text", " ", "--labels", "a"]),
-        "--text #1: the text is empty",
+        &run(&["predict", "--model", m, "--text", " ", "--labels", "a"]),
+        &["--text #1: the text is empty"],
     );
     assert_input_error(
-        &gliznet(&[
+        &run(&[
             "predict",
             "--model",
             m,
@@ -450,39 +418,39 @@ fn bad_label_lists_are_rejected() {
             "--threshold",
             "1.5",
         ]),
-        "--threshold",
+        &["--threshold"],
     );
 }
 
 #[test]
 fn bad_jsonl_lines_are_named() {
     let model = tiny_model(Similarity::Cosine);
-    let m = path(model.path());
-    let out = gliznet_with_stdin(
+    let m = s(model.path());
+    let out = run_with_stdin(
         &["predict", "--model", m, "--input", "-", "--labels", "a,b"],
         b"{\"text\": \"ok\"}\nnot json\n",
     );
-    assert_input_error(&out, "<stdin>:2: invalid record");
+    assert_input_error(&out, &["<stdin>:2: invalid record"]);
 
-    let out = gliznet_with_stdin(
+    let out = run_with_stdin(
         &["predict", "--model", m, "--input", "-", "--labels", "a,b"],
         b"{\"text\": \"ok\"}\n{\"text\": \"\xff\"}\n",
     );
-    assert_input_error(&out, "<stdin>:2: not valid UTF-8");
+    assert_input_error(&out, &["<stdin>:2: not valid UTF-8"]);
 
-    let out = gliznet_with_stdin(
+    let out = run_with_stdin(
         &["predict", "--model", m, "--input", "-"],
         b"{\"text\": \"no labels here\"}\n",
     );
-    assert_input_error(&out, "<stdin>:1: no \"labels\" field");
+    assert_input_error(&out, &["<stdin>:1: no \"labels\" field"]);
 
-    let out = gliznet_with_stdin(
+    let out = run_with_stdin(
         &["predict", "--model", m, "--input", "-"],
         b"{\"text\": \"x\", \"labels\": [\"a\", \"A\"]}\n",
     );
-    assert_input_error(&out, "<stdin>:1: duplicate label");
+    assert_input_error(&out, &["<stdin>:1: duplicate label"]);
 
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--model",
         m,
@@ -491,29 +459,29 @@ fn bad_jsonl_lines_are_named() {
         "--labels",
         "a",
     ]);
-    assert_input_error(&out, "/no/such/file.jsonl");
+    assert_input_error(&out, &["/no/such/file.jsonl"]);
 }
 
 #[test]
 fn usage_errors_exit_2_and_help_exits_0() {
-    let out = gliznet(&["predict", "--labels", "a"]);
+    let out = run(&["predict", "--labels", "a"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = gliznet(&["predict", "--help"]);
+    let out = run(&["predict", "--help"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--single-label"));
-    let out = gliznet(&[
+    let out = run(&[
         "predict", "--model", "x", "--text", "t", "--labels", "a", "--device", "tpu",
     ]);
-    assert_input_error(&out, "--device");
+    assert_input_error(&out, &["--device"]);
 }
 
 #[test]
 fn without_model_the_built_in_one_is_used_or_its_absence_is_explained() {
-    let version = gliznet(&["--version"]);
+    let version = run(&["--version"]);
     assert!(version.status.success());
     let version = String::from_utf8(version.stdout).unwrap();
     assert!(version.contains("built-in model:"), "{version}");
-    let out = gliznet(&[
+    let out = run(&[
         "predict",
         "--format",
         "json",
@@ -523,7 +491,7 @@ fn without_model_the_built_in_one_is_used_or_its_absence_is_explained() {
         "economy,sports",
     ]);
     if version.contains("built-in model: none") {
-        assert_input_error(&out, "no built-in model");
+        assert_input_error(&out, &["no built-in model"]);
     } else {
         let records = json(&out);
         assert!(
@@ -623,7 +591,7 @@ fn bf16_is_named_close_to_f32_the_default_with_amx_and_excludes_int8() {
     };
     assert_eq!(default["model"], expected["model"], "{default}");
     assert_eq!(scores(&default), scores(expected));
-    let both = gliznet(&[
+    let both = run(&[
         "predict",
         "--model",
         model.path().to_str().unwrap(),

@@ -2,60 +2,19 @@
 //! (tests/support/fault_server.py): retries, fallbacks, fatal errors, quality control,
 //! interruption and resumption, and that the API key never shows.
 
+#[path = "support/fault_server.rs"]
+mod fault_server;
 mod support;
 
+use fault_server::FaultServer;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{lines, stderr};
+use support::{assert_success, lines, stderr, BIN};
 use tempfile::TempDir;
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c-do-not-print";
-
-struct FaultServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl FaultServer {
-    fn start(dir: &Path, script: &str) -> Self {
-        let log = dir.join("server.log");
-        let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fault_server.py"))
-            .arg(script)
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the fault server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .expect("the fault server prints its port");
-        Self { child, port, log }
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for FaultServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A config for the fault server: one request at a time, short timeouts and backoffs.
 fn write_config(dir: &Path, port: u16, extra: Value) -> PathBuf {
@@ -84,7 +43,7 @@ fn write_config(dir: &Path, port: u16, extra: Value) -> PathBuf {
 }
 
 fn generate(config: &Path, output: &Path, extra: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gliznet"));
+    let mut command = Command::new(BIN);
     command
         .args(["generate", "--config"])
         .arg(config)
@@ -96,10 +55,6 @@ fn generate(config: &Path, output: &Path, extra: &[&str]) -> Output {
     command.output().unwrap()
 }
 
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "{:?}: {}", out.status, stderr(out));
-}
-
 /// Runs a script that fails once with `fault` and then answers: the run retries and succeeds.
 fn retried_once(fault: &str) -> (Output, Vec<Value>, Vec<Value>, Duration) {
     let dir = TempDir::new().unwrap();
@@ -109,7 +64,7 @@ fn retried_once(fault: &str) -> (Output, Vec<Value>, Vec<Value>, Duration) {
     let start = Instant::now();
     let out = generate(&config, &output, &[]);
     let took = start.elapsed();
-    assert_ok(&out);
+    assert_success(&out);
     assert!(
         stderr(&out).contains("retry 1"),
         "{fault}: no retry reported: {}",
@@ -217,7 +172,7 @@ fn the_key_is_sent_but_never_shown_in_a_successful_run() {
     let output = dir.path().join("out.jsonl");
     let report = dir.path().join("report.json");
     let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
-    assert_ok(&out);
+    assert_success(&out);
     assert!(server.requests().iter().all(|r| r["auth_sent"] == true));
     for text in [
         stderr(&out),
@@ -261,7 +216,7 @@ fn an_answer_that_echoes_the_key_is_dropped_and_the_key_never_lands_anywhere() {
     let output = dir.path().join("out.jsonl");
     let report = dir.path().join("report.json");
     let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
-    assert_ok(&out);
+    assert_success(&out);
     let written = lines(&output);
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(
@@ -339,7 +294,7 @@ fn structured_output_falls_back_to_json_object_then_text() {
     );
     let output = dir.path().join("out.jsonl");
     let out = generate(&config, &output, &[]);
-    assert_ok(&out);
+    assert_success(&out);
     let forms: Vec<(Value, Value)> = server
         .requests()
         .iter()
@@ -370,7 +325,7 @@ fn structured_output_falls_back_to_json_object_then_text() {
     );
     let output = dir.path().join("out.jsonl");
     let out = generate(&config, &output, &[]);
-    assert_ok(&out);
+    assert_success(&out);
     let forms: Vec<Value> = server
         .requests()
         .iter()
@@ -398,7 +353,7 @@ fn junk_is_rejected_and_counted_by_reason() {
     let output = dir.path().join("out.jsonl");
     let report = dir.path().join("report.json");
     let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
-    assert_ok(&out);
+    assert_success(&out);
     let written = lines(&output);
     assert_eq!(written.len(), 3);
     for record in &written {
@@ -466,7 +421,7 @@ fn ctrl_c_leaves_whole_lines_and_a_rerun_continues_with_the_same_prompts() {
         serde_json::json!({"examples": 4, "timeout_secs": 30}),
     );
     let output = dir.path().join("out.jsonl");
-    let child = Command::new(env!("CARGO_BIN_EXE_gliznet"))
+    let child = Command::new(BIN)
         .args(["generate", "--config"])
         .arg(&config)
         .arg("--output")
@@ -507,7 +462,7 @@ fn ctrl_c_leaves_whole_lines_and_a_rerun_continues_with_the_same_prompts() {
         serde_json::json!({"examples": 4, "timeout_secs": 30}),
     );
     let out = generate(&config, &output, &[]);
-    assert_ok(&out);
+    assert_success(&out);
     assert!(
         stderr(&out).contains("continuing: 2 examples"),
         "{}",
@@ -523,12 +478,12 @@ fn ctrl_c_leaves_whole_lines_and_a_rerun_continues_with_the_same_prompts() {
     assert_eq!(texts.len(), 4, "duplicates");
     // Done: running again makes no request.
     let before = server.requests().len();
-    assert_ok(&generate(&config, &output, &[]));
+    assert_success(&generate(&config, &output, &[]));
     assert_eq!(server.requests().len(), before);
 
     // The same seed gives the same prompts: a fresh run writes the same prompt per attempt.
     let fresh = dir.path().join("fresh.jsonl");
-    assert_ok(&generate(&config, &fresh, &[]));
+    assert_success(&generate(&config, &fresh, &[]));
     let prompts = |records: &[Value]| -> Vec<(u64, String)> {
         records
             .iter()
@@ -575,11 +530,11 @@ fn bad_configs_and_foreign_outputs_are_usage_errors() {
     assert!(stderr(&out).contains("notes.jsonl:1: not a generated example"));
     assert!(std::fs::read_to_string(&foreign).unwrap().contains("mine"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_gliznet"))
+    let out = Command::new(BIN)
         .args(["generate", "--print-config"])
         .output()
         .unwrap();
-    assert_ok(&out);
+    assert_success(&out);
     let defaults: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "provider",
@@ -607,7 +562,7 @@ fn requests_per_minute_spaces_the_requests() {
     );
     let output = dir.path().join("out.jsonl");
     let start = Instant::now();
-    assert_ok(&generate(&config, &output, &[]));
+    assert_success(&generate(&config, &output, &[]));
     assert!(
         start.elapsed() >= Duration::from_millis(780),
         "{:?}",
@@ -629,7 +584,7 @@ fn a_second_pass_adds_usable_hard_negatives_only() {
     let output = dir.path().join("out.jsonl");
     let report = dir.path().join("report.json");
     let out = generate(&config, &output, &["--report", report.to_str().unwrap()]);
-    assert_ok(&out);
+    assert_success(&out);
     for record in lines(&output) {
         assert_eq!(
             record["not_labels"],
@@ -686,7 +641,7 @@ fn mine_adds_embedding_mined_negatives_to_a_copy() {
             "cpu",
         ],
     );
-    assert_ok(&out);
+    assert_success(&out);
     let generated = lines(&output);
     let with_mined = lines(&mined);
     assert_eq!(generated.len(), 2);

@@ -2,53 +2,16 @@
 //! the work, run directories that cannot be clobbered or shared, bounded sizes, a closed
 //! standard output, and errors that name their place. One test (or more) per numbered case.
 
+mod support;
+
 use gliznet::model::head::Similarity;
 use gliznet::testing::{write_tiny_backbone, write_tiny_model};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
+use support::{assert_input_error, assert_success, run, s, stderr, BIN};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn check(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-}
-
-/// Asserts a bad-input failure: exit code 2, every needle in the message, no panic.
-fn assert_input_error(out: &Output, needles: &[&str]) {
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
-    for needle in needles {
-        assert!(
-            stderr(out).contains(needle),
-            "expected {needle:?} in: {}",
-            stderr(out)
-        );
-    }
-    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A tiny model, a 3-example dev set and a labels file in a temp dir.
 struct Fixture {
@@ -131,7 +94,7 @@ fn case01_outputs_that_are_not_regular_files_are_refused_and_links_are_followed(
     std::fs::write(&target, "old").unwrap();
     let link = f.path("link.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    check(&f.eval(&["--report", s(&link)]));
+    assert_success(&f.eval(&["--report", s(&link)]));
     assert!(is_symlink(&link), "the link was replaced");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
     assert!(report["accuracy"].is_number());
@@ -168,7 +131,7 @@ fn case02_a_planted_link_at_the_temporary_name_is_not_followed() {
         std::os::unix::fs::symlink(&victim, f.path(name)).unwrap();
     }
     let report = f.path("r2.json");
-    check(&f.eval(&["--report", s(&report)]));
+    assert_success(&f.eval(&["--report", s(&report)]));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(parsed["accuracy"].is_number());
@@ -208,7 +171,7 @@ fn case02_concurrent_writers_of_one_output_each_write_a_whole_file() {
     };
     let children: Vec<_> = (0..3).map(|_| spawn()).collect();
     for child in children {
-        check(&child.wait_with_output().unwrap());
+        assert_success(&child.wait_with_output().unwrap());
     }
     let text = std::fs::read_to_string(&output).unwrap();
     assert_eq!(text.lines().count(), n);
@@ -284,14 +247,14 @@ fn case03_train_refuses_a_non_empty_directory_that_is_not_a_run() {
     assert_input_error(&out, &[s(&output), "not empty", "--force"]);
     assert_eq!(snapshot(&output), before, "the directory was changed");
 
-    check(&train(&config, &["--force"]));
+    assert_success(&train(&config, &["--force"]));
     assert!(output.join("checkpoint").is_dir());
     let out = train(&config, &[]);
     assert_input_error(
         &out,
         &["already holds a training run", "--resume", "--force"],
     );
-    check(&train(&config, &["--force"]));
+    assert_success(&train(&config, &["--force"]));
 }
 
 // Case 4: an output that is an input, or the other output, is refused before the work.
@@ -365,7 +328,7 @@ fn case05_a_run_directory_is_locked_and_the_holder_named() {
     assert!(!output.join("metrics.jsonl").exists());
     // The holder ends (its flock goes with it); its lock file with a stale pid stays behind.
     drop(lock);
-    check(&train(&config, &[]));
+    assert_success(&train(&config, &[]));
     assert!(output.join("checkpoint").is_dir());
 }
 
@@ -465,7 +428,7 @@ fn case06_huge_sizes_are_refused_with_a_message_not_an_abort() {
         "--batch-size",
         "1024",
     ]);
-    check(&out);
+    assert_success(&out);
 }
 
 // Case 8: a missing directory, a directory, or an unwritable place is found before the work,
@@ -554,7 +517,7 @@ fn case09_a_closed_stdout_is_an_error() {
             .stdout(null)
             .output()
             .unwrap();
-        check(&out);
+        assert_success(&out);
     }
     // A full disk: exit 1 with a message, no panic.
     if Path::new("/dev/full").exists() {
@@ -689,13 +652,13 @@ fn case10_a_byte_order_mark_is_skipped_and_the_flag_used_is_named() {
         "--format",
         "jsonl",
     ]);
-    check(&out);
+    assert_success(&out);
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["labels"][0]["label"], "economy");
 
     let data = f.path("bom-dev.jsonl");
     std::fs::write(&data, format!("\u{feff}{DEV}")).unwrap();
-    check(&run(&["eval", "--model", m, "--data", s(&data)]));
+    assert_success(&run(&["eval", "--model", m, "--data", s(&data)]));
     let out = run(&[
         "eval",
         "--model",
@@ -749,7 +712,7 @@ fn case11_comment_lines_in_a_labels_file_are_not_labels() {
         "--format",
         "jsonl",
     ]);
-    check(&out);
+    assert_success(&out);
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = record["labels"]
         .as_array()
@@ -758,7 +721,7 @@ fn case11_comment_lines_in_a_labels_file_are_not_labels() {
         .map(|l| l["label"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["cat", "dog", "bank"]);
-    check(&run(&[
+    assert_success(&run(&[
         "eval",
         "--model",
         s(&f.model),
@@ -787,7 +750,7 @@ fn case12_the_resume_hint_works_as_printed_and_differences_are_named() {
             "1",
         ],
     );
-    check(&out);
+    assert_success(&out);
     let err = stderr(&out);
     let hint = err
         .lines()
@@ -801,7 +764,7 @@ fn case12_the_resume_hint_works_as_printed_and_differences_are_named() {
         .arg(BIN)
         .output()
         .unwrap();
-    check(&out);
+    assert_success(&out);
     let out = train(&config, &["--set", "max_steps=4", "--resume"]);
     assert_input_error(&out, &["config differs", "max_steps"]);
 }
@@ -822,7 +785,7 @@ fn case15_table_rows_stay_one_line_and_narrow() {
         "--labels",
         &labels,
     ]);
-    check(&out);
+    assert_success(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
@@ -839,7 +802,7 @@ fn case15_table_rows_stay_one_line_and_narrow() {
         "--format",
         "jsonl",
     ]);
-    check(&out);
+    assert_success(&out);
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["labels"][2]["label"].as_str().unwrap().len(), 5000);
 }
@@ -849,7 +812,7 @@ fn case15_table_rows_stay_one_line_and_narrow() {
 #[test]
 fn case16_print_config_lists_every_key_and_docs_config_documents_them() {
     let out = run(&["train", "--print-config"]);
-    check(&out);
+    assert_success(&out);
     let defaults: Value = serde_json::from_slice(&out.stdout).unwrap();
     let defaults = defaults.as_object().unwrap();
     assert!(defaults.len() > 20);
@@ -923,7 +886,7 @@ fn smaller_items_thresholds_text_sources_and_file_modes() {
         "--threshold",
         "-0.5",
     ]);
-    check(&out);
+    assert_success(&out);
     let out = run(&["predict", "--model", m, "--labels", "cat"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -936,7 +899,7 @@ fn smaller_items_thresholds_text_sources_and_file_modes() {
     let root = TempDir::new().unwrap();
     let output = root.path().join("out");
     let (_keep, config) = train_setup(&output);
-    check(&train(&config, &[]));
+    assert_success(&train(&config, &[]));
     let mode = |name: &str| {
         std::fs::metadata(output.join(name))
             .unwrap()
@@ -964,7 +927,7 @@ fn issue35_d14_format_characters_are_escaped_in_tables() {
         "--labels",
         "cat,evil\u{202e}dog",
     ]);
-    check(&out);
+    assert_success(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(!table.contains(['\u{202e}', '\u{2066}']), "{table:?}");
     assert!(table.contains("evil\\u{202e}dog"), "{table}");
@@ -978,7 +941,7 @@ fn issue35_d14_format_characters_are_escaped_in_tables() {
     )
     .unwrap();
     let out = run(&["eval", "--model", s(&f.model), "--data", s(&data)]);
-    check(&out);
+    assert_success(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(!table.contains('\u{202e}'), "{table:?}");
     assert!(table.contains("ca\\u{202e}t"), "{table}");
@@ -1017,7 +980,7 @@ fn issue35_d05_float_flags_refuse_nan_infinities_and_out_of_range() {
     }
     for good in ["-1", "-0.5", "0", "1"] {
         let out = mine(good);
-        check(&out);
+        assert_success(&out);
         std::fs::remove_file(&output).unwrap();
     }
     // generate checks --mine-max-similarity when it parses its flags, not after the run.
@@ -1126,7 +1089,7 @@ fn issue35_d16_mined_negatives_have_one_spelling_per_label() {
     };
     // Three labels in six spellings: --k 4 is more than the pool holds.
     assert_input_error(&mine("4"), &["3 distinct labels", "--k 4"]);
-    check(&mine("3"));
+    assert_success(&mine("3"));
     let text = std::fs::read_to_string(&output).unwrap();
     for line in text.lines() {
         let record: Value = serde_json::from_str(line).unwrap();
@@ -1145,7 +1108,7 @@ fn issue35_d16_mined_negatives_have_one_spelling_per_label() {
     assert_eq!(first["not_labels"].as_array().unwrap().len(), 3, "{text}");
     let dev = f.path("mined-dev.jsonl");
     std::fs::copy(&output, &dev).unwrap();
-    check(&run(&["eval", "--model", s(&f.model), "--data", s(&dev)]));
+    assert_success(&run(&["eval", "--model", s(&f.model), "--data", s(&dev)]));
 }
 
 // Issue 35, defect 7: `train --force` in an earlier run's directory removes that run's model
@@ -1156,7 +1119,7 @@ fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
     let root = TempDir::new().unwrap();
     let output = root.path().join("out");
     let (_keep, config) = train_setup(&output);
-    check(&train(&config, &["--set", "eval_every=1"]));
+    assert_success(&train(&config, &["--set", "eval_every=1"]));
     for name in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(output.join(name).is_file(), "{name}");
     }
@@ -1174,7 +1137,7 @@ fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
             "1",
         ],
     );
-    check(&out);
+    assert_success(&out);
     for name in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(
             !output.join(name).exists(),
@@ -1197,7 +1160,7 @@ fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
             "--resume",
         ],
     );
-    check(&resumed);
+    assert_success(&resumed);
     assert!(output.join("model.safetensors").is_file());
     let own = train(
         &config,
@@ -1209,7 +1172,7 @@ fn issue35_d07_force_removes_the_earlier_runs_model_before_training() {
             "eval_every=1",
         ],
     );
-    check(&own);
+    assert_success(&own);
     assert!(output.join("model.safetensors").is_file());
 }
 
@@ -1248,7 +1211,7 @@ fn issue35_d13_the_standard_streams_are_written_to_by_name() {
     let f = fixture();
     for name in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
         let out = f.eval(&["--predictions", name]);
-        check(&out);
+        assert_success(&out);
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert!(stdout.starts_with("model "), "{name}: {stdout}");
         let predictions: Vec<Value> = stdout
@@ -1260,7 +1223,7 @@ fn issue35_d13_the_standard_streams_are_written_to_by_name() {
         assert_eq!(predictions[0]["text"], "the cat sat", "{name}");
     }
     let out = f.eval(&["--report", "/dev/stderr"]);
-    check(&out);
+    assert_success(&out);
     let report = stderr(&out);
     let start = report.find("{\n").expect("the report on stderr");
     let end = report.rfind("}\n").unwrap();
@@ -1286,7 +1249,7 @@ fn issue35_d13_the_standard_streams_are_written_to_by_name() {
         "--output",
         "/dev/stdout",
     ]);
-    check(&out);
+    assert_success(&out);
     let mined: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(mined["not_labels"].as_array().unwrap().len(), 1);
 
