@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use gliznet::data::example::{Example, ExampleReader};
 use gliznet::data::labels::{label_key, read_label_pool};
+use gliznet::data::text::MAX_TEXT_CHARS;
 use gliznet::embed::Embedder;
 use gliznet::error::input_error;
 use gliznet::files::write_atomically;
@@ -143,11 +144,17 @@ pub fn run(args: MineArgs) -> Result<()> {
     };
     let miner = Miner::new(embedder, pool, options, args.batch_size as usize)?;
 
-    let (examples_written, short) = write_mined(&args, &miner)?;
+    let (examples_written, short, cut) = write_mined(&args, &miner)?;
     eprintln!(
         "wrote {examples_written} examples to {}",
         args.output.display()
     );
+    if cut > 0 {
+        eprintln!(
+            "note: {cut} text(s) were longer than {MAX_TEXT_CHARS} characters and were read, \
+             and written, up to there (no model reads further)"
+        );
+    }
     if short > 0 {
         eprintln!("note: {short} examples got fewer than {} negatives (the guards left too few candidates)", args.k);
     }
@@ -155,11 +162,13 @@ pub fn run(args: MineArgs) -> Result<()> {
 }
 
 /// Mines negatives for every input example and writes the output file atomically. Returns the
-/// number of examples written and of those that got fewer than `--k` negatives.
-fn write_mined(args: &MineArgs, miner: &Miner) -> Result<(usize, usize)> {
+/// number of examples written, of those that got fewer than `--k` negatives, and of those
+/// whose text was cut at `MAX_TEXT_CHARS` characters.
+fn write_mined(args: &MineArgs, miner: &Miner) -> Result<(usize, usize, usize)> {
     let k = args.k as usize;
     let mut examples_written = 0usize;
     let mut short = 0usize;
+    let mut cut = 0usize;
     write_atomically(&args.output, |file| {
         let mut out = BufWriter::new(file);
         let mut reader = ExampleReader::open(&args.input)?;
@@ -196,6 +205,7 @@ fn write_mined(args: &MineArgs, miner: &Miner) -> Result<(usize, usize)> {
         if !chunk.is_empty() {
             flush(&mut chunk, &mut out)?;
         }
+        cut = reader.texts_cut();
         if examples_written == 0 {
             return Err(input_error(format!(
                 "{}: no examples",
@@ -205,7 +215,7 @@ fn write_mined(args: &MineArgs, miner: &Miner) -> Result<(usize, usize)> {
         out.flush()?;
         Ok(())
     })?;
-    Ok((examples_written, short))
+    Ok((examples_written, short, cut))
 }
 
 /// Every distinct label (positive or negative) of an examples file.

@@ -8,6 +8,7 @@ use clap::Args;
 use gliznet::classifier::{Classifier, LabelSet, Method};
 use gliznet::data::jsonl::JsonlReader;
 use gliznet::data::labels::Label;
+use gliznet::data::text::cap_text;
 use gliznet::error::input_error;
 use gliznet::results::ResultWriter;
 use gliznet::scoring::ScoreMode;
@@ -83,6 +84,8 @@ struct InputLine {
 struct Pending {
     text: String,
     labels: Rc<LabelSet>,
+    /// The text was longer than what is read of a text (`MAX_TEXT_CHARS`) and was cut there.
+    cut: bool,
 }
 
 /// Scores texts in batches and writes each result as it comes.
@@ -97,8 +100,8 @@ struct Scorer<W: std::io::Write> {
 }
 
 impl<W: std::io::Write> Scorer<W> {
-    fn push(&mut self, text: String, labels: Rc<LabelSet>) {
-        self.pending.push(Pending { text, labels });
+    fn push(&mut self, text: String, labels: Rc<LabelSet>, cut: bool) {
+        self.pending.push(Pending { text, labels, cut });
     }
 
     fn is_full(&self) -> bool {
@@ -119,9 +122,7 @@ impl<W: std::io::Write> Scorer<W> {
             .classifier
             .scores(&items, self.mode, self.method, self.batch_size)?;
         for (p, result) in self.pending.iter().zip(results) {
-            if let Some(encoding) = &result.encoding {
-                self.notes.record(encoding);
-            }
+            self.notes.record(result.encoding.as_ref(), p.cut);
             self.writer
                 .write(&p.text, &p.labels.names, &result.scores)?;
         }
@@ -181,11 +182,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 return Err(input_error(NO_LABELS));
             };
             for (i, text) in args.text.iter().enumerate() {
+                let mut text = text.clone();
+                let cut = cap_text(&mut text);
                 scorer
                     .classifier
-                    .check_text(text)
+                    .check_text(&text)
                     .map_err(|e| input_error(format!("--text #{}: {e}", i + 1)))?;
-                scorer.push(text.clone(), Rc::clone(labels));
+                scorer.push(text, Rc::clone(labels), cut);
             }
         }
         Some(path) => score_file(path, shared.as_ref(), &mut scorer)?,
@@ -225,7 +228,7 @@ fn score_file<W: std::io::Write>(
                 )))
             }
         };
-        scorer.push(line.text, labels);
+        scorer.push(line.text, labels, reader.last_text_cut());
         if scorer.is_full() {
             scorer
                 .flush()
@@ -257,8 +260,13 @@ struct Notes {
 }
 
 impl Notes {
-    fn record(&mut self, encoding: &gliznet::tokenizer::TextEncoding) {
-        self.truncated_texts += usize::from(encoding.text_truncated());
+    /// What packing did to one text; `cut` says that the text was cut where reading stops
+    /// (it is truncated whatever its encoding says).
+    fn record(&mut self, encoding: Option<&gliznet::tokenizer::TextEncoding>, cut: bool) {
+        self.truncated_texts += usize::from(cut || encoding.is_some_and(|e| e.text_truncated()));
+        let Some(encoding) = encoding else {
+            return;
+        };
         self.chunked_texts += usize::from(encoding.chunks.len() > 1);
         self.capped_labels = self.capped_labels.max(encoding.capped_labels.len());
         self.max_length = self.max_length.max(

@@ -233,6 +233,11 @@ impl ExampleReader {
     pub fn bytes_read(&self) -> u64 {
         self.reader.bytes_read()
     }
+
+    /// Examples so far whose text was cut where reading stops (`MAX_TEXT_CHARS`).
+    pub fn texts_cut(&self) -> usize {
+        self.reader.texts_cut()
+    }
 }
 
 impl Iterator for ExampleReader {

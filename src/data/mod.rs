@@ -3,3 +3,4 @@
 pub mod example;
 pub mod jsonl;
 pub mod labels;
+pub mod text;

@@ -5,10 +5,12 @@
 //! ```
 //! `"text": "…"` stands for one text. A text object's own `labels` replace the shared ones.
 //! A label is a name or `{"label": "…", "description": "…"}` (the model reads the description).
+//! A text is kept up to `MAX_TEXT_CHARS` characters, as `predict` reads one.
 
 use super::{ApiError, ServeOptions};
 use crate::classifier::{Classifier, LabelSet};
 use crate::data::labels::Label;
+use crate::data::text::text_prefix;
 use crate::scoring::ScoreMode;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -140,7 +142,7 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<TextEntry<'_>>, ApiError> {
         (None, None) => Err(ApiError::invalid(
             "no texts: give \"text\" (one text) or \"texts\" (a list)",
         )),
-        (Some(Value::String(text)), None) => Ok(vec![("text".into(), text.clone(), None)]),
+        (Some(Value::String(text)), None) => Ok(vec![("text".into(), kept(text), None)]),
         (Some(other), None) => Err(ApiError::invalid(format!(
             "text: expected a string, got {}",
             kind(other)
@@ -155,7 +157,7 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<TextEntry<'_>>, ApiError> {
                 .map(|(i, item)| {
                     let place = format!("texts[{i}]");
                     match item {
-                        Value::String(text) => Ok((place, text.clone(), None)),
+                        Value::String(text) => Ok((place, kept(text), None)),
                         Value::Object(fields) => {
                             if let Some(unknown) =
                                 fields.keys().find(|k| *k != "text" && *k != "labels")
@@ -167,7 +169,7 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<TextEntry<'_>>, ApiError> {
                             match fields.get("text") {
                                 Some(Value::String(text)) => Ok((
                                     place,
-                                    text.clone(),
+                                    kept(text),
                                     fields.get("labels").filter(|l| !l.is_null()),
                                 )),
                                 Some(other) => Err(ApiError::invalid(format!(
@@ -192,6 +194,12 @@ fn texts(object: &Map<String, Value>) -> Result<Vec<TextEntry<'_>>, ApiError> {
             kind(other)
         ))),
     }
+}
+
+/// What is read of a text: its first `MAX_TEXT_CHARS` characters (the model reads far fewer
+/// tokens), so that a long text is not tokenized whole.
+fn kept(text: &str) -> String {
+    text_prefix(text).0.to_owned()
 }
 
 fn label_set(
