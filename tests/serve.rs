@@ -653,3 +653,102 @@ fn a_client_that_goes_away_frees_its_work() {
     assert_eq!(server.metric("gliznet_texts_scored_total"), 0.0);
     assert_eq!(server.metric("gliznet_queue_texts"), 0.0);
 }
+
+/// Sends `request` on a fresh connection (then shuts down the sending side when `half_close`),
+/// and reads until the server closes or `wait` passes. Returns the time to the first byte of
+/// the answer (or to the end) and everything read.
+fn raw_exchange(
+    server: &Server,
+    request: &[u8],
+    half_close: bool,
+    wait: Duration,
+) -> (Duration, String) {
+    use std::io::Read;
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let start = Instant::now();
+    stream.write_all(request).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut first_byte = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                first_byte.get_or_insert_with(|| start.elapsed());
+                answer.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    (
+        first_byte.unwrap_or_else(|| start.elapsed()),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+// Issue 35, defect 4: a request whose Content-Length is over --max-request-bytes is answered
+// 413 at once, from the header (it waited 40 s and more for a body it would refuse); a chunked
+// body that grows past the limit is 413 too; a body that stops arriving is cut with 408 after
+// --request-timeout-s, and headers that stop arriving close the connection.
+#[test]
+fn issue35_d04_a_body_over_the_limit_is_refused_at_once_and_a_stalled_one_cut() {
+    let server = Server::start(&["--max-request-bytes", "2000", "--request-timeout-s", "2"]);
+    let wait = Duration::from_secs(10);
+    for length in ["2001", "2000000", "99999999999"] {
+        let head = format!(
+            "POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        );
+        let (took, answer) = raw_exchange(&server, head.as_bytes(), false, wait);
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{length}: {answer}");
+        assert!(
+            answer.contains("larger than 2000 bytes (--max-request-bytes)"),
+            "{answer}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "Content-Length {length}: answered after {took:?}"
+        );
+    }
+    let chunk = "x".repeat(3000);
+    let chunked = format!(
+        "POST /v1/classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    let (took, answer) = raw_exchange(&server, chunked.as_bytes(), false, wait);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        took < Duration::from_secs(1),
+        "chunked: answered after {took:?}"
+    );
+
+    let stalled =
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"text\": ";
+    let (took, answer) = raw_exchange(&server, stalled, false, wait);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("--request-timeout-s"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "a stalled body was cut after {took:?}"
+    );
+    let (took, answer) = raw_exchange(
+        &server,
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n",
+        false,
+        wait,
+    );
+    assert_eq!(answer, "", "headers that never end");
+    assert!(
+        took < Duration::from_secs(6),
+        "the connection was held {took:?}"
+    );
+
+    // Still serving, and a body within the limit is read whole.
+    let body = json!({"text": "the team won", "labels": ["sports"]}).to_string();
+    assert_eq!(server.post(&body).0, 200);
+    assert!(server.metric("gliznet_requests_total{route=\"/v1/classify\",status=\"413\"}") >= 4.0);
+    assert!(server.metric("gliznet_requests_total{route=\"/v1/classify\",status=\"408\"}") >= 1.0);
+}

@@ -39,9 +39,13 @@ pub struct ServeArgs {
     /// Most texts accepted and not yet answered; beyond it requests get 503 and Retry-After
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_queue: u64,
-    /// Largest request body in bytes (413 beyond)
+    /// Largest request body in bytes (413 beyond; at once when Content-Length says so)
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
     max_request_bytes: u64,
+    /// Seconds a request's headers may take to arrive (the connection is then closed; an idle
+    /// keep-alive connection too), and then its body (408)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_s: u64,
     /// Most labels one text may be scored against (413 beyond)
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_labels: u64,
@@ -80,6 +84,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_queue: args.max_queue as usize,
         },
         max_request_bytes: args.max_request_bytes as usize,
+        request_timeout: Duration::from_secs(args.request_timeout_s),
         max_labels: args.max_labels as usize,
         api_key,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),

@@ -5,6 +5,7 @@
 //! same texts scored in the same batch.
 
 pub mod batcher;
+mod conn;
 mod metrics;
 mod request;
 
@@ -12,9 +13,8 @@ use crate::classifier::Classifier;
 use crate::model::Quantization;
 use crate::results::{Format, ResultWriter};
 use anyhow::Result;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::{Bytes, HttpBody};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -45,8 +45,11 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub limits: BatchLimits,
-    /// Largest request body accepted (413 beyond).
+    /// Largest request body accepted (413 beyond: at once when `Content-Length` says so).
     pub max_request_bytes: usize,
+    /// How long a request's headers, and then its body, may take to arrive (the connection is
+    /// closed, or the request answered 408).
+    pub request_timeout: Duration,
     /// Most labels one text may be scored against.
     pub max_labels: usize,
     /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
@@ -105,18 +108,19 @@ where
     let stop_signal = Arc::clone(&stopping);
     let load_error: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
     let load_error_slot = Arc::clone(&load_error);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        tokio::select! {
-            () = shutdown => {}
-            Ok(e) = load_failed_rx => {
-                *load_error_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    let server =
+        conn::serve_connections(listener, app, state.options.request_timeout, async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(e) = load_failed_rx => {
+                    *load_error_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
             }
-        }
-        stop_signal.notify_one();
-    });
+            stop_signal.notify_one();
+        });
     let timeout = state.options.shutdown_timeout;
     tokio::select! {
-        result = std::future::IntoFuture::into_future(server) => result?,
+        () = server => {}
         () = async { stopping.notified().await; tokio::time::sleep(timeout).await } => {}
     }
     if let Some(e) = load_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -150,6 +154,7 @@ fn start_engine(classifier: Classifier, state: &Arc<AppState>) -> Engine {
             "max_wait_ms": state.options.limits.max_wait.as_millis() as u64,
             "max_queue": state.options.limits.max_queue,
             "max_request_bytes": state.options.max_request_bytes,
+            "request_timeout_s": state.options.request_timeout.as_secs_f64(),
             "max_labels": state.options.max_labels,
         },
     });
@@ -167,7 +172,6 @@ fn start_engine(classifier: Classifier, state: &Arc<AppState>) -> Engine {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.options.max_request_bytes;
     Router::new()
         .route("/v1/classify", post(classify))
         .route("/health", get(health))
@@ -182,7 +186,6 @@ fn router(state: Arc<AppState>) -> Router {
             authorize,
         ))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -210,6 +213,16 @@ impl ApiError {
     fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
+
+    /// The answer, and the connection closed after it: what is left of the request's body is
+    /// not read.
+    fn closing(self) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -235,21 +248,68 @@ fn engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     })
 }
 
+/// A request's body, up to `--max-request-bytes`: refused unread when its `Content-Length` says
+/// it is longer (413 at once), refused as soon as it grows past the limit (413, a chunked body),
+/// and cut with 408 when it has not all arrived within `--request-timeout-s`.
+async fn read_body(request: Request, options: &ServeOptions) -> Result<Bytes, ApiError> {
+    let limit = options.max_request_bytes;
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the request body is larger than {limit} bytes (--max-request-bytes)"
+        ))
+    };
+    // hyper has answered 400 to a Content-Length that is not a number.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = request.into_body();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+    let read = async {
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| {
+                ApiError::invalid(format!("the request body could not be read: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(options.request_timeout, read).await {
+        Ok(read) => read?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s (--request-timeout-s)",
+                    options.request_timeout.as_secs_f64()
+                ),
+            ))
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
 async fn classify(
     State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "the request body is larger than {} bytes (--max-request-bytes)",
-                state.options.max_request_bytes
-            ))
-        } else {
-            ApiError::invalid(format!("the request body could not be read: {rejection}"))
-        }
-    })?;
+    let body = match read_body(request, &state.options).await {
+        Ok(body) => body,
+        Err(e) => return Ok(e.closing()),
+    };
     let engine = engine(&state)?;
     let request = request::parse(&body, &engine.classifier, &state.options)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
