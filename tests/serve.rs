@@ -752,3 +752,27 @@ fn issue35_d04_a_body_over_the_limit_is_refused_at_once_and_a_stalled_one_cut() 
     assert!(server.metric("gliznet_requests_total{route=\"/v1/classify\",status=\"413\"}") >= 4.0);
     assert!(server.metric("gliznet_requests_total{route=\"/v1/classify\",status=\"408\"}") >= 1.0);
 }
+
+// Issue 35, defect 12: a client that sends its last request (HTTP/1.0, or Connection: close)
+// and shuts down its sending side still reads the answer (it got nothing). On a keep-alive
+// connection the end of input still means the client went away (see
+// a_client_that_goes_away_frees_its_work).
+#[test]
+fn issue35_d12_a_half_closed_client_still_reads_the_answer() {
+    let server = Server::start(&[]);
+    let body = json!({"text": "the team won", "labels": ["sports", "politics"]}).to_string();
+    let (status, expected) = server.post(&body);
+    assert_eq!(status, 200);
+    for (version, connection) in [("1.0", ""), ("1.1", "Connection: close\r\n")] {
+        let request = format!(
+            "POST /v1/classify HTTP/{version}\r\nHost: x\r\n{connection}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (_, answer) = raw_exchange(&server, request.as_bytes(), true, Duration::from_secs(10));
+        assert!(
+            answer.starts_with(&format!("HTTP/{version} 200 ")),
+            "HTTP/{version}: {answer:?}"
+        );
+        assert!(answer.ends_with(&expected), "HTTP/{version}: {answer}");
+    }
+}
