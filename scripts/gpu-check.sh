@@ -3,8 +3,14 @@
 # needs into one folder under 64 MiB), `run` on a machine with an NVIDIA GPU and no Rust (the
 # lent H100/H200: driver 580, PyTorch with CUDA 13 libraries in its Python packages).
 #
-#   scripts/gpu-check.sh pack DIR
+#   scripts/gpu-check.sh pack DIR [--prebuilt TARGET_DIR]
 #   scripts/gpu-check.sh run DIR [--device cuda|cpu] [--train-steps N] [--out DIR]
+#
+# `pack` needs no Python package (the f16 backbone is written with the standard library);
+# `--prebuilt` takes gliznet and examples/throughput from TARGET_DIR/release (built there with
+# --features cuda) instead of building them, as CI does with its own CUDA build (which has no
+# throughput: run's step 4 then says so).
+# GPU_CHECK_XZ_LEVEL overrides the xz presets (CI's 0 packs in seconds what 9 packs in minutes).
 #
 # `run` compares CPU and GPU scores (64 texts x 20 labels) and one training step (loss and
 # gradient norm, dropout off), trains N steps on the GPU (loss must fall), and measures
@@ -20,41 +26,84 @@ cd "$root"
 SCORE_TOLERANCE=1e-3  # max |score difference|, CPU vs GPU (f32 sums in another order)
 STEP_TOLERANCE=1e-3   # relative difference of one step's loss and gradient norm
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# xz at preset $1, or GPU_CHECK_XZ_LEVEL's.
+xz_pack() { local level="$1"; shift; xz -T0 "-${GPU_CHECK_XZ_LEVEL:-$level}" "$@"; }
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 pack() {
-  local dir="$1"
+  local dir="$1" prebuilt="${2:-}"
   mkdir -p "$dir/data"
   dir="$(cd "$dir" && pwd)"
   [[ -f models/all-MiniLM-L6-v2/model.safetensors ]] || scripts/fetch-backbone.sh
   [[ -f data/generated/train.jsonl ]] || scripts/build-corpus.sh
   [[ -f data/generated/suite/suite.json ]] || scripts/build-dev-suite.sh
 
-  echo "== CUDA build (without the built-in model)" >&2
-  # shellcheck disable=SC1090
-  . <(scripts/cuda-toolkit.sh)
-  local target="${CUDA_TARGET_DIR:-$root/target/cuda}"
-  GLIZNET_NO_BUILTIN_MODEL=1 CARGO_TARGET_DIR="$target" \
-    cargo build --release --features cuda --bin gliznet --example throughput >&2
+  local target
+  if [[ -n "$prebuilt" ]]; then
+    target="$(cd "$prebuilt" && pwd)"
+    echo "== CUDA binaries from $target/release (not built here)" >&2
+  else
+    echo "== CUDA build (without the built-in model)" >&2
+    # shellcheck disable=SC1090
+    . <(scripts/cuda-toolkit.sh)
+    target="${CUDA_TARGET_DIR:-$root/target/cuda}"
+    GLIZNET_NO_BUILTIN_MODEL=1 CARGO_TARGET_DIR="$target" \
+      cargo build --release --features cuda --bin gliznet --example throughput >&2
+  fi
   for bin in gliznet examples/throughput; do
+    if [[ -n "$prebuilt" && "$bin" != gliznet && ! -f "$target/release/$bin" ]]; then
+      echo "note: no $target/release/$bin: the pack has none" >&2
+      continue
+    fi
     strip -o "$dir/$(basename "$bin")" "$target/release/$bin"
-    xz -T0 -9 -f "$dir/$(basename "$bin")"
+    xz_pack 9 -f "$dir/$(basename "$bin")"
   done
 
   echo "== backbone in f16" >&2
+  # safetensors by hand: an 8-byte little-endian header size, a JSON header (dtype, shape and
+  # data_offsets of each tensor), the data. F32 tensors become F16 (struct's "e": IEEE half,
+  # rounded to nearest even, as numpy's astype), the others are copied; the tensors are laid
+  # out widest type first, as safetensors' save_file does.
   python3 - models/all-MiniLM-L6-v2 "$dir/backbone" <<'PY'
-import json, pathlib, shutil, sys
-import numpy as np
-from safetensors.numpy import load_file, save_file
+import json, math, pathlib, shutil, struct, sys
 src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
-tensors = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in load_file(src / "model.safetensors").items()}
-save_file(tensors, out / "model.safetensors")
+SIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+        "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+CHUNK = 1 << 20  # values converted at once
+with open(src / "model.safetensors", "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+    base = 8 + n
+    meta = header.pop("__metadata__", None)
+    dtype = {k: ("F16" if v["dtype"] == "F32" else v["dtype"]) for k, v in header.items()}
+    names = sorted(header, key=lambda k: (-SIZE[dtype[k]], k))
+    layout, offset = ({"__metadata__": meta} if meta is not None else {}), 0
+    for k in names:
+        size = math.prod(header[k]["shape"]) * SIZE[dtype[k]]
+        layout[k] = {"dtype": dtype[k], "shape": header[k]["shape"], "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(layout, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(out / "model.safetensors", "wb") as dst:
+        dst.write(struct.pack("<Q", len(head)) + head)
+        for k in names:
+            begin, end = header[k]["data_offsets"]
+            f.seek(base + begin)
+            if header[k]["dtype"] != "F32":
+                dst.write(f.read(end - begin))
+                continue
+            left = (end - begin) // 4
+            while left:
+                count = min(left, CHUNK)
+                dst.write(struct.pack(f"<{count}e", *struct.unpack(f"<{count}f", f.read(4 * count))))
+                left -= count
 for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
     if (src / name).is_file():
         shutil.copy(src / name, out / name)
 PY
-  xz -T0 -6 -f "$dir/backbone/model.safetensors"
+  xz_pack 6 -f "$dir/backbone/model.safetensors"
 
   echo "== data" >&2
   # 256 texts of every length: 32 from each of the suite's single-label tasks.
@@ -72,15 +121,21 @@ PY
   cp bench/labels.txt "$dir/data/labels-50.txt"
   shuf -n 6400 --random-source=<(yes) data/generated/train.jsonl >"$dir/data/train.jsonl"
   head -n 160 data/generated/validation-mix.jsonl >"$dir/data/validation.jsonl"
-  xz -T0 -9 -f "$dir/data/train.jsonl"
+  xz_pack 9 -f "$dir/data/train.jsonl"
   # The whole corpus, for scripts/gpu-ablation.sh.
   mkdir -p "$dir/corpus"
   for f in train.jsonl train-balanced.jsonl validation-mix.jsonl; do
-    xz -T0 -9 -c "data/generated/$f" >"$dir/corpus/$f.xz"
+    xz_pack 9 -c "data/generated/$f" >"$dir/corpus/$f.xz"
   done
   tar -C data/generated -cJf "$dir/suite.tar.xz" suite
   du -sh "$dir" >&2
   du -ab "$dir" | sort -n | tail -n 12 >&2
+  # What a run command carries to the lent machine is at most 64 MiB.
+  local bytes
+  bytes="$(du -sb "$dir" | cut -f1)"
+  if ((bytes > 64 << 20)); then
+    echo "warning: the pack is $((bytes >> 20)) MiB, over the 64 MiB a device run carries" >&2
+  fi
 }
 
 # The loader path for the CUDA binary: the CUDA libraries of the Python packages (PyTorch's),
@@ -263,7 +318,10 @@ PY
 }
 
 case "${1:-}" in
-  pack) [[ $# -eq 2 ]] || usage; pack "$2" ;;
+  pack)
+    if [[ $# -eq 2 ]]; then pack "$2"
+    elif [[ $# -eq 4 && "$3" == --prebuilt ]]; then pack "$2" "$4"
+    else usage; fi ;;
   unpack) [[ $# -eq 3 ]] || usage; unpack "$2" "$3" ;;
   libs) [[ $# -eq 2 ]] || usage; libs "$2" ;;
   run) [[ $# -ge 2 ]] || usage; shift; run "$@" ;;
