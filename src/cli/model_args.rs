@@ -140,12 +140,10 @@ impl ClassifierArgs {
         }
         classifier.subtract_label_prior = self.subtract_label_prior;
         classifier.set_label_cache_capacity(self.label_cache);
-        let bf16_by_default = quantization.is_none()
-            && !self.f32
-            && classifier.device.is_cpu()
-            && gliznet::model::has_fast_bf16_kernel();
-        if bf16_by_default {
-            classifier.quantize(Quantization::Bf16)?;
+        if quantization.is_none() && !self.f32 {
+            if let Some(to) = gliznet::classifier::default_precision(&classifier.device) {
+                classifier.quantize(to)?;
+            }
         }
         match quantization {
             Some((to @ Quantization::Int8, _)) => {
