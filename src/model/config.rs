@@ -1,31 +1,11 @@
 //! The `gliznet` section of a model directory's `config.json`.
 
+pub use crate::batch::LabelAttention;
 use crate::model::head::{HeadShape, Readout, Similarity};
 use crate::tokenizer::{split_label_template, PackingLimits};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;
-
-/// What the tokens of a packed sequence `[CLS] text [SEP] label [SEP] label [SEP] …` attend to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelAttention {
-    /// Every token to every token: the joint encoding.
-    #[default]
-    Full,
-    /// The text to itself only; each label (with its `[SEP]`) to the text and to itself, never
-    /// to another label. The text's states are the encoder's for the text alone, and a label's
-    /// score does not depend on the other labels of the sequence.
-    Isolated,
-    /// The text to itself only; each label to itself and the `[CLS]` (standing in for its
-    /// own), numbered from 1 as if it followed that `[CLS]`: a bi-encoder in one pass.
-    Separate,
-    /// The text to itself only; each label to itself only, numbered from 0 as a sequence of
-    /// its own (a `label_template` starting with `[CLS]` gives it the `[CLS]` a bi-encoder
-    /// would): a label's vector depends on nothing but the label, so it is computed once per
-    /// call and compared with every text's.
-    Independent,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
