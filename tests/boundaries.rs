@@ -10,25 +10,14 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use tempfile::TempDir;
 
+mod support;
+use support::{label_scores, run, s, stderr, BIN};
 #[path = "support/server.rs"]
 mod server;
 use server::TestServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
 const BATCH: usize = 16;
 const COUNTS: [usize; 6] = [0, 1, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH];
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Exit 0, nothing on stderr that looks like a library error or a backtrace.
 fn assert_clean_success(out: &Output, what: &str) {
@@ -37,10 +26,6 @@ fn assert_clean_success(out: &Output, what: &str) {
     for needle in ["error", "backtrace", "panicked", "stack expects"] {
         assert!(!err.to_lowercase().contains(needle), "{what}: {err}");
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `n` texts, each with its own labels when `per_line` (two lists alternating), else none.
@@ -77,20 +62,6 @@ fn records(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-fn scores(record: &Value) -> Vec<(String, f64)> {
-    record["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["label"].as_str().unwrap().to_string(),
-                l["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// predict over every count, shared and per-line labels: exit 0, one record per line in input
 /// order, the same scores as with one text per batch.
 fn predict_at_every_boundary(model_args: &[&str]) {
@@ -115,7 +86,7 @@ fn predict_at_every_boundary(model_args: &[&str]) {
             assert_clean_success(&alone, &what);
             for (i, (b, a)) in batched.iter().zip(records(&alone)).enumerate() {
                 assert_eq!(b["text"], a["text"], "{what}: record {i} out of order");
-                let (b, a) = (scores(b), scores(&a));
+                let (b, a) = (label_scores(b), label_scores(&a));
                 assert_eq!(b.len(), a.len(), "{what}: record {i}");
                 for ((lb, sb), (la, sa)) in b.iter().zip(&a) {
                     assert_eq!(lb, la, "{what}: record {i}");
@@ -313,7 +284,7 @@ fn serve_answers_at_batch_boundaries_as_predict_does() {
                 .enumerate()
             {
                 assert_eq!(a["text"], p["text"], "{n}: text {i}");
-                for ((la, sa), (lp, sp)) in scores(a).iter().zip(scores(p)) {
+                for ((la, sa), (lp, sp)) in label_scores(a).iter().zip(label_scores(p)) {
                     assert_eq!(*la, lp, "{n}: text {i}");
                     assert!((sa - sp).abs() < 1e-5, "{n}: text {i} {la}: {sa} vs {sp}");
                 }

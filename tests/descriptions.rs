@@ -5,40 +5,16 @@
 use gliznet::model::head::Similarity;
 use gliznet::testing::write_tiny_model;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use tempfile::TempDir;
 
+mod support;
+use support::{assert_success, label_scores, run_with_stdin, s};
 #[path = "support/server.rs"]
 mod server;
 use server::TestServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
 const TEXT: &str = "The central bank raised interest rates again";
-
-fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = stdin.unwrap_or("").to_string();
-    let mut pipe = child.stdin.take().unwrap();
-    std::thread::spawn(move || std::io::Write::write_all(&mut pipe, input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// label → score of the first record of predict's JSON or JSONL output.
 fn scores(out: &Output) -> Vec<(String, f64)> {
@@ -47,17 +23,14 @@ fn scores(out: &Output) -> Vec<(String, f64)> {
         Ok(Value::Array(records)) => records[0].clone(),
         _ => serde_json::from_str(text.lines().next().unwrap()).unwrap(),
     };
-    first["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["label"].as_str().unwrap().to_string(),
-                l["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    label_scores(&first)
+}
+
+/// Runs gliznet with `stdin` (or nothing) on its standard input and asserts it succeeded.
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let out = run_with_stdin(args, stdin.unwrap_or("").as_bytes());
+    assert_success(&out);
+    out
 }
 
 fn close(a: f64, b: f64) -> bool {

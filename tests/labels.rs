@@ -4,30 +4,13 @@
 
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use tempfile::TempDir;
 
+mod support;
+use support::{run, s, stderr};
 #[path = "support/server.rs"]
 mod server;
 use server::TestServer;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn an_empty_label_in_a_list_is_named_by_its_place_everywhere() {

@@ -75,3 +75,18 @@ pub fn lines(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
         .collect()
 }
+
+/// Each label's name and score in one record of predict's JSON output, in order.
+pub fn label_scores(record: &Value) -> Vec<(String, f64)> {
+    record["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
