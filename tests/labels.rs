@@ -57,7 +57,11 @@ fn an_empty_label_in_a_list_is_named_by_its_place_everywhere() {
         body.contains("texts[3].labels: label 1 of 1 is empty"),
         "{body}"
     );
-    // A text's own "labels": null is no labels of its own, as at the top level.
+}
+
+#[test]
+fn a_texts_own_null_labels_are_no_labels_as_at_the_top_level() {
+    let server = TestServer::start(&[]);
     let (status, body) = server.classify(
         &json!({"texts": [{"text": "the match", "labels": null}], "labels": ["sports", "economy"]}),
     );
