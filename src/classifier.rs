@@ -157,7 +157,17 @@ impl Classifier {
         items: &[(&str, &EncodedLabels)],
         batch_size: usize,
     ) -> Result<Vec<TextLogits>> {
-        let mut results = logits(
+        let tokens = text_tokens(&self.loaded.tokenizer, items)?;
+        self.logits_of_tokens(&with_tokens(&tokens, items), batch_size)
+    }
+
+    /// [`Classifier::logits`] for texts already tokenized ([`LabelTokenizer::text_tokens`]).
+    pub fn logits_of_tokens(
+        &self,
+        items: &[(&[u32], &EncodedLabels)],
+        batch_size: usize,
+    ) -> Result<Vec<TextLogits>> {
+        let mut results = logits_of_tokens(
             &self.loaded.model,
             &self.loaded.tokenizer,
             &self.device,
@@ -264,7 +274,7 @@ fn independent_logits(
     model: &GliZNet,
     tokenizer: &LabelTokenizer,
     device: &Device,
-    items: &[(&str, &EncodedLabels)],
+    items: &[(&[u32], &EncodedLabels)],
     batch_size: usize,
     cache: Option<&Mutex<LabelCache>>,
 ) -> Result<Vec<TextLogits>> {
@@ -279,8 +289,8 @@ fn independent_logits(
     let mut texts = items
         .iter()
         .enumerate()
-        .map(|(item, (text, labels))| Ok((item, tokenizer.encode_text(text, labels)?)))
-        .collect::<Result<Vec<(usize, TextEncoding)>>>()?;
+        .map(|(item, (text, labels))| (item, tokenizer.pack_text(text, labels)))
+        .collect::<Vec<(usize, TextEncoding)>>();
     texts.sort_by_key(|(_, encoding)| encoding.chunks[0].input_ids.len());
     let mut results: Vec<Option<TextLogits>> = items.iter().map(|_| None).collect();
     for group in texts.chunks(batch_size) {
@@ -400,14 +410,51 @@ pub fn logits(
     batch_size: usize,
     cache: Option<&Mutex<LabelCache>>,
 ) -> Result<Vec<TextLogits>> {
+    let tokens = text_tokens(tokenizer, items)?;
+    let items = with_tokens(&tokens, items);
+    logits_of_tokens(model, tokenizer, device, &items, batch_size, cache)
+}
+
+/// Each text's tokens ([`LabelTokenizer::text_tokens`]), in order.
+fn text_tokens(
+    tokenizer: &LabelTokenizer,
+    items: &[(&str, &EncodedLabels)],
+) -> Result<Vec<Vec<u32>>> {
+    items
+        .iter()
+        .map(|(text, _)| tokenizer.text_tokens(text))
+        .collect()
+}
+
+/// `items` with each text replaced by its `tokens`.
+fn with_tokens<'a>(
+    tokens: &'a [Vec<u32>],
+    items: &[(&str, &'a EncodedLabels)],
+) -> Vec<(&'a [u32], &'a EncodedLabels)> {
+    tokens
+        .iter()
+        .map(Vec::as_slice)
+        .zip(items.iter().map(|(_, labels)| *labels))
+        .collect()
+}
+
+/// [`logits`] for texts already tokenized ([`LabelTokenizer::text_tokens`]).
+pub fn logits_of_tokens(
+    model: &GliZNet,
+    tokenizer: &LabelTokenizer,
+    device: &Device,
+    items: &[(&[u32], &EncodedLabels)],
+    batch_size: usize,
+    cache: Option<&Mutex<LabelCache>>,
+) -> Result<Vec<TextLogits>> {
     ensure!(batch_size > 0, "batch size must be positive");
     if model.labels_are_independent() {
         return independent_logits(model, tokenizer, device, items, batch_size, cache);
     }
-    let encodings = items
+    let encodings: Vec<TextEncoding> = items
         .iter()
-        .map(|(text, labels)| tokenizer.encode_with_labels(text, labels))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|(text, labels)| tokenizer.pack_with_labels(text, labels))
+        .collect();
     let mut sequences: Vec<(usize, &SequenceEncoding)> = encodings
         .iter()
         .enumerate()

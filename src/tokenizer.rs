@@ -259,14 +259,20 @@ impl LabelTokenizer {
     /// A text to be scored on its own, `[CLS] text [SEP]` cut to `max_length`, as one chunk;
     /// an empty text is an input error, as in [`LabelTokenizer::encode_with_labels`].
     pub fn encode_text(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
-        let mut tokens = self.text_tokens(text)?;
-        let text_tokens = tokens.len();
-        tokens.truncate(self.limits.max_length - PackingLimits::FIXED_TOKENS);
-        Ok(TextEncoding {
-            chunks: vec![self.pack(&tokens, &[], 0..0)],
-            text_tokens,
+        Ok(self.pack_text(&self.text_tokens(text)?, labels))
+    }
+
+    /// [`LabelTokenizer::encode_text`] for a text already tokenized
+    /// ([`LabelTokenizer::text_tokens`]).
+    pub fn pack_text(&self, text_ids: &[u32], labels: &EncodedLabels) -> TextEncoding {
+        let kept = text_ids
+            .len()
+            .min(self.limits.max_length - PackingLimits::FIXED_TOKENS);
+        TextEncoding {
+            chunks: vec![self.pack(&text_ids[..kept], &[], 0..0)],
+            text_tokens: text_ids.len(),
             capped_labels: labels.capped.clone(),
-        })
+        }
     }
 
     /// The labels packed with no text, `[CLS] [SEP] label [SEP] …`: what the model makes of a
@@ -345,7 +351,12 @@ impl LabelTokenizer {
     }
 
     pub fn encode_with_labels(&self, text: &str, labels: &EncodedLabels) -> Result<TextEncoding> {
-        let text_ids = self.text_tokens(text)?;
+        Ok(self.pack_with_labels(&self.text_tokens(text)?, labels))
+    }
+
+    /// [`LabelTokenizer::encode_with_labels`] for a text already tokenized
+    /// ([`LabelTokenizer::text_tokens`]).
+    pub fn pack_with_labels(&self, text_ids: &[u32], labels: &EncodedLabels) -> TextEncoding {
         let limits = self.limits;
         let min_text = text_ids.len().min(limits.min_text_tokens);
         let label_budget = limits.max_length - PackingLimits::FIXED_TOKENS - min_text;
@@ -359,11 +370,11 @@ impl LabelTokenizer {
                 self.pack(&text_ids[..text_kept], &labels.ids, chunk)
             })
             .collect();
-        Ok(TextEncoding {
+        TextEncoding {
             chunks,
             text_tokens: text_ids.len(),
             capped_labels: labels.capped.clone(),
-        })
+        }
     }
 
     fn pack(

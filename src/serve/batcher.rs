@@ -30,6 +30,8 @@ pub struct BatchLimits {
 /// One request's texts, each with its labels and its token estimate.
 pub struct Job {
     pub texts: Vec<(String, Arc<LabelSet>)>,
+    /// Each text's tokens, in the order of `texts`.
+    pub text_tokens: Vec<Vec<u32>>,
     pub tokens: usize,
     pub mode: ScoreMode,
     pub reply: oneshot::Sender<Answer>,
@@ -166,14 +168,19 @@ fn run_batch(
             .set(queued.load(Ordering::SeqCst) as i64);
         return;
     }
-    let items: Vec<(&str, &crate::tokenizer::EncodedLabels)> = live
+    let items: Vec<(&[u32], &crate::tokenizer::EncodedLabels)> = live
         .iter()
-        .flat_map(|j| j.texts.iter().map(|(t, l)| (t.as_str(), &l.encoded)))
+        .flat_map(|j| {
+            j.text_tokens
+                .iter()
+                .zip(&j.texts)
+                .map(|(tokens, (_, l))| (tokens.as_slice(), &l.encoded))
+        })
         .collect();
     let texts = items.len();
     let tokens: usize = live.iter().map(|j| j.tokens).sum();
     let start = Instant::now();
-    let result = classifier.logits(&items, limits.encoder_batch.max(1));
+    let result = classifier.logits_of_tokens(&items, limits.encoder_batch.max(1));
     let elapsed = start.elapsed().as_secs_f64();
     metrics.batch_texts.observe(texts as f64);
     metrics.batch_tokens.observe(tokens as f64);

@@ -315,6 +315,7 @@ async fn classify(
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job {
         texts: request.texts,
+        text_tokens: request.text_tokens,
         tokens: request.tokens,
         mode: request.mode,
         reply,

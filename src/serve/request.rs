@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 pub struct ClassifyRequest {
     pub texts: Vec<(String, Arc<LabelSet>)>,
+    /// Each text's tokens, read once here and packed by the batcher.
+    pub text_tokens: Vec<Vec<u32>>,
     /// Tokens of the texts and their labels, before packing (the batch budget's estimate).
     pub tokens: usize,
     pub mode: ScoreMode,
@@ -99,6 +101,7 @@ pub fn parse(
     }
 
     let mut texts = Vec::with_capacity(entries.len());
+    let mut all_text_tokens = Vec::with_capacity(entries.len());
     let mut tokens = 0;
     for (place, text, own_labels) in entries {
         let text_tokens = classifier
@@ -123,9 +126,11 @@ pub fn parse(
         tokens += text_tokens.len().min(classifier.loaded.config.max_length)
             + labels.encoded.packed_tokens();
         texts.push((text, labels));
+        all_text_tokens.push(text_tokens);
     }
     Ok(ClassifyRequest {
         texts,
+        text_tokens: all_text_tokens,
         tokens,
         mode,
     })
