@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gliznet");
 
 fn run(args: &[&str]) -> Output {
@@ -396,17 +398,7 @@ fn scores_do_not_depend_on_which_candidate_is_gold() {
         ]));
         let row: Value =
             serde_json::from_str(std::fs::read_to_string(&predictions).unwrap().trim()).unwrap();
-        let mut scores: Vec<(String, f64)> = row["labels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["label"].as_str().unwrap().to_string(),
-                    l["score"].as_f64().unwrap(),
-                )
-            })
-            .collect();
+        let mut scores = support::label_scores(&row);
         scores.sort_by(|a, b| a.0.cmp(&b.0));
         scores
     };

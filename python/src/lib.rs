@@ -85,6 +85,11 @@ fn label_sets(inner: &Inner, texts: usize, labels: &Bound<'_, PyAny>) -> PyResul
         .collect()
 }
 
+/// Text `i`'s label set: the one for all texts, or its own.
+fn set_of(sets: &[LabelSet], i: usize) -> &LabelSet {
+    &sets[if sets.len() == 1 { 0 } else { i }]
+}
+
 impl Classifier {
     /// Checks every text and scores them all, without the GIL.
     fn score(
@@ -107,7 +112,7 @@ impl Classifier {
             let items: Vec<(&str, &LabelSet)> = texts
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (t.as_str(), &sets[if sets.len() == 1 { 0 } else { i }]))
+                .map(|(i, t)| (t.as_str(), set_of(sets, i)))
                 .collect();
             self.inner
                 .scores(&items, mode, Method::Gliznet, batch_size)
@@ -189,7 +194,7 @@ impl Classifier {
         let model = self.model();
         let records = PyList::empty(py);
         for (i, (text, scores)) in texts.iter().zip(scores).enumerate() {
-            let set = &sets[if sets.len() == 1 { 0 } else { i }];
+            let set = set_of(&sets, i);
             let labels = PyList::empty(py);
             for (name, score) in set.names.iter().zip(scores) {
                 let entry = PyDict::new(py);
