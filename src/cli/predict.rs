@@ -2,36 +2,57 @@
 
 use super::{progress_bar, shared_labels};
 use crate::cli::model_args::{ClassifierArgs, MethodArg};
-use crate::cli::output::{check_stdout, FormatArg};
+use crate::cli::output::{check_outputs, check_stdout, FormatArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use gliznet::classifier::{Classifier, LabelSet, Method};
 use gliznet::data::jsonl::JsonlReader;
 use gliznet::data::labels::Label;
+use gliznet::data::parquet::{is_parquet, ParquetRows, RowBatch, RowScores, ScoredWriter};
 use gliznet::data::text::cap_text;
 use gliznet::error::input_error;
+use gliznet::files::write_atomically;
 use gliznet::results::ResultWriter;
 use gliznet::scoring::ScoreMode;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     gliznet predict --model models/all-MiniLM-L6-v2 --text \"The bank raised rates\" --labels economy,sports\n  \
-    gliznet predict --model DIR --input texts.jsonl --labels-file labels.txt --format jsonl\n\n\
+    gliznet predict --model DIR --input texts.jsonl --labels-file labels.txt --format jsonl\n  \
+    gliznet predict --input rows.parquet --text-column body --labels a,b,c --output scored.parquet\n\n\
     Input lines are JSON objects: {\"text\": \"…\", \"labels\": [\"…\", …]} (labels optional when\n\
     --labels or --labels-file is given). A label may carry a description that the model reads\n\
-    with it: {\"label\": \"…\", \"description\": \"…\"} in a list, `name: description` in a labels file.")]
+    with it: {\"label\": \"…\", \"description\": \"…\"} in a list, `name: description` in a labels file.\n\n\
+    An --input ending in .parquet is read a record batch at a time: texts from --text-column,\n\
+    labels from --labels/--labels-file or a list-of-strings --labels-column. With an --output\n\
+    ending in .parquet, every input row is written back, its columns in order, with two added:\n\
+    scores (list<float32>, in the order of the row's labels) and predicted (list<string>).")]
 #[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
     /// Text to classify (repeat for several)
     #[arg(long, value_name = "TEXT", conflicts_with = "input")]
     text: Vec<String>,
 
-    /// JSONL file of texts (and optional per-line labels), or - for standard input
+    /// JSONL file of texts (and optional per-line labels), - for standard input, or a Parquet
+    /// file (by its .parquet extension)
     #[arg(long, value_name = "FILE|-")]
     input: Option<PathBuf>,
+
+    /// Parquet input: the column of texts [default: text]
+    #[arg(long, value_name = "NAME")]
+    text_column: Option<String>,
+
+    /// Parquet input: a column holding each row's list of labels
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["labels", "labels_file"])]
+    labels_column: Option<String>,
+
+    /// Write the results to FILE (whole, atomically) instead of standard output; a FILE
+    /// ending in .parquet gets the Parquet input's rows with `scores` and `predicted` added
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
 
     /// Candidate labels, comma-separated
     #[arg(long, value_name = "A,B,C", conflicts_with = "labels_file")]
@@ -55,7 +76,7 @@ pub struct PredictArgs {
     #[arg(long, conflicts_with = "single_label", allow_negative_numbers = true)]
     threshold: Option<f32>,
 
-    /// Output format
+    /// Output format (of standard output, or of an --output that is not .parquet)
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
 
@@ -89,8 +110,8 @@ struct Pending {
 }
 
 /// Scores texts in batches and writes each result as it comes.
-struct Scorer<W: std::io::Write> {
-    classifier: Classifier,
+struct Scorer<'a, W: std::io::Write> {
+    classifier: &'a Classifier,
     mode: ScoreMode,
     method: Method,
     batch_size: usize,
@@ -99,7 +120,7 @@ struct Scorer<W: std::io::Write> {
     pending: Vec<Pending>,
 }
 
-impl<W: std::io::Write> Scorer<W> {
+impl<W: std::io::Write> Scorer<'_, W> {
     fn push(&mut self, text: String, labels: Rc<LabelSet>, cut: bool) {
         self.pending.push(Pending { text, labels, cut });
     }
@@ -138,15 +159,40 @@ impl<W: std::io::Write> Scorer<W> {
     }
 }
 
+/// What every text is scored with, and how.
+struct Job {
+    classifier: Classifier,
+    mode: ScoreMode,
+    method: Method,
+    batch_size: usize,
+    /// `--labels` / `--labels-file`, for texts that bring no labels of their own.
+    shared: Option<Rc<LabelSet>>,
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
-    check_stdout()?;
     let method = Method::from(args.method);
     if let Some(t) = args.threshold {
         check_threshold(t, method)?;
     }
+    let parquet_input = args.input.as_deref().filter(|p| is_parquet(p));
+    check_parquet_flags(&args, parquet_input.is_some())?;
+    match &args.output {
+        Some(output) => {
+            let inputs: Vec<(&str, &Path)> = args
+                .input
+                .iter()
+                .map(|p| ("--input", p.as_path()))
+                .collect();
+            check_outputs(&[("--output", output)], &inputs)?;
+        }
+        None => check_stdout()?,
+    }
     let shared_labels = shared_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     if shared_labels.is_none() && args.input.is_none() {
         return Err(input_error(NO_LABELS));
+    }
+    if shared_labels.is_none() && parquet_input.is_some() && args.labels_column.is_none() {
+        return Err(input_error(format!("{NO_LABELS} or --labels-column")));
     }
     let classifier = args.classifier.open(method)?;
     let mode = if args.single_label {
@@ -162,39 +208,214 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Some((labels, flag)) => Some(Rc::new(label_set(&classifier, labels, flag)?)),
         None => None,
     };
-    let writer = ResultWriter::new(
-        std::io::BufWriter::new(std::io::stdout().lock()),
-        args.format.into(),
-        classifier.loaded.name.clone(),
-    );
-    let mut scorer = Scorer {
+    let job = Job {
         classifier,
         mode,
         method,
         batch_size: args.batch_size as usize,
-        writer,
-        notes: Notes::default(),
-        pending: Vec::new(),
+        shared,
     };
-    match &args.input {
+    let format = args.format.into();
+    let model = job.classifier.loaded.name.clone();
+    match &args.output {
         None => {
-            let Some(labels) = &shared else {
-                return Err(input_error(NO_LABELS));
-            };
-            for (i, text) in args.text.iter().enumerate() {
-                let mut text = text.clone();
-                let cut = cap_text(&mut text);
-                scorer
-                    .classifier
-                    .check_text(&text)
-                    .map_err(|e| input_error(format!("--text #{}: {e}", i + 1)))?;
-                scorer.push(text, Rc::clone(labels), cut);
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            job.write_results(&args, ResultWriter::new(out, format, model))
+        }
+        Some(output) if is_parquet(output) => {
+            let input = parquet_input.expect("checked by check_parquet_flags");
+            let mut rows = ParquetRows::open(
+                input,
+                args.text_column.as_deref().unwrap_or(DEFAULT_TEXT_COLUMN),
+                args.labels_column.as_deref(),
+                PARQUET_BATCH_ROWS,
+            )?;
+            write_atomically(output, |file| {
+                job.write_parquet(&mut rows, std::io::BufWriter::new(file))
+            })
+        }
+        Some(output) => write_atomically(output, |file| {
+            let out = std::io::BufWriter::new(file);
+            job.write_results(&args, ResultWriter::new(out, format, model))
+        }),
+    }
+}
+
+const DEFAULT_TEXT_COLUMN: &str = "text";
+/// Rows read from Parquet at a time: a few encoder batches, little memory.
+const PARQUET_BATCH_ROWS: usize = 256;
+
+/// The Parquet flags go with a Parquet input, and a Parquet output with a Parquet input.
+fn check_parquet_flags(args: &PredictArgs, parquet_input: bool) -> Result<()> {
+    if parquet_input {
+        return Ok(());
+    }
+    for (flag, given) in [
+        ("--text-column", args.text_column.is_some()),
+        ("--labels-column", args.labels_column.is_some()),
+        (
+            "--output FILE.parquet",
+            args.output.as_deref().is_some_and(is_parquet),
+        ),
+    ] {
+        if given {
+            return Err(input_error(format!(
+                "{flag} needs a Parquet input (an --input FILE ending in .parquet)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Job {
+    /// Scores every text given and writes each result as it comes.
+    fn write_results<W: std::io::Write>(
+        &self,
+        args: &PredictArgs,
+        writer: ResultWriter<W>,
+    ) -> Result<()> {
+        let mut scorer = Scorer {
+            classifier: &self.classifier,
+            mode: self.mode,
+            method: self.method,
+            batch_size: self.batch_size,
+            writer,
+            notes: Notes::default(),
+            pending: Vec::new(),
+        };
+        match &args.input {
+            None => {
+                let Some(labels) = &self.shared else {
+                    return Err(input_error(NO_LABELS));
+                };
+                for (i, text) in args.text.iter().enumerate() {
+                    let mut text = text.clone();
+                    let cut = cap_text(&mut text);
+                    scorer
+                        .classifier
+                        .check_text(&text)
+                        .map_err(|e| input_error(format!("--text #{}: {e}", i + 1)))?;
+                    scorer.push(text, Rc::clone(labels), cut);
+                }
+            }
+            Some(path) if is_parquet(path) => {
+                let mut rows = ParquetRows::open(
+                    path,
+                    args.text_column.as_deref().unwrap_or(DEFAULT_TEXT_COLUMN),
+                    args.labels_column.as_deref(),
+                    PARQUET_BATCH_ROWS,
+                )?;
+                let progress = progress_bar(rows.total_rows(), ROWS_PROGRESS);
+                while let Some(batch) = rows.next_batch() {
+                    let batch = batch?;
+                    for row in self.parquet_rows(&rows, &batch)? {
+                        scorer.push(row.text, row.labels, row.cut);
+                        if scorer.is_full() {
+                            scorer.flush()?;
+                        }
+                    }
+                    if let Some(bar) = &progress {
+                        bar.set_position(batch.first_row + batch.batch.num_rows() as u64);
+                    }
+                }
+                if let Some(bar) = progress {
+                    bar.finish_and_clear();
+                }
+            }
+            Some(path) => score_file(path, self.shared.as_ref(), &mut scorer)?,
+        }
+        scorer.finish()
+    }
+
+    /// Scores every row of a Parquet input and writes it back with its scores added.
+    fn write_parquet<W: std::io::Write + Send>(
+        &self,
+        rows: &mut ParquetRows,
+        out: W,
+    ) -> Result<()> {
+        let mut writer = ScoredWriter::new(out, &rows.schema())?;
+        let mut notes = Notes::default();
+        let progress = progress_bar(rows.total_rows(), ROWS_PROGRESS);
+        while let Some(batch) = rows.next_batch() {
+            let batch = batch?;
+            let pending = self.parquet_rows(rows, &batch)?;
+            let items: Vec<(&str, &LabelSet)> = pending
+                .iter()
+                .map(|p| (p.text.as_str(), p.labels.as_ref()))
+                .collect();
+            let results = self
+                .classifier
+                .scores(&items, self.mode, self.method, self.batch_size)
+                .with_context(|| format!("rows from {}", batch.first_row))?;
+            let scored: Vec<RowScores> = pending
+                .iter()
+                .zip(&results)
+                .map(|(p, result)| {
+                    notes.record(result.encoding.as_ref(), p.cut);
+                    RowScores {
+                        scores: result.scores.iter().map(|s| s.score).collect(),
+                        predicted: p
+                            .labels
+                            .names
+                            .iter()
+                            .zip(&result.scores)
+                            .filter(|(_, s)| s.predicted)
+                            .map(|(name, _)| name.as_str())
+                            .collect(),
+                    }
+                })
+                .collect();
+            writer.write(&batch.batch, &scored)?;
+            if let Some(bar) = &progress {
+                bar.set_position(batch.first_row + batch.batch.num_rows() as u64);
             }
         }
-        Some(path) => score_file(path, shared.as_ref(), &mut scorer)?,
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        writer.finish()?;
+        notes.report();
+        Ok(())
     }
-    scorer.finish()
+
+    /// The rows of one Parquet batch, each text checked and capped, with its labels: the row's
+    /// own list (a row with the same list as the row before shares its tokenized labels), or
+    /// the shared one.
+    fn parquet_rows(&self, rows: &ParquetRows, batch: &RowBatch) -> Result<Vec<Pending>> {
+        let texts = rows.texts(batch)?;
+        let lists = rows.label_lists(batch)?;
+        let mut pending = Vec::with_capacity(texts.len());
+        let mut previous: Option<(Vec<String>, Rc<LabelSet>)> = None;
+        for (i, mut text) in texts.into_iter().enumerate() {
+            let row = batch.first_row + i as u64;
+            let cut = cap_text(&mut text);
+            let text_column = rows.location(row, rows.text_column_name());
+            self.classifier
+                .check_text(&text)
+                .map_err(|e| input_error(format!("{text_column}: {e}")))?;
+            let labels = match &lists {
+                Some(lists) => {
+                    let list = &lists[i];
+                    match &previous {
+                        Some((names, set)) if names == list => Rc::clone(set),
+                        _ => {
+                            let place = rows.location(row, rows.labels_column_name().unwrap_or(""));
+                            let given = list.iter().cloned().map(Label::Name).collect();
+                            let set = Rc::new(label_set(&self.classifier, given, &place)?);
+                            previous = Some((list.clone(), Rc::clone(&set)));
+                            set
+                        }
+                    }
+                }
+                None => Rc::clone(self.shared.as_ref().expect("checked in run")),
+            };
+            pending.push(Pending { text, labels, cut });
+        }
+        Ok(pending)
+    }
 }
+
+const ROWS_PROGRESS: &str = "{bar:40} {pos}/{len} rows {elapsed} (eta {eta})";
 
 /// Queues every line of a JSONL input (scoring each full batch), with a progress bar by bytes.
 fn score_file<W: std::io::Write>(
@@ -220,7 +441,7 @@ fn score_file<W: std::io::Write>(
             .check_text(&line.text)
             .map_err(|e| input_error(format!("{location}: {e}")))?;
         let labels = match (line.labels, shared) {
-            (Some(labels), _) => Rc::new(label_set(&scorer.classifier, labels, &location)?),
+            (Some(labels), _) => Rc::new(label_set(scorer.classifier, labels, &location)?),
             (None, Some(shared)) => Rc::clone(shared),
             (None, None) => {
                 return Err(input_error(format!(
