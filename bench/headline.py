@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -266,6 +267,7 @@ def main():
                       "top_label_agrees": sum(p["top_label_agrees"] for p in pairs),
                       "texts": sum(p["texts"] for p in pairs)}
     results["output_check"] = check
+    shutil.rmtree(scratch)
 
     def per_round(way, texts, k):
         return [statistics.median(x["seconds"] for x in runs
