@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates bench/.venv with the PyTorch reference's requirements (torch from PyPI: ~3 minutes
+# Creates bench/.venv with the requirements of the PyTorch reference and of the headline
+# benchmark's peers (torch, onnx, onnxruntime, tokenizers from PyPI: ~3 minutes
 # and ~5.6 GB here).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
