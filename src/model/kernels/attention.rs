@@ -1,7 +1,7 @@
 //! Multi-head scaled dot-product attention on q, k, v in the layout the dense layers give,
-//! [batch, seq, heads·head_dim], with a bias per key (padding) or per query and key (which
-//! token may see which) and optional dropout on the
-//! probabilities. One parallel task per (sequence, head), each with single-threaded products
+//! [batch, seq, heads·head_dim], with an additive bias per key (padding), per query and key
+//! (which token may see which) or per head, query and key (MPNet's relative position bias
+//! with the mask), and optional dropout on the probabilities. One parallel task per (sequence, head), each with single-threaded products
 //! (candle's batched matmul would synchronise its threads once per head for two small
 //! products). The backward pass recomputes the probabilities rather than keeping them.
 //! In inference with `bf16`, q, k, v and the probabilities are rounded to bf16 and the two
@@ -14,12 +14,51 @@ use super::{contiguous_f32, kernel_values, softmax_rows, softmax_rows_to_bf16, u
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+/// The additive bias of the attention scores, [sequences, heads, queries, seq] values, where
+/// each of the first three is either 1 (the same for every sequence, head or query) or the
+/// attention's own count.
+pub(super) struct Bias {
+    pub values: Vec<f32>,
+    pub sequences: usize,
+    pub heads: usize,
+    pub queries: usize,
+}
+
+impl Bias {
+    /// From a bias tensor [batch, seq] (per key), [batch, queries, seq] (per query and key) or
+    /// [sequences, heads, queries, seq].
+    pub fn from_tensor(bias: &Tensor) -> candle_core::Result<Self> {
+        let (sequences, heads, queries) = match *bias.dims() {
+            [batch, _] => (batch, 1, 1),
+            [batch, queries, _] => (batch, 1, queries),
+            [sequences, heads, queries, _] => (sequences, heads, queries),
+            ref dims => candle_core::bail!("attention: a bias of shape {dims:?}"),
+        };
+        Ok(Self {
+            values: bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            sequences,
+            heads,
+            queries,
+        })
+    }
+
+    /// One value per key of each sequence, [batch, seq].
+    #[cfg(test)]
+    pub fn per_key(values: Vec<f32>, batch: usize) -> Self {
+        Self {
+            values,
+            sequences: batch,
+            heads: 1,
+            queries: 1,
+        }
+    }
+}
+
 pub(super) struct Attention {
     pub heads: usize,
     pub scale: f32,
-    /// [batch, seq]: added to every query's scores for that key; or [batch, queries, seq]:
-    /// added to each query's own scores.
-    pub mask_bias: Vec<f32>,
+    /// Added to the scores before the softmax.
+    pub bias: Bias,
     /// [batch, heads, seq, seq]: the factor each probability is multiplied by (0 or 1/keep).
     pub dropout: Option<Vec<f32>>,
     /// Inference in bf16 (see the module's comment).
@@ -37,8 +76,8 @@ struct Block {
     queries: usize,
     head_dim: usize,
     hidden: usize,
-    /// The sequence's mask bias in `Attention::mask_bias`: `seq` values shared by every query,
-    /// or `queries · seq`, one row per query.
+    /// The block's bias in `Attention::bias`: `seq` values shared by every query, or
+    /// `queries · seq`, one row per query.
     mask_offset: usize,
     mask_len: usize,
 }
@@ -54,13 +93,24 @@ impl Attention {
                 self.heads
             );
         }
-        let mask_len = match self.mask_bias.len() {
-            len if len == batch * seq => seq,
-            len if len == batch * queries * seq => queries * seq,
-            len => candle_core::bail!(
-                "attention: mask has {len} values for {batch}×{seq} or {batch}×{queries}×{seq}"
-            ),
-        };
+        let bias = &self.bias;
+        let fits = |dim: usize, full: usize| dim == 1 || dim == full;
+        if !fits(bias.sequences, batch)
+            || !fits(bias.heads, self.heads)
+            || !fits(bias.queries, queries)
+            || bias.values.len() != bias.sequences * bias.heads * bias.queries * seq
+        {
+            candle_core::bail!(
+                "attention: a bias of {} values as {}×{}×{}×{seq} for {batch} sequences, {} heads, \
+                 {queries} queries and {seq} keys",
+                bias.values.len(),
+                bias.sequences,
+                bias.heads,
+                bias.queries,
+                self.heads
+            );
+        }
+        let mask_len = bias.queries * seq;
         if let Some(dropout) = &self.dropout {
             if dropout.len() != batch * self.heads * queries * seq {
                 candle_core::bail!("attention: dropout mask has {} values", dropout.len());
@@ -78,7 +128,8 @@ impl Attention {
                     queries,
                     head_dim,
                     hidden,
-                    mask_offset: sequence * mask_len,
+                    mask_offset: (sequence % bias.sequences * bias.heads + head % bias.heads)
+                        * mask_len,
                     mask_len,
                 }
             })
@@ -109,7 +160,7 @@ impl Attention {
             false,
             Threads::One,
         );
-        let mask = &self.mask_bias[block.mask_offset..][..block.mask_len];
+        let mask = &self.bias.values[block.mask_offset..][..block.mask_len];
         softmax_rows(probs, self.scale, mask, seq);
     }
 
@@ -269,7 +320,7 @@ impl Attention {
                 scores[row * seq + b.first_column..][..b.columns].copy_from_slice(sums);
             }
         });
-        let mask = &self.mask_bias[block.mask_offset..][..block.mask_len];
+        let mask = &self.bias.values[block.mask_offset..][..block.mask_len];
         let key_depth = seq.next_multiple_of(DEPTH);
         if probs.len() < padded_queries * key_depth {
             probs.resize(padded_queries * key_depth, 0);
@@ -297,18 +348,27 @@ impl Attention {
     }
 
     /// (dq, dk, dv) for the context gradient `grad_values`; `saved_probs` from
-    /// [`Attention::forward`], recomputed when `None`.
+    /// [`Attention::forward`], recomputed when `None`. With `bias_grad`, also the gradient of
+    /// the scores' bias, [batch, heads, seq, seq] (whatever the bias's own shape).
     pub fn backward(
         &self,
         shape: &Shape,
         (q_values, k_values, v_values): (&[f32], &[f32], &[f32]),
         saved_probs: Option<&[f32]>,
         grad_values: &[f32],
-    ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        bias_grad: bool,
+    ) -> candle_core::Result<AttentionGrads> {
         let blocks = self.blocks(shape, shape.dims3()?.1)?;
         let len = q_values.len();
         let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
         let outputs = [&mut dq, &mut dk, &mut dv].map(|buffer| SharedOutput::new(buffer));
+        let mut d_bias = if bias_grad {
+            let seq = shape.dims3()?.1;
+            vec![0.0; blocks.len() * seq * seq]
+        } else {
+            Vec::new()
+        };
+        let d_bias_output = SharedOutput::new(&mut d_bias);
         blocks.par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
             |(probs, dprobs), &block| {
@@ -358,11 +418,28 @@ impl Attention {
                 if let Some(factors) = dropout {
                     multiply(dprobs, factors);
                 }
-                // dS = scale · P ∘ (dP − Σⱼ dPⱼ·Pⱼ), row by row.
+                // dS = scale · P ∘ (dP − Σⱼ dPⱼ·Pⱼ), row by row; the bias's gradient is the
+                // same without the scale.
+                // SAFETY: each block writes its own (sequence, head) slab.
+                let mut bias_rows = bias_grad.then(|| unsafe {
+                    d_bias_output
+                        .slice(block.index * seq * seq, seq * seq)
+                        .chunks_mut(seq)
+                });
                 for (dp_row, p_row) in dprobs.chunks_mut(seq).zip(probs.chunks(seq)) {
                     let dot: f32 = dp_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
-                    for (d, p) in dp_row.iter_mut().zip(p_row) {
-                        *d = self.scale * p * (*d - dot);
+                    match bias_rows.as_mut().and_then(|rows| rows.next()) {
+                        Some(bias_row) => {
+                            for ((d, p), b) in dp_row.iter_mut().zip(p_row).zip(bias_row) {
+                                *b = p * (*d - dot);
+                                *d = self.scale * *b;
+                            }
+                        }
+                        None => {
+                            for (d, p) in dp_row.iter_mut().zip(p_row) {
+                                *d = self.scale * p * (*d - dot);
+                            }
+                        }
                     }
                 }
                 matmul(
@@ -381,7 +458,12 @@ impl Attention {
                 );
             },
         );
-        Ok((dq, dk, dv))
+        Ok(AttentionGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            bias: bias_grad.then_some(d_bias),
+        })
     }
 
     fn dropout_factors(&self, block: Block) -> Option<&[f32]> {
@@ -390,6 +472,15 @@ impl Attention {
             .as_deref()
             .map(|factors| &factors[block.index * size..][..size])
     }
+}
+
+/// The gradients of [`Attention::backward`].
+pub(super) struct AttentionGrads {
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// [batch, heads, seq, seq], when asked for.
+    pub bias: Option<Vec<f32>>,
 }
 
 /// Per-task buffers of [`Attention::attend_tiles`]: the block's queries in bf16, its scores
@@ -449,7 +540,12 @@ impl CustomOp3 for Attention {
         let (k_storage, k_layout) = k.storage_and_layout();
         let (v_storage, v_layout) = v.storage_and_layout();
         let (grad_storage, grad_layout) = grad.storage_and_layout();
-        let (dq, dk, dv) = self.backward(
+        let AttentionGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            ..
+        } = self.backward(
             q.shape(),
             (
                 kernel_values(&q_storage, q_layout)?,
@@ -458,6 +554,7 @@ impl CustomOp3 for Attention {
             ),
             None,
             kernel_values(&grad_storage, grad_layout)?,
+            false,
         )?;
         let device = q.device();
         let shape = q.shape();
@@ -469,10 +566,10 @@ impl CustomOp3 for Attention {
     }
 }
 
-/// softmax(q·kᵀ·scale + mask_bias)·v per head, differentiable, for CPU f32 q, k, v [batch,
-/// seq, heads·head_dim] (heads side by side, as the dense layers give them; see
-/// [`uses_cpu_kernels`]) and `mask_bias` [batch, seq] or [batch, queries, seq] (any shape with
-/// that many values).
+/// softmax(q·kᵀ·scale + bias)·v per head, differentiable in q, k and v (not in the bias), for
+/// CPU f32 q, k, v [batch, seq, heads·head_dim] (heads side by side, as the dense layers give
+/// them; see [`uses_cpu_kernels`]) and `bias` [batch, seq], [batch, queries, seq] or [batch or
+/// 1, heads or 1, queries or 1, seq] (see [`Bias::from_tensor`]).
 /// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq]. In
 /// inference q may hold fewer rows per sequence than k and v, [batch, queries, hidden]: the
 /// context then has q's shape.
@@ -481,7 +578,7 @@ pub fn attention(
     (q, k, v): (&Tensor, &Tensor, &Tensor),
     heads: usize,
     scale: f32,
-    mask_bias: &Tensor,
+    bias: &Tensor,
     dropout: Option<Vec<f32>>,
     bf16: bool,
 ) -> candle_core::Result<Tensor> {
@@ -491,7 +588,7 @@ pub fn attention(
     let op = Attention {
         heads,
         scale,
-        mask_bias: mask_bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        bias: Bias::from_tensor(bias)?,
         bf16: bf16 && dropout.is_none(),
         dropout,
     };
@@ -558,7 +655,7 @@ mod tests {
             let op = |bf16| Attention {
                 heads,
                 scale,
-                mask_bias: mask.clone(),
+                bias: Bias::per_key(mask.clone(), batch),
                 dropout: None,
                 bf16,
             };

@@ -3,11 +3,12 @@
 //! candle's autograd would hold a dozen nodes per block and, for each, fill and add a
 //! zero gradient buffer the size of the activations; here the backward pass is written
 //! out, keeps its intermediate buffers, and sums the three q/k/v input gradients in place.
-//! The op's only candle input is the block's input; the parameters' gradients go to a
+//! The op's candle input is the block's input (and the attention bias, where that is trained:
+//! MPNet's relative position bias); the parameters' gradients go to a
 //! [`ParamGrads`] store, which the model merges into candle's `GradStore` after
 //! `backward` (see `TrainStep::backward` in `model::gliznet`).
 
-use super::attention::Attention;
+use super::attention::{Attention, AttentionGrads, Bias};
 use super::layer_norm::NormValues;
 use super::linear::DenseValues;
 use super::residual::{dropout_add_values, multiply_values};
@@ -16,7 +17,7 @@ use super::{
     uses_cpu_kernels,
 };
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// A dense layer's or a LayerNorm's weight and bias.
@@ -119,6 +120,8 @@ struct EncoderBlock {
     output_dropout: Option<Vec<f32>>,
     saved: Mutex<Option<Saved>>,
     grads: ParamGrads,
+    /// The attention bias's shape, where its gradient is wanted (the op's second input).
+    bias_shape: Option<Shape>,
 }
 
 /// The parameter values, read from their tensors' storage.
@@ -186,6 +189,49 @@ impl CustomOp1 for EncoderBlock {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(storage, layout)
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.backward(x, grad)?.0))
+    }
+}
+
+/// The block with a trained attention bias: its second input, which gets its gradient.
+impl CustomOp2 for EncoderBlock {
+    fn name(&self) -> &'static str {
+        "encoder-block-with-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        _bias: &CpuStorage,
+        _bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        // The bias's values are in `self.attention` already.
+        self.forward(storage, layout)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, d_attention_bias) = self.backward(x, grad)?;
+        Ok((Some(dx), d_attention_bias))
+    }
+}
+
+impl EncoderBlock {
+    fn forward(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout)?;
         let shape = layout.shape();
         self.with_values(|p| {
@@ -222,7 +268,8 @@ impl CustomOp1 for EncoderBlock {
         })
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    /// The input's gradient, and the bias's where it is wanted.
+    fn backward(&self, x: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = saved.as_ref() else {
@@ -232,7 +279,7 @@ impl CustomOp1 for EncoderBlock {
         let (grad_storage, grad_layout) = grad.storage_and_layout();
         let x_values = kernel_values(&x_storage, x_layout)?;
         let dy = kernel_values(&grad_storage, grad_layout)?;
-        let dx = self.with_values(|p| {
+        let (dx, d_attention_bias) = self.with_values(|p| {
             let (d_output_sum, d_output, output_norm) = residual_norm_backward(
                 &p.output_norm,
                 &s.output_sum,
@@ -257,11 +304,17 @@ impl CustomOp1 for EncoderBlock {
             let attention_output =
                 p.attention_output
                     .backward(&s.context, &d_attention_output, &mut d_context, false);
-            let (dq, dk, dv) = self.attention.backward(
+            let AttentionGrads {
+                q: dq,
+                k: dk,
+                v: dv,
+                bias: d_attention_bias,
+            } = self.attention.backward(
                 x.shape(),
                 (&s.q, &s.k, &s.v),
                 Some(&s.probs),
                 &d_context,
+                self.bias_shape.is_some(),
             )?;
             let mut dx = d_attention_sum;
             let query = p.query.backward(x_values, &dq, &mut dx, true);
@@ -285,10 +338,38 @@ impl CustomOp1 for EncoderBlock {
                 let d_bias = Tensor::from_vec(d_bias, affine.bias.shape(), device)?;
                 self.grads.push(&affine.bias, d_bias);
             }
-            Ok(dx)
+            Ok((dx, d_attention_bias))
         })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let d_attention_bias = match (d_attention_bias, &self.bias_shape) {
+            (Some(values), Some(shape)) => {
+                let (batch, seq, _) = x.dims3()?;
+                let full =
+                    Tensor::from_vec(values, (batch, self.params.heads, seq, seq), x.device())?;
+                Some(sum_to_shape(&full, shape)?)
+            }
+            _ => None,
+        };
+        Ok((
+            Tensor::from_vec(dx, x.shape(), x.device())?,
+            d_attention_bias,
+        ))
     }
+}
+
+/// `grad` summed over the dimensions where `shape` has 1 (a broadcast bias's gradient).
+fn sum_to_shape(grad: &Tensor, shape: &Shape) -> candle_core::Result<Tensor> {
+    let mut grad = grad.clone();
+    for (dim, (&want, &have)) in shape
+        .dims()
+        .iter()
+        .zip(grad.dims().to_vec().iter())
+        .enumerate()
+    {
+        if want == 1 && have != 1 {
+            grad = grad.sum_keepdim(dim)?;
+        }
+    }
+    grad.reshape(shape)
 }
 
 /// The gradients (weight, bias) of one [`Affine`].
@@ -312,12 +393,13 @@ fn residual_norm_backward(
 }
 
 /// One encoder block in training mode on the CPU (f32 tensors; GELU with erf), for x
-/// [batch, seq, hidden] and `mask_bias` [batch, seq]. The parameters' gradients go to
-/// `grads` when the result is differentiated.
+/// [batch, seq, hidden] and the attention's additive `bias` (see `attention::Bias`). The
+/// parameters' gradients go to `grads` when the result is differentiated; a bias that tracks
+/// gradients (MPNet's relative position bias) gets its own through candle's graph.
 pub fn encoder_block(
     x: &Tensor,
     params: BlockParams,
-    mask_bias: &Tensor,
+    bias: &Tensor,
     dropout: BlockDropout,
     grads: &ParamGrads,
 ) -> candle_core::Result<Tensor> {
@@ -332,10 +414,7 @@ pub fn encoder_block(
         attention: Attention {
             heads: params.heads,
             scale: (1.0 / (head_dim as f64).sqrt()) as f32,
-            mask_bias: mask_bias
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?,
+            bias: Bias::from_tensor(bias)?,
             dropout: dropout.attention,
             bf16: false,
         },
@@ -354,10 +433,17 @@ pub fn encoder_block(
         output_dropout: dropout.output,
         saved: Mutex::new(None),
         grads: grads.clone(),
+        bias_shape: bias.track_op().then(|| bias.shape().clone()),
     };
     // candle records the op, and so runs its backward, only for an input that tracks
     // gradients; after frozen blocks the input tracks none, so it becomes a leaf here.
     let x = x.contiguous()?;
+    if op.bias_shape.is_some() {
+        if !uses_cpu_kernels(bias) {
+            candle_core::bail!("the encoder block kernel takes a CPU f32 bias");
+        }
+        return x.apply_op2(&bias.contiguous()?, op);
+    }
     if trains_params && !x.track_op() {
         candle_core::Var::from_tensor(&x)?
             .into_inner()

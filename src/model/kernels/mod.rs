@@ -508,40 +508,59 @@ mod tests {
         let factors: Vec<f32> = (0..batch * heads * seq * seq)
             .map(|_| if rng.next_f32() < 0.8 { 1.25 } else { 0.0 })
             .collect();
+        // A bias per head, query and key (MPNet's position bias), shared by the sequences or
+        // with each sequence's mask in it.
+        let per_head = random_var((1, heads, seq, seq)).as_tensor().clone();
+        let per_head_masked = per_head.broadcast_add(&per_query).unwrap();
         let cases = [
             (&per_key, None),
             (&per_key, Some(factors.clone())),
             (&per_query, None),
-            (&per_query, Some(factors)),
+            (&per_query, Some(factors.clone())),
+            (&per_head, None),
+            (&per_head_masked, Some(factors)),
         ];
         for (mask, dropout) in cases {
             let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone(), false).unwrap();
-            let split = |t: &Tensor| {
-                t.reshape((batch, seq, heads, head_dim))
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap()
-            };
-            let scores = (split(&q).matmul(&split(&k).t().unwrap()).unwrap() * 0.25)
-                .unwrap()
-                .broadcast_add(mask)
-                .unwrap();
-            let mut probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
-            if let Some(factors) = dropout {
-                let factors = Tensor::from_vec(factors, probs.shape(), &Device::Cpu).unwrap();
-                probs = probs.mul(&factors).unwrap();
-            }
-            let plain = probs
-                .matmul(&split(&v))
+            let plain = candle_attention((&q, &k, &v), heads, 0.25, mask, dropout);
+            assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
+        }
+    }
+
+    /// Attention from candle's ops (as `model::bert` runs it off the CPU), differentiable in
+    /// everything, the bias included.
+    fn candle_attention(
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        heads: usize,
+        scale: f64,
+        bias: &Tensor,
+        dropout: Option<Vec<f32>>,
+    ) -> Tensor {
+        let (batch, seq, hidden) = q.dims3().unwrap();
+        let split = |t: &Tensor| {
+            t.reshape((batch, seq, heads, hidden / heads))
                 .unwrap()
                 .transpose(1, 2)
                 .unwrap()
-                .reshape((batch, seq, hidden))
-                .unwrap();
-            assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
+                .contiguous()
+                .unwrap()
+        };
+        let scores = (split(q).matmul(&split(k).t().unwrap()).unwrap() * scale)
+            .unwrap()
+            .broadcast_add(bias)
+            .unwrap();
+        let mut probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+        if let Some(factors) = dropout {
+            let factors = Tensor::from_vec(factors, probs.shape(), &Device::Cpu).unwrap();
+            probs = probs.mul(&factors).unwrap();
         }
+        probs
+            .matmul(&split(v))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((batch, seq, hidden))
+            .unwrap()
     }
 
     #[test]
@@ -569,11 +588,30 @@ mod tests {
             .collect();
         let per_query = Tensor::from_vec(per_query, (batch, seq, seq), &Device::Cpu).unwrap();
         for mask in [per_key, per_query] {
-            encoder_block_matches_with_mask(&mask);
+            encoder_block_matches_with_mask(&mask, None);
         }
     }
 
-    fn encoder_block_matches_with_mask(mask: &Tensor) {
+    /// With a trained bias (MPNet's relative position bias, shared by the sequences), alone
+    /// and with a mask per sequence in it: the block gives the bias its gradient.
+    #[test]
+    fn encoder_block_gives_a_trained_bias_its_gradient() {
+        let (batch, seq, heads) = (2, 5, 4);
+        let mut per_key = vec![0f32; batch * seq];
+        per_key[2 * seq - 2..].fill(-1e9);
+        let per_key = Tensor::from_vec(per_key, (batch, 1, 1, seq), &Device::Cpu).unwrap();
+        for masked in [false, true] {
+            let position_bias = random_var((1, heads, seq, seq));
+            let bias = match masked {
+                false => position_bias.as_tensor().clone(),
+                true => position_bias.broadcast_add(&per_key).unwrap(),
+            };
+            encoder_block_matches_with_mask(&bias, Some(&position_bias));
+        }
+    }
+
+    /// `trained_bias`: the variable `mask` is made from, whose gradients must agree too.
+    fn encoder_block_matches_with_mask(mask: &Tensor, trained_bias: Option<&Var>) {
         let (batch, seq, hidden, heads, inner) = (2, 5, 16, 4, 32);
         let x = random_var((batch, seq, hidden));
         let shapes = [
@@ -649,8 +687,10 @@ mod tests {
         };
         let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
         let scale = (1.0 / ((hidden / heads) as f64).sqrt()) as f32;
-        let context =
-            attention((&q, &k, &v), heads, scale, mask, dropout.attention, false).unwrap();
+        let context = match trained_bias {
+            None => attention((&q, &k, &v), heads, scale, mask, dropout.attention, false).unwrap(),
+            Some(_) => candle_attention((&q, &k, &v), heads, scale.into(), mask, dropout.attention),
+        };
         let attention_sum = dropout_add(&dense(3, &context), &x, dropout.attention_output).unwrap();
         let attended = norm(4, &attention_sum);
         let output = dense(6, &gelu_erf(&dense(5, &attended)).unwrap());
@@ -662,7 +702,9 @@ mod tests {
         let mut fused_grads = loss(&fused).backward().unwrap();
         block_grads.merge_into(&mut fused_grads).unwrap();
         let plain_grads = loss(&plain).backward().unwrap();
-        let vars = std::iter::once(&x).chain(affines.iter().flat_map(|(w, b)| [w, b]));
+        let vars = std::iter::once(&x)
+            .chain(affines.iter().flat_map(|(w, b)| [w, b]))
+            .chain(trained_bias);
         for (index, var) in vars.enumerate() {
             let (f, p) = (fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
             let diff = max_abs_diff(f, p);
