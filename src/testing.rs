@@ -1,8 +1,9 @@
 //! Real, tiny components for tests: a WordPiece tokenizer over a small vocabulary and a
-//! randomly initialised (seeded) BERT written as a complete model directory.
+//! randomly initialised (seeded) BERT written as a complete model directory; the same for
+//! MPNet (its special tokens, config and tensor names).
 
 use crate::data::example::Example;
-use crate::model::bert::BertConfig;
+use crate::model::bert::{BertConfig, ModelType};
 use crate::model::checkpoint;
 use crate::model::config::GliznetConfig;
 use crate::model::head::{self, Similarity};
@@ -38,7 +39,30 @@ pub fn tiny_vocab() -> Vec<String> {
 
 /// A BERT-style WordPiece tokenizer over [`tiny_vocab`], built from its `tokenizer.json` form.
 pub fn tiny_tokenizer() -> Tokenizer {
-    let vocab: serde_json::Map<String, serde_json::Value> = tiny_vocab()
+    tiny_tokenizer_for(ModelType::Bert)
+}
+
+/// [`tiny_tokenizer`] with the special tokens of `model_type` in place of BERT's (MPNet:
+/// `<s>`, `<pad>`, `</s>`, `<unk>`, `<mask>`, as all-mpnet-base-v2 numbers them), as added
+/// tokens the way Hugging Face writes them.
+pub fn tiny_tokenizer_for(model_type: ModelType) -> Tokenizer {
+    let mut words = tiny_vocab();
+    let (special, unk): (&[&str], &str) = match model_type {
+        ModelType::Bert => (&[], "[UNK]"),
+        ModelType::Mpnet => (&["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<unk>"),
+    };
+    for (slot, token) in words.iter_mut().zip(special) {
+        *slot = token.to_string();
+    }
+    let added: Vec<serde_json::Value> = special
+        .iter()
+        .enumerate()
+        .map(|(id, token)| {
+            serde_json::json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = words
         .into_iter()
         .enumerate()
         .map(|(i, t)| (t, i.into()))
@@ -47,13 +71,13 @@ pub fn tiny_tokenizer() -> Tokenizer {
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": [],
+        "added_tokens": added,
         "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
                        "strip_accents": null, "lowercase": true},
         "pre_tokenizer": {"type": "BertPreTokenizer"},
         "post_processor": null,
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+        "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
                   "max_input_chars_per_word": 100, "vocab": vocab}
     });
     Tokenizer::from_bytes(json.to_string()).expect("the tiny tokenizer.json is valid")
@@ -78,8 +102,39 @@ pub fn tiny_bert_config() -> serde_json::Value {
     })
 }
 
+/// A tiny MPNet `config.json` (as all-mpnet-base-v2's, smaller), over [`tiny_tokenizer_for`]'s
+/// vocabulary.
+pub fn tiny_mpnet_config() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["MPNetModel"],
+        "model_type": "mpnet",
+        "vocab_size": tiny_vocab().len(),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 130,
+        "relative_attention_num_buckets": 32,
+        "layer_norm_eps": 1e-5,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2
+    })
+}
+
+/// The tiny config of `model_type`.
+pub fn tiny_encoder_config(model_type: ModelType) -> serde_json::Value {
+    match model_type {
+        ModelType::Bert => tiny_bert_config(),
+        ModelType::Mpnet => tiny_mpnet_config(),
+    }
+}
+
 /// Encoder weights under Hugging Face names, normal(0, 0.02) like BERT's initialiser, LayerNorm
-/// at weight 1 and bias 0.
+/// at weight 1 and bias 0; MPNet's under its names, with its relative position bias table.
 pub fn random_encoder_weights(
     cfg: &BertConfig,
     seed: u64,
@@ -103,26 +158,33 @@ pub fn random_encoder_weights(
         "embeddings.position_embeddings.weight".into(),
         &[cfg.max_position_embeddings, h],
     )?;
-    normal(
-        "embeddings.token_type_embeddings.weight".into(),
-        &[cfg.type_vocab_size, h],
-    )?;
+    match cfg.model_type {
+        ModelType::Bert => normal(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[cfg.type_vocab_size, h],
+        )?,
+        ModelType::Mpnet => normal(
+            crate::model::mpnet::RELATIVE_BIAS.into(),
+            &[cfg.relative_attention_num_buckets, cfg.num_attention_heads],
+        )?,
+    }
+    let names = cfg.model_type.layer_names();
     let mut norms = vec!["embeddings.LayerNorm".to_string()];
     for l in 0..cfg.num_hidden_layers {
         let p = format!("encoder.layer.{l}");
         for (name, out, inp) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", i, h),
-            ("output.dense", h, i),
+            (names.query, h, h),
+            (names.key, h, h),
+            (names.value, h, h),
+            (names.attention_output, h, h),
+            (names.intermediate, i, h),
+            (names.output, h, i),
         ] {
             normal(format!("{p}.{name}.weight"), &[out, inp])?;
             normal(format!("{p}.{name}.bias"), &[out])?;
         }
-        norms.push(format!("{p}.attention.output.LayerNorm"));
-        norms.push(format!("{p}.output.LayerNorm"));
+        norms.push(format!("{p}.{}", names.attention_norm));
+        norms.push(format!("{p}.{}", names.output_norm));
     }
     for norm in norms {
         tensors.insert(
@@ -166,7 +228,12 @@ pub fn write_tiny_model(
 
 /// Writes a tiny plain BERT directory (no `gliznet` section), as a backbone would come.
 pub fn write_tiny_backbone(dir: &Path, seed: u64) -> Result<()> {
-    let encoder_config = tiny_bert_config();
+    write_tiny_backbone_of(dir, ModelType::Bert, seed)
+}
+
+/// [`write_tiny_backbone`] for an encoder of `model_type`, with its tokenizer.
+pub fn write_tiny_backbone_of(dir: &Path, model_type: ModelType, seed: u64) -> Result<()> {
+    let encoder_config = tiny_encoder_config(model_type);
     let bert: BertConfig = serde_json::from_value(encoder_config.clone())?;
     let tensors = random_encoder_weights(&bert, seed, &Device::Cpu)?;
     std::fs::create_dir_all(dir)?;
@@ -175,7 +242,7 @@ pub fn write_tiny_backbone(dir: &Path, seed: u64) -> Result<()> {
         serde_json::to_string_pretty(&encoder_config)?,
     )?;
     candle_core::safetensors::save(&tensors, dir.join(checkpoint::WEIGHTS_FILE))?;
-    tiny_tokenizer()
+    tiny_tokenizer_for(model_type)
         .save(dir.join(checkpoint::TOKENIZER_FILE), false)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer: {e}"))
 }

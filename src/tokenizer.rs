@@ -2,6 +2,9 @@
 //!
 //! `[CLS] text [SEP] label_1 [SEP] label_2 [SEP] …`
 //!
+//! (`[CLS]`, `[SEP]` and `[PAD]` name the roles; each encoder family has its own tokens for
+//! them, [`SpecialTokens`]: MPNet's are `<s>`, `</s>` and `<pad>`.)
+//!
 //! Each label's score is read at its first token. The text is truncated to what is left of
 //! `max_length` after `[CLS]`, one `[SEP]` after the text, and each label with its `[SEP]`.
 //! Labels are never dropped: when they do not fit beside `min_text_tokens` of text, they are
@@ -150,6 +153,30 @@ impl EncodedLabels {
     }
 }
 
+/// The tokens that open a sequence (`[CLS]`), close the text and each label (`[SEP]`) and pad
+/// it (`[PAD]`), as the encoder family's vocabulary spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub cls: &'static str,
+    pub sep: &'static str,
+    pub pad: &'static str,
+}
+
+impl SpecialTokens {
+    /// BERT's WordPiece vocabularies (MiniLM included).
+    pub const BERT: Self = Self {
+        cls: "[CLS]",
+        sep: "[SEP]",
+        pad: "[PAD]",
+    };
+    /// MPNet's (RoBERTa's names over a WordPiece vocabulary).
+    pub const MPNET: Self = Self {
+        cls: "<s>",
+        sep: "</s>",
+        pad: "<pad>",
+    };
+}
+
 #[derive(Clone)]
 pub struct LabelTokenizer {
     inner: Tokenizer,
@@ -169,27 +196,32 @@ struct LabelWrap {
 
 impl LabelTokenizer {
     /// Loads `tokenizer.json`, switching off its own padding and truncation.
-    pub fn from_file(path: &Path, limits: PackingLimits) -> Result<Self> {
+    pub fn from_file(path: &Path, limits: PackingLimits, special: SpecialTokens) -> Result<Self> {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| input_error(format!("cannot load tokenizer {}: {e}", path.display())))?;
-        Self::new(inner, limits).with_context(|| format!("tokenizer {}", path.display()))
+        Self::new(inner, limits, special).with_context(|| format!("tokenizer {}", path.display()))
     }
 
-    pub fn new(mut inner: Tokenizer, limits: PackingLimits) -> Result<Self> {
+    /// `special`: the encoder family's special tokens, which the vocabulary must have.
+    pub fn new(
+        mut inner: Tokenizer,
+        limits: PackingLimits,
+        special: SpecialTokens,
+    ) -> Result<Self> {
         limits.validate().map_err(input_error)?;
         inner.with_padding(None);
         inner
             .with_truncation(None)
             .map_err(|e| anyhow::anyhow!("cannot switch off truncation: {e}"))?;
-        let special = |token: &str| {
+        let id_of = |token: &str| {
             inner
                 .token_to_id(token)
                 .ok_or_else(|| input_error(format!("the vocabulary has no {token} token")))
         };
         Ok(Self {
-            cls_id: special("[CLS]")?,
-            sep_id: special("[SEP]")?,
-            pad_id: special("[PAD]")?,
+            cls_id: id_of(special.cls)?,
+            sep_id: id_of(special.sep)?,
+            pad_id: id_of(special.pad)?,
             inner,
             limits,
             label_wrap: LabelWrap::default(),
@@ -437,7 +469,7 @@ mod tests {
     use crate::testing::{tiny_tokenizer, TINY_WORDS};
 
     fn tokenizer(limits: PackingLimits) -> LabelTokenizer {
-        LabelTokenizer::new(tiny_tokenizer(), limits).unwrap()
+        LabelTokenizer::new(tiny_tokenizer(), limits, SpecialTokens::BERT).unwrap()
     }
 
     fn random_words(rng: &mut Rng, n: usize) -> String {
@@ -671,7 +703,7 @@ mod tests {
             min_text_tokens: 4,
         };
         assert!(limits.validate().is_err());
-        assert!(LabelTokenizer::new(tiny_tokenizer(), limits).is_err());
+        assert!(LabelTokenizer::new(tiny_tokenizer(), limits, SpecialTokens::BERT).is_err());
     }
 
     #[test]

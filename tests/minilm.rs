@@ -101,6 +101,7 @@ fn tokenizer_matches_hugging_face_ids() {
     let tokenizer = gliznet::tokenizer::LabelTokenizer::from_file(
         &dir.join("tokenizer.json"),
         Default::default(),
+        gliznet::tokenizer::SpecialTokens::BERT,
     )
     .unwrap();
     for case in reference().cases {

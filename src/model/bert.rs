@@ -1,25 +1,75 @@
-//! A BERT encoder that is differentiable end to end, with Hugging Face parameter names (no
-//! `bert.` prefix). On the CPU, dense layers, LayerNorm and attention are single kernels
-//! with their own backward passes (`kernels`), and in training each block is one kernel
-//! whose parameter gradients go to the pass's [`ParamGrads`], not to candle's `GradStore`
-//! (`GliZNet::forward_train` returns both halves together);
+//! A BERT-family encoder that is differentiable end to end, with Hugging Face parameter names
+//! (no `bert.` prefix): BERT (MiniLM included) and MPNet (`model_type: mpnet`), whose layers
+//! compute the same thing under other names, and which adds a relative position bias to the
+//! attention scores (see `model::mpnet`). On the CPU, dense layers, LayerNorm and attention
+//! are single kernels with their own backward passes (`kernels`), and in training each block
+//! is one kernel whose parameter gradients go to the pass's [`ParamGrads`], not to candle's
+//! `GradStore` (`GliZNet::forward_train` returns both halves together);
 //! elsewhere they are built from candle's ops (candle's fused LayerNorm and softmax in
 //! inference mode, which have no backward pass). Training mode applies dropout.
 
 use crate::error::input_error;
 use crate::model::kernels;
+use crate::model::mpnet::{self, RelativePositionBias};
 use crate::model::params::Params;
 use crate::model::{ParamGrads, Quantization};
 use crate::rng::Rng;
+use crate::tokenizer::SpecialTokens;
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::Embedding;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-/// The fields of a Hugging Face BERT `config.json` that the encoder uses.
+/// The encoder family a `config.json` describes: its `model_type` (absent: BERT).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    #[default]
+    Bert,
+    Mpnet,
+}
+
+impl ModelType {
+    /// The `model_type` values this build reads.
+    pub const NAMES: [&'static str; 2] = ["bert", "mpnet"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+            Self::Mpnet => "mpnet",
+        }
+    }
+
+    /// The tokens the vocabulary spells `[CLS]`, `[SEP]` and `[PAD]` with.
+    pub fn special_tokens(self) -> SpecialTokens {
+        match self {
+            Self::Bert => SpecialTokens::BERT,
+            Self::Mpnet => SpecialTokens::MPNET,
+        }
+    }
+
+    /// What is added to a position (0, 1, 2, …) to make its position id.
+    fn position_offset(self) -> usize {
+        match self {
+            Self::Bert => 0,
+            Self::Mpnet => mpnet::POSITION_OFFSET,
+        }
+    }
+
+    pub(crate) fn layer_names(self) -> &'static LayerNames {
+        match self {
+            Self::Bert => &BERT_LAYER,
+            Self::Mpnet => &MPNET_LAYER,
+        }
+    }
+}
+
+/// The fields of a Hugging Face BERT or MPNet `config.json` that the encoder uses.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct BertConfig {
+    #[serde(default)]
+    pub model_type: ModelType,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -36,6 +86,9 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// MPNet: rows of the relative position bias table.
+    #[serde(default = "default_relative_buckets")]
+    pub relative_attention_num_buckets: usize,
 }
 
 fn default_hidden_act() -> String {
@@ -50,6 +103,9 @@ fn default_type_vocab_size() -> usize {
 fn default_layer_norm_eps() -> f64 {
     1e-12
 }
+fn default_relative_buckets() -> usize {
+    mpnet::RELATIVE_BUCKETS
+}
 
 impl BertConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -60,7 +116,30 @@ impl BertConfig {
             ));
         }
         Activation::parse(&self.hidden_act)?;
+        if self.max_position_embeddings <= self.model_type.position_offset() {
+            return Err(format!(
+                "max_position_embeddings {} leaves no position",
+                self.max_position_embeddings
+            ));
+        }
+        if self.model_type == ModelType::Mpnet
+            && self.relative_attention_num_buckets != mpnet::RELATIVE_BUCKETS
+        {
+            return Err(format!(
+                "relative_attention_num_buckets {} is not supported (only {}, the buckets \
+                 transformers' MPNet computes)",
+                self.relative_attention_num_buckets,
+                mpnet::RELATIVE_BUCKETS
+            ));
+        }
         Ok(())
+    }
+
+    /// The longest sequence the position embeddings number: `max_position_embeddings`, less
+    /// MPNet's offset of 2.
+    pub fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+            .saturating_sub(self.model_type.position_offset())
     }
 }
 
@@ -276,7 +355,10 @@ impl Dense {
 struct Embeddings {
     word: Embedding,
     position: Embedding,
-    token_type: Embedding,
+    /// BERT's; MPNet has none.
+    token_type: Option<Embedding>,
+    /// Added to each position to make its id (MPNet: 2).
+    position_offset: u32,
     norm: LayerNorm,
     dropout: f32,
 }
@@ -293,13 +375,18 @@ impl Embeddings {
         Ok(Self {
             word: table("word_embeddings", cfg.vocab_size)?,
             position: table("position_embeddings", cfg.max_position_embeddings)?,
-            token_type: table("token_type_embeddings", cfg.type_vocab_size)?,
+            token_type: match cfg.model_type {
+                ModelType::Bert => Some(table("token_type_embeddings", cfg.type_vocab_size)?),
+                ModelType::Mpnet => None,
+            },
+            position_offset: cfg.model_type.position_offset() as u32,
             norm: LayerNorm::load(params, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?,
             dropout: cfg.hidden_dropout_prob,
         })
     }
 
-    /// `positions`: [batch, seq] u32 position ids; `None` numbers every sequence 0, 1, 2, …
+    /// `positions`: [batch, seq] u32 positions; `None` numbers every sequence 0, 1, 2, … The
+    /// position ids are these plus the family's offset (MPNet's 2).
     fn forward(
         &self,
         input_ids: &Tensor,
@@ -307,16 +394,32 @@ impl Embeddings {
         rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (_, seq_len) = input_ids.dims2()?;
-        let token_types = Tensor::zeros(seq_len, DType::U32, input_ids.device())?;
-        let token_type = self.token_type.forward(&token_types)?;
+        let device = input_ids.device();
+        let token_type = match &self.token_type {
+            Some(table) => Some(table.forward(&Tensor::zeros(seq_len, DType::U32, device)?)?),
+            None => None,
+        };
         let words = self.word.forward(input_ids)?;
+        let offset = self.position_offset;
         let x = match positions {
             None => {
-                let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
-                words.broadcast_add(&(self.position.forward(&positions)? + token_type)?)?
+                let positions = Tensor::arange(offset, seq_len as u32 + offset, device)?;
+                let position = self.position.forward(&positions)?;
+                match token_type {
+                    Some(token_type) => words.broadcast_add(&(position + token_type)?)?,
+                    None => words.broadcast_add(&position)?,
+                }
             }
             Some(positions) => {
-                (words + self.position.forward(positions)?)?.broadcast_add(&token_type)?
+                let ids = match offset {
+                    0 => positions.clone(),
+                    _ => positions.broadcast_add(&Tensor::new(offset, device)?)?,
+                };
+                let x = (words + self.position.forward(&ids)?)?;
+                match token_type {
+                    Some(token_type) => x.broadcast_add(&token_type)?,
+                    None => x,
+                }
             }
         };
         let training = rng.is_some();
@@ -324,6 +427,41 @@ impl Embeddings {
         dropout(&x, self.dropout, rng)
     }
 }
+
+/// Where a layer's tensors sit under `encoder.layer.{i}.`, by the role BERT gives them.
+pub(crate) struct LayerNames {
+    pub query: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+    pub attention_output: &'static str,
+    pub attention_norm: &'static str,
+    pub intermediate: &'static str,
+    pub output: &'static str,
+    pub output_norm: &'static str,
+}
+
+const BERT_LAYER: LayerNames = LayerNames {
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+/// MPNet's names for the same tensors.
+const MPNET_LAYER: LayerNames = LayerNames {
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_output: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
 
 struct Layer {
     query: Dense,
@@ -342,24 +480,20 @@ struct Layer {
 
 impl Layer {
     fn load(params: &Params, cfg: &BertConfig, index: usize) -> Result<Self> {
-        let p = format!("encoder.layer.{index}");
+        let names = cfg.model_type.layer_names();
+        let name = |role: &str| format!("encoder.layer.{index}.{role}");
         let h = cfg.hidden_size;
         let i = cfg.intermediate_size;
         let eps = cfg.layer_norm_eps;
         Ok(Self {
-            query: Dense::load(params, &format!("{p}.attention.self.query"), h, h)?,
-            key: Dense::load(params, &format!("{p}.attention.self.key"), h, h)?,
-            value: Dense::load(params, &format!("{p}.attention.self.value"), h, h)?,
-            attention_output: Dense::load(params, &format!("{p}.attention.output.dense"), h, h)?,
-            attention_norm: LayerNorm::load(
-                params,
-                &format!("{p}.attention.output.LayerNorm"),
-                h,
-                eps,
-            )?,
-            intermediate: Dense::load(params, &format!("{p}.intermediate.dense"), h, i)?,
-            output: Dense::load(params, &format!("{p}.output.dense"), i, h)?,
-            output_norm: LayerNorm::load(params, &format!("{p}.output.LayerNorm"), h, eps)?,
+            query: Dense::load(params, &name(names.query), h, h)?,
+            key: Dense::load(params, &name(names.key), h, h)?,
+            value: Dense::load(params, &name(names.value), h, h)?,
+            attention_output: Dense::load(params, &name(names.attention_output), h, h)?,
+            attention_norm: LayerNorm::load(params, &name(names.attention_norm), h, eps)?,
+            intermediate: Dense::load(params, &name(names.intermediate), h, i)?,
+            output: Dense::load(params, &name(names.output), i, h)?,
+            output_norm: LayerNorm::load(params, &name(names.output_norm), h, eps)?,
             activation: Activation::parse(&cfg.hidden_act).map_err(input_error)?,
             heads: cfg.num_attention_heads,
             hidden_dropout: cfg.hidden_dropout_prob,
@@ -381,13 +515,13 @@ impl Layer {
     }
 
     /// Multi-head attention for q [batch, queries, hidden] over k, v [batch, seq, hidden];
-    /// returns [batch, queries, hidden].
+    /// returns [batch, queries, hidden]. `bias`: see [`BertEncoder::attention_bias`].
     fn attention(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask_bias: &Tensor,
+        bias: &Tensor,
         rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (batch, queries, hidden) = q.dims3()?;
@@ -395,7 +529,9 @@ impl Layer {
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f64).sqrt();
         let probs_len = batch * self.heads * queries * seq_len;
-        if kernels::uses_cpu_kernels(q) {
+        // The kernel gives the bias no gradient: a trained one (MPNet's relative position bias)
+        // takes candle's ops in training.
+        if kernels::uses_cpu_kernels(q) && !(rng.is_some() && bias.track_op()) {
             let dropout = dropout_factors(probs_len, self.attention_dropout, rng);
             let scale = scale as f32;
             // A layer quantized to bf16 attends in bf16 too.
@@ -404,7 +540,7 @@ impl Layer {
                 (q, k, v),
                 self.heads,
                 scale,
-                mask_bias,
+                bias,
                 dropout,
                 bf16,
             )?);
@@ -415,7 +551,7 @@ impl Layer {
                 .contiguous()
         };
         let (q, k, v) = (split_heads(q)?, split_heads(k)?, split_heads(v)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
         let probs = if rng.is_some() {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {
@@ -445,20 +581,15 @@ impl Layer {
         })
     }
 
-    /// `mask_bias`: [batch, 1, 1, seq] or [batch, 1, seq, seq], see [`mask_bias`].
+    /// `bias`: see [`BertEncoder::attention_bias`].
     /// In CPU training the block is one kernel whose parameter gradients go to the pass's
     /// store.
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask_bias: &Tensor,
-        train: Option<&mut Training>,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, train: Option<&mut Training>) -> Result<Tensor> {
         let Some(train) = train else {
-            return self.forward_queries(x, x, mask_bias, None);
+            return self.forward_queries(x, x, bias, None);
         };
         let Some(params) = self.block_params(x) else {
-            return self.forward_queries(x, x, mask_bias, Some(&mut *train.rng));
+            return self.forward_queries(x, x, bias, Some(&mut *train.rng));
         };
         let (batch, seq_len, _) = x.dims3()?;
         let probs_len = batch * self.heads * seq_len * seq_len;
@@ -471,7 +602,7 @@ impl Layer {
         Ok(kernels::encoder_block(
             x,
             params,
-            mask_bias,
+            bias,
             dropout,
             train.grads,
         )?)
@@ -483,7 +614,7 @@ impl Layer {
         &self,
         x: &Tensor,
         queries: &Tensor,
-        mask_bias: &Tensor,
+        bias: &Tensor,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let training = rng.is_some();
@@ -492,7 +623,7 @@ impl Layer {
             self.key.forward(x)?,
             self.value.forward(x)?,
         );
-        let context = self.attention(&q, &k, &v, mask_bias, rng.as_deref_mut())?;
+        let context = self.attention(&q, &k, &v, bias, rng.as_deref_mut())?;
         let attended = dropout_add(
             &self.attention_output.forward(&context)?,
             queries,
@@ -532,6 +663,8 @@ fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
 pub struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// MPNet's relative position bias, which every layer adds to its attention scores.
+    position_bias: Option<RelativePositionBias>,
 }
 
 /// What a training pass threads through the layers: the dropout randomness, and the store for
@@ -552,6 +685,14 @@ impl BertEncoder {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::load(params, cfg, i))
                 .collect::<Result<_>>()?,
+            position_bias: match cfg.model_type {
+                ModelType::Bert => None,
+                ModelType::Mpnet => Some(RelativePositionBias::load(
+                    params,
+                    cfg.relative_attention_num_buckets,
+                    cfg.num_attention_heads,
+                )?),
+            },
         };
         let unused = params.unused(&["embeddings.", "encoder."]);
         if let Some(first) = unused.first() {
@@ -576,8 +717,9 @@ impl BertEncoder {
 
     /// Inference. `input_ids`: [batch, seq] u32; `attention_mask`: [batch, seq] f32 of 0/1
     /// (padding), or [batch, seq, seq] (which token sees which, see [`mask_bias`]);
-    /// `positions`: [batch, seq] u32 position ids, or `None` for 0, 1, 2, … Returns the last
-    /// hidden states, [batch, seq, hidden].
+    /// `positions`: [batch, seq] u32 positions, or `None` for 0, 1, 2, … (numbered from 0 for
+    /// every family: MPNet's offset of 2 is added here, and its relative position bias follows
+    /// them). Returns the last hidden states, [batch, seq, hidden].
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -609,13 +751,31 @@ impl BertEncoder {
         positions: Option<&Tensor>,
         mut train: Option<Training>,
     ) -> Result<Tensor> {
-        let mask_bias = mask_bias(attention_mask)?;
+        let bias = self.attention_bias(attention_mask, positions)?;
         let rng = train.as_mut().map(|t| &mut *t.rng);
         let mut x = self.embeddings.forward(input_ids, positions, rng)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask_bias, train.as_mut())?;
+            x = layer.forward(&x, &bias, train.as_mut())?;
         }
         Ok(x)
+    }
+
+    /// What every layer adds to its attention scores: the mask's bias (see [`mask_bias`]),
+    /// [batch, 1, 1 or seq, seq], and for MPNet the relative position bias of `positions` (as
+    /// numbered from 0; `None`: 0, 1, 2, …) with it, [batch, heads, seq, seq].
+    fn attention_bias(
+        &self,
+        attention_mask: &Tensor,
+        positions: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mask = mask_bias(attention_mask)?;
+        let Some(position_bias) = &self.position_bias else {
+            return Ok(mask);
+        };
+        let seq_len = attention_mask.dim(D::Minus1)?;
+        Ok(position_bias
+            .bias(positions, seq_len, attention_mask.device())?
+            .broadcast_add(&mask)?)
     }
 
     /// Inference: the last hidden states of `rows` only, [batch, queries, hidden]. `rows`
@@ -632,7 +792,7 @@ impl BertEncoder {
         queries: usize,
     ) -> Result<Tensor> {
         let (batch, seq_len) = input_ids.dims2()?;
-        let mask_bias = mask_bias(attention_mask)?;
+        let bias = self.attention_bias(attention_mask, positions)?;
         let mut x = self.embeddings.forward(input_ids, positions, None)?;
         let select = |x: &Tensor| -> Result<Tensor> {
             let width = x.dim(D::Minus1)?;
@@ -644,12 +804,21 @@ impl BertEncoder {
             return select(&x);
         };
         for layer in rest {
-            x = layer.forward(&x, &mask_bias, None)?;
+            x = layer.forward(&x, &bias, None)?;
         }
-        // A mask per query keeps only the rows of the queries computed.
-        let query_bias = match mask_bias.dim(2)? {
-            1 => mask_bias,
-            _ => select(&mask_bias)?.unsqueeze(1)?,
+        // A bias per query keeps only the rows of the queries computed: [batch, heads, seq,
+        // seq] → [batch, seq, heads·seq] → the rows → [batch, heads, queries, seq].
+        let query_bias = match bias.dims4()? {
+            (_, _, 1, _) => bias,
+            (_, heads, _, _) => select(
+                &bias
+                    .broadcast_as((batch, heads, seq_len, seq_len))?
+                    .transpose(1, 2)?
+                    .reshape((batch, seq_len, heads * seq_len))?,
+            )?
+            .reshape((batch, queries, heads, seq_len))?
+            .transpose(1, 2)?
+            .contiguous()?,
         };
         last.forward_queries(&x, &select(&x)?, &query_bias, None)
     }

@@ -1,10 +1,11 @@
 //! The model directory: `config.json` (Hugging Face encoder config plus a `gliznet` section),
 //! `model.safetensors` (encoder weights under their Hugging Face names, head weights under
-//! `gliznet.*`) and `tokenizer.json`. Plain BERT / sentence-transformers directories load too,
-//! with a fresh, seeded head. Every missing or unreadable file is an error that names it.
+//! `gliznet.*`) and `tokenizer.json`. Plain BERT / MPNet / sentence-transformers directories
+//! load too, with a fresh, seeded head. `config.json`'s `model_type` says which encoder:
+//! `bert` (or none) or `mpnet`. Every missing or unreadable file is an error that names it.
 
 use crate::error::input_error;
-use crate::model::bert::BertConfig;
+use crate::model::bert::{BertConfig, ModelType};
 use crate::model::config::GliznetConfig;
 use crate::model::gliznet::GliZNet;
 use crate::model::head;
@@ -187,13 +188,23 @@ fn parse_config(
         ),
         None => None,
     };
+    match json.get("model_type") {
+        None => {}
+        Some(serde_json::Value::String(name)) if ModelType::NAMES.contains(&name.as_str()) => {}
+        Some(other) => {
+            return Err(input_error(format!(
+                "{source}: model_type {other} is not supported (this build reads {})",
+                ModelType::NAMES.map(|n| format!("{n:?}")).join(" and ")
+            )))
+        }
+    }
     let bert: BertConfig = serde_json::from_value(json.clone())
-        .map_err(|e| input_error(format!("{source}: not a BERT config: {e}")))?;
+        .map_err(|e| input_error(format!("{source}: not a BERT or MPNet encoder config: {e}")))?;
     bert.validate()
         .map_err(|e| input_error(format!("{source}: {e}")))?;
     if let Some(config) = &gliznet {
         config
-            .validate(bert.max_position_embeddings)
+            .validate(&bert)
             .map_err(|e| input_error(format!("{source}: gliznet section: {e}")))?;
     }
     Ok((bert, gliznet, json))
@@ -256,17 +267,17 @@ pub fn load(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
         tokenizer,
     } = files;
     let head_trained = gliznet.is_some();
-    let config =
-        gliznet.unwrap_or_else(|| GliznetConfig::untrained_default(bert.max_position_embeddings));
+    let config = gliznet.unwrap_or_else(|| GliznetConfig::untrained_for(&bert));
     if !head_trained {
         let shape = config.head_shape(bert.hidden_size);
         for (name, tensor) in head::init_params(&shape, UNTRAINED_HEAD_SEED, device)? {
             params.insert(name, tensor);
         }
     }
-    let tokenizer = LabelTokenizer::new(tokenizer, config.limits())
-        .and_then(|t| t.with_label_template(config.label_template.as_deref()))
-        .with_context(|| format!("{name}: tokenizer.json"))?;
+    let tokenizer =
+        LabelTokenizer::new(tokenizer, config.limits(), bert.model_type.special_tokens())
+            .and_then(|t| t.with_label_template(config.label_template.as_deref()))
+            .with_context(|| format!("{name}: tokenizer.json"))?;
     let model = GliZNet::load(&params, &bert, &config)?;
     Ok(LoadedModel {
         model,
@@ -309,4 +320,67 @@ pub fn save(
     crate::files::write_atomically(&dir.join(TOKENIZER_FILE), |file| {
         Ok(file.write_all(tokenizer_json.as_bytes())?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{tiny_bert_config, tiny_mpnet_config};
+
+    fn error(json: serde_json::Value) -> String {
+        match parse_config(json, "dir/config.json") {
+            Ok(_) => panic!("the config was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn model_type_picks_the_encoder_and_an_unknown_one_is_named() {
+        let (bert, _, _) = parse_config(tiny_bert_config(), "bert").unwrap();
+        assert_eq!(bert.model_type, ModelType::Bert);
+        let (mpnet, _, _) = parse_config(tiny_mpnet_config(), "mpnet").unwrap();
+        assert_eq!(mpnet.model_type, ModelType::Mpnet);
+        assert_eq!(mpnet.max_positions(), mpnet.max_position_embeddings - 2);
+        let mut absent = tiny_bert_config();
+        absent.as_object_mut().unwrap().remove("model_type");
+        assert_eq!(parse_config(absent, "absent").unwrap().0, bert);
+        for other in [serde_json::json!("roberta"), serde_json::json!(3)] {
+            let mut json = tiny_bert_config();
+            json["model_type"] = other.clone();
+            let message = error(json);
+            assert!(
+                message.contains("dir/config.json")
+                    && message.contains(&format!("model_type {other} is not supported")),
+                "{message}"
+            );
+        }
+    }
+
+    /// The gliznet section is checked against its encoder: MPNet's separator and its two
+    /// position ids fewer.
+    #[test]
+    fn the_gliznet_section_must_fit_its_encoder() {
+        let (mpnet, _, _) = parse_config(tiny_mpnet_config(), "mpnet").unwrap();
+        let fitting = GliznetConfig {
+            max_length: mpnet.max_positions(),
+            ..GliznetConfig::untrained_for(&mpnet)
+        };
+        assert_eq!(fitting.label_separator, "</s>");
+        let with = |config: &GliznetConfig| {
+            let mut json = tiny_mpnet_config();
+            json["gliznet"] = serde_json::to_value(config).unwrap();
+            json
+        };
+        assert!(parse_config(with(&fitting), "mpnet").is_ok());
+        let too_long = GliznetConfig {
+            max_length: mpnet.max_positions() + 1,
+            ..fitting.clone()
+        };
+        assert!(error(with(&too_long)).contains("max_length 129 exceeds the 128 positions"));
+        let bert_separator = GliznetConfig {
+            label_separator: "[SEP]".into(),
+            ..fitting
+        };
+        assert!(error(with(&bert_separator)).contains("label_separator \"[SEP]\""));
+    }
 }

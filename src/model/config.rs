@@ -1,6 +1,7 @@
 //! The `gliznet` section of a model directory's `config.json`.
 
 pub use crate::batch::LabelAttention;
+use crate::model::bert::BertConfig;
 use crate::model::head::{HeadShape, Readout, Similarity};
 use crate::tokenizer::{split_label_template, PackingLimits};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,8 @@ pub struct GliznetConfig {
     pub max_length: usize,
     pub max_label_tokens: usize,
     pub min_text_tokens: usize,
-    /// The token between the text and each label, and after each label.
+    /// The token between the text and each label, and after each label: the encoder's
+    /// separator (`[SEP]` for BERT, `</s>` for MPNet).
     pub label_separator: String,
     /// Which token states make the text and label vectors; models saved before this key
     /// existed read `[CLS]` and each label's first token.
@@ -42,14 +44,16 @@ pub struct GliznetConfig {
 
 impl GliznetConfig {
     /// What a plain BERT / sentence-transformers backbone gets: cosine over the encoder's own
-    /// vectors, which is meaningful before any training, and limits that its positions allow.
-    pub fn untrained_default(max_position_embeddings: usize) -> Self {
+    /// vectors, which is meaningful before any training, and limits that its positions allow
+    /// (`max_positions`: [`BertConfig::max_positions`]). The separator is BERT's; see
+    /// [`GliznetConfig::untrained_for`] for any encoder.
+    pub fn untrained_default(max_positions: usize) -> Self {
         let limits = PackingLimits::default();
         Self {
             format_version: FORMAT_VERSION,
             similarity: Similarity::Cosine,
             projection_dim: None,
-            max_length: limits.max_length.min(max_position_embeddings),
+            max_length: limits.max_length.min(max_positions),
             max_label_tokens: limits.max_label_tokens,
             min_text_tokens: limits.min_text_tokens,
             label_separator: "[SEP]".into(),
@@ -58,6 +62,14 @@ impl GliznetConfig {
             label_attention: LabelAttention::Full,
             label_template: None,
             threshold: None,
+        }
+    }
+
+    /// [`GliznetConfig::untrained_default`] for the encoder of `encoder`, its separator included.
+    pub fn untrained_for(encoder: &BertConfig) -> Self {
+        Self {
+            label_separator: encoder.model_type.special_tokens().sep.into(),
+            ..Self::untrained_default(encoder.max_positions())
         }
     }
 
@@ -82,17 +94,21 @@ impl GliznetConfig {
         }
     }
 
-    pub fn validate(&self, max_position_embeddings: usize) -> Result<(), String> {
+    /// Checks the section against the encoder it comes with.
+    pub fn validate(&self, encoder: &BertConfig) -> Result<(), String> {
         if self.format_version != FORMAT_VERSION {
             return Err(format!(
                 "format_version {} is not supported (this build reads {FORMAT_VERSION})",
                 self.format_version
             ));
         }
-        if self.label_separator != "[SEP]" {
+        let separator = encoder.model_type.special_tokens().sep;
+        if self.label_separator != separator {
             return Err(format!(
-                "label_separator {:?} is not supported (only \"[SEP]\")",
-                self.label_separator
+                "label_separator {:?} is not supported (only {separator:?}, the separator of a \
+                 {} encoder)",
+                self.label_separator,
+                encoder.model_type.name()
             ));
         }
         if matches!(self.threshold, Some(t) if !(0.0..=1.0).contains(&t)) {
@@ -104,11 +120,20 @@ impl GliznetConfig {
         if let Some(template) = &self.label_template {
             split_label_template(template)?;
         }
-        if self.max_length > max_position_embeddings {
-            return Err(format!(
-                "max_length {} exceeds the encoder's max_position_embeddings {max_position_embeddings}",
-                self.max_length
-            ));
+        if self.max_length > encoder.max_positions() {
+            return Err(match encoder.max_positions() {
+                max if max == encoder.max_position_embeddings => format!(
+                    "max_length {} exceeds the encoder's max_position_embeddings {max}",
+                    self.max_length
+                ),
+                max => format!(
+                    "max_length {} exceeds the {max} positions of the encoder \
+                     (max_position_embeddings {} less {}'s offset)",
+                    self.max_length,
+                    encoder.max_position_embeddings,
+                    encoder.model_type.name()
+                ),
+            });
         }
         self.limits().validate()
     }

@@ -164,10 +164,28 @@ impl GliZNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bert::ModelType;
     use crate::model::head::{self, Similarity};
-    use crate::testing::{random_encoder_weights, tiny_bert_config, tiny_tokenizer};
+    use crate::testing::{random_encoder_weights, tiny_encoder_config, tiny_tokenizer_for};
     use crate::tokenizer::{LabelTokenizer, SequenceEncoding};
     use candle_core::{Device, Var};
+
+    /// Every encoder family: the checks below hold for each.
+    const MODEL_TYPES: [ModelType; 2] = [ModelType::Bert, ModelType::Mpnet];
+
+    fn tiny_encoder(model_type: ModelType) -> BertConfig {
+        serde_json::from_value(tiny_encoder_config(model_type)).unwrap()
+    }
+
+    fn tiny_tokenizer(bert: &BertConfig, config: &GliznetConfig) -> LabelTokenizer {
+        let special = bert.model_type.special_tokens();
+        LabelTokenizer::new(
+            tiny_tokenizer_for(bert.model_type),
+            config.limits(),
+            special,
+        )
+        .unwrap()
+    }
 
     /// Inference with the encoder computing every row of every layer.
     fn infer_all_rows(model: &GliZNet, batch: &Batch) -> Tensor {
@@ -183,51 +201,60 @@ mod tests {
         model.score(&head_states, batch.max_labels).unwrap()
     }
 
-    fn tiny_model(similarity: Similarity, readout: Readout) -> (GliZNet, LabelTokenizer) {
-        tiny_model_with_dropout(similarity, readout, 0.1)
+    fn tiny_model(
+        model_type: ModelType,
+        similarity: Similarity,
+        readout: Readout,
+    ) -> (GliZNet, LabelTokenizer) {
+        tiny_model_with_dropout(model_type, similarity, readout, 0.1)
     }
 
     fn tiny_model_with_dropout(
+        model_type: ModelType,
         similarity: Similarity,
         readout: Readout,
         dropout: f32,
     ) -> (GliZNet, LabelTokenizer) {
         let device = Device::Cpu;
-        let mut bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        let mut bert = tiny_encoder(model_type);
         bert.hidden_dropout_prob = dropout;
         bert.attention_probs_dropout_prob = dropout;
         let config = GliznetConfig {
             similarity,
             readout,
             projection_dim: Some(8),
-            ..GliznetConfig::untrained_default(64)
+            max_length: 64,
+            ..GliznetConfig::untrained_for(&bert)
         };
         let mut tensors = random_encoder_weights(&bert, 5, &device).unwrap();
         tensors
             .extend(head::init_params(&config.head_shape(bert.hidden_size), 6, &device).unwrap());
         let params = Params::new(tensors, "test");
         let model = GliZNet::load(&params, &bert, &config).unwrap();
-        let tokenizer = LabelTokenizer::new(tiny_tokenizer(), config.limits()).unwrap();
+        let tokenizer = tiny_tokenizer(&bert, &config);
         (model, tokenizer)
     }
 
     /// Inference computes only the `[CLS]` and label rows in the last layer; the logits must
     /// be those of the pass over every row, for sequences of different lengths and label
-    /// counts (padding in both), in f32 and int8.
+    /// counts (padding in both), in f32 and int8, for BERT and MPNet (whose attention bias
+    /// has a row per head and query).
     #[test]
     fn inference_on_the_head_rows_equals_the_full_pass() {
-        for attention in [
-            LabelAttention::Full,
-            LabelAttention::Isolated,
-            LabelAttention::Separate,
-            LabelAttention::Independent,
-        ] {
-            head_rows_equal_the_full_pass(attention);
+        for model_type in MODEL_TYPES {
+            for attention in [
+                LabelAttention::Full,
+                LabelAttention::Isolated,
+                LabelAttention::Separate,
+                LabelAttention::Independent,
+            ] {
+                head_rows_equal_the_full_pass(model_type, attention);
+            }
         }
     }
 
-    fn head_rows_equal_the_full_pass(attention: LabelAttention) {
-        let (mut model, tokenizer) = tiny_model(Similarity::Dot, Readout::FirstToken);
+    fn head_rows_equal_the_full_pass(model_type: ModelType, attention: LabelAttention) {
+        let (mut model, tokenizer) = tiny_model(model_type, Similarity::Dot, Readout::FirstToken);
         model.label_attention = attention;
         let labels: Vec<String> = ["cat", "dog house", "news", "bank", "the mat"]
             .map(String::from)
@@ -246,7 +273,7 @@ mod tests {
                     if *m > 0.0 {
                         assert!(
                             (x - y).abs() < 1e-5,
-                            "{attention:?} {precision}: {all:?} vs {pruned:?}"
+                            "{model_type:?} {attention:?} {precision}: {all:?} vs {pruned:?}"
                         );
                     }
                 }
@@ -257,9 +284,16 @@ mod tests {
 
     /// With shared label positions a label's score does not depend on the order of the labels
     /// (both readouts, inference and the training-mode pass, ragged batch); with the plain
-    /// numbering it does, which is what makes the check meaningful.
+    /// numbering it does, which is what makes the check meaningful. For BERT and MPNet (whose
+    /// relative position bias follows the shared positions).
     #[test]
     fn shared_label_positions_make_scores_independent_of_label_order() {
+        for model_type in MODEL_TYPES {
+            shared_label_positions_for(model_type);
+        }
+    }
+
+    fn shared_label_positions_for(model_type: ModelType) {
         let labels: Vec<String> = ["cat", "dog house", "news", "the mat bank"]
             .map(String::from)
             .to_vec();
@@ -270,7 +304,7 @@ mod tests {
             (Readout::Mean, true),
             (Readout::Mean, false),
         ] {
-            let (mut model, tokenizer) = tiny_model(Similarity::Cosine, readout);
+            let (mut model, tokenizer) = tiny_model(model_type, Similarity::Cosine, readout);
             model.shared_label_positions = shared;
             let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
             let b = tokenizer
@@ -293,9 +327,12 @@ mod tests {
                     .map(|(slot, &i)| (logits[0][i] - logits[1][slot]).abs())
                     .fold(0f32, f32::max);
                 if shared {
-                    assert!(worst < 1e-4, "{readout:?}: {logits:?}");
+                    assert!(worst < 1e-4, "{model_type:?} {readout:?}: {logits:?}");
                 } else {
-                    assert!(worst > 1e-3, "{readout:?}: order had no effect: {logits:?}");
+                    assert!(
+                        worst > 1e-3,
+                        "{model_type:?} {readout:?}: order had no effect: {logits:?}"
+                    );
                 }
             }
         }
@@ -307,6 +344,12 @@ mod tests {
     /// check meaningful).
     #[test]
     fn isolated_labels_score_as_if_alone() {
+        for model_type in MODEL_TYPES {
+            isolated_labels_for(model_type);
+        }
+    }
+
+    fn isolated_labels_for(model_type: ModelType) {
         let labels: Vec<String> = ["cat", "dog house", "news", "the mat bank"]
             .map(String::from)
             .to_vec();
@@ -319,7 +362,7 @@ mod tests {
         ] {
             for readout in [Readout::Mean, Readout::FirstToken] {
                 let (mut model, tokenizer) =
-                    tiny_model_with_dropout(Similarity::Cosine, readout, 0.0);
+                    tiny_model_with_dropout(model_type, Similarity::Cosine, readout, 0.0);
                 model.label_attention = attention;
                 model.shared_label_positions = true;
                 let together = tokenizer.encode(text, &labels).unwrap();
@@ -339,9 +382,15 @@ mod tests {
                         .map(|i| (logits[0][i] - logits[1 + i][0]).abs())
                         .fold(0f32, f32::max);
                     if attention == LabelAttention::Full {
-                        assert!(worst > 1e-3, "{readout:?}: no effect: {logits:?}");
+                        assert!(
+                            worst > 1e-3,
+                            "{model_type:?} {readout:?}: no effect: {logits:?}"
+                        );
                     } else {
-                        assert!(worst < 1e-5, "{attention:?} {readout:?}: {logits:?}");
+                        assert!(
+                            worst < 1e-5,
+                            "{model_type:?} {attention:?} {readout:?}: {logits:?}"
+                        );
                     }
                 }
                 // The text's states against the text encoded alone, `[CLS] text [SEP]`.
@@ -403,10 +452,16 @@ mod tests {
     /// meaningful.
     #[test]
     fn independent_labels_do_not_see_the_text() {
+        for model_type in MODEL_TYPES {
+            independent_labels_for(model_type);
+        }
+    }
+
+    fn independent_labels_for(model_type: ModelType) {
         let labels: Vec<String> = ["dog house", "news"].map(String::from).to_vec();
         for attention in [LabelAttention::Separate, LabelAttention::Independent] {
             let (mut model, tokenizer) =
-                tiny_model_with_dropout(Similarity::Cosine, Readout::Mean, 0.0);
+                tiny_model_with_dropout(model_type, Similarity::Cosine, Readout::Mean, 0.0);
             model.label_attention = attention;
             let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
             let b = tokenizer.encode("bank rates", &labels).unwrap();
@@ -438,12 +493,12 @@ mod tests {
             if attention == LabelAttention::Independent {
                 assert!(
                     worst < 1e-6,
-                    "the label states moved with the text: {worst}"
+                    "{model_type:?}: the label states moved with the text: {worst}"
                 );
             } else {
                 assert!(
                     worst > 1e-5,
-                    "{attention:?}: the text had no effect: {worst}"
+                    "{model_type:?} {attention:?}: the text had no effect: {worst}"
                 );
             }
         }
@@ -453,7 +508,13 @@ mod tests {
     /// (not its `[SEP]`), whatever the padding: checked against the hidden states by hand.
     #[test]
     fn mean_readout_averages_each_span() {
-        let (model, tokenizer) = tiny_model(Similarity::Dot, Readout::Mean);
+        for model_type in MODEL_TYPES {
+            mean_readout_for(model_type);
+        }
+    }
+
+    fn mean_readout_for(model_type: ModelType) {
+        let (model, tokenizer) = tiny_model(model_type, Similarity::Dot, Readout::Mean);
         let labels: Vec<String> = ["cat", "dog house", "the mat"].map(String::from).to_vec();
         let a = tokenizer.encode("the cat sat on the mat", &labels).unwrap();
         let b = tokenizer.encode("bank", &labels[..1]).unwrap();
@@ -511,10 +572,23 @@ mod tests {
 
     /// Every encoder and head tensor must receive a non-zero gradient in training mode: the
     /// trap this guards against is a fused op without backward that silently stops gradients.
+    /// MPNet's relative position bias included, on the training kernels (GELU with erf) and
+    /// on candle's ops (another activation), with the plain and the shared label numbering.
     #[test]
     fn every_parameter_receives_a_gradient() {
+        for model_type in MODEL_TYPES {
+            for (activation, shared_positions) in [("gelu", false), ("gelu", true), ("relu", false)]
+            {
+                let mut bert = tiny_encoder(model_type);
+                bert.hidden_act = activation.into();
+                every_parameter_receives_a_gradient_for(&bert, shared_positions);
+            }
+        }
+    }
+
+    fn every_parameter_receives_a_gradient_for(bert: &BertConfig, shared_positions: bool) {
         let device = Device::Cpu;
-        let bert: BertConfig = serde_json::from_value(tiny_bert_config()).unwrap();
+        let model_type = bert.model_type;
         for (similarity, readout) in [
             (Similarity::Cosine, Readout::Mean),
             (Similarity::Dot, Readout::FirstToken),
@@ -524,9 +598,11 @@ mod tests {
                 similarity,
                 readout,
                 projection_dim: Some(8),
-                ..GliznetConfig::untrained_default(64)
+                max_length: 64,
+                shared_label_positions: shared_positions,
+                ..GliznetConfig::untrained_for(bert)
             };
-            let mut tensors = random_encoder_weights(&bert, 1, &device).unwrap();
+            let mut tensors = random_encoder_weights(bert, 1, &device).unwrap();
             tensors.extend(
                 head::init_params(&config.head_shape(bert.hidden_size), 2, &device).unwrap(),
             );
@@ -540,9 +616,9 @@ mod tests {
                     .collect(),
                 "test",
             );
-            let model = GliZNet::load(&params, &bert, &config).unwrap();
+            let model = GliZNet::load(&params, bert, &config).unwrap();
 
-            let tokenizer = LabelTokenizer::new(tiny_tokenizer(), config.limits()).unwrap();
+            let tokenizer = tiny_tokenizer(bert, &config);
             let labels = [
                 "cat".to_string(),
                 "dog house".to_string(),
@@ -562,11 +638,12 @@ mod tests {
                 .unwrap();
             let grads = step.backward(&loss).unwrap();
             for (name, var) in &vars {
+                let case = format!("{model_type:?} {} {similarity:?}", bert.hidden_act);
                 let grad = grads
                     .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{similarity:?}: no gradient for {name}"));
+                    .unwrap_or_else(|| panic!("{case}: no gradient for {name}"));
                 let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
-                assert!(norm > 0.0, "{similarity:?}: zero gradient for {name}");
+                assert!(norm > 0.0, "{case}: zero gradient for {name}");
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod gliznet;
 pub mod head;
 pub(crate) mod kernels;
+pub mod mpnet;
 pub mod params;
 
 pub use kernels::{has_fast_bf16_kernel, has_fast_int8_kernel, F32Kernel, ParamGrads};

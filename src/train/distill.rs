@@ -42,7 +42,11 @@ impl Teacher {
             .map_err(|e| input_error(format!("backbone {e}")))?;
         let files = checkpoint::open(&source, device)?;
         let encoder = BertEncoder::load(&files.params, &files.bert)?;
-        let tokenizer = LabelTokenizer::new(files.tokenizer, config.limits())?;
+        let tokenizer = LabelTokenizer::new(
+            files.tokenizer,
+            config.limits(),
+            files.bert.model_type.special_tokens(),
+        )?;
         Ok(Some(Self {
             encoder,
             tokenizer,

@@ -41,12 +41,13 @@ impl TrainableModel {
 }
 
 /// Whether the optimizer updates `name`: the head, and the encoder outside the embeddings and
-/// the first `frozen_layers` layers (all of it when 0).
+/// the first `frozen_layers` layers (all of it when 0). MPNet's relative position bias, which
+/// every layer reads, is frozen with the embeddings.
 fn is_trainable(name: &str, frozen_layers: usize) -> bool {
     if name.starts_with("gliznet.") {
         return true;
     }
-    if name.starts_with("embeddings.") {
+    if name.starts_with("embeddings.") || name == crate::model::mpnet::RELATIVE_BIAS {
         return frozen_layers == 0;
     }
     match name.strip_prefix("encoder.layer.") {
@@ -85,7 +86,7 @@ pub fn trainable_model(
         max_length: config.max_length,
         max_label_tokens: config.max_label_tokens,
         min_text_tokens: config.min_text_tokens,
-        label_separator: "[SEP]".into(),
+        label_separator: bert.model_type.special_tokens().sep.into(),
         readout: config.readout,
         shared_label_positions: config.shared_label_positions,
         label_attention: config.label_attention,
@@ -93,10 +94,14 @@ pub fn trainable_model(
         threshold: None,
     };
     model_config
-        .validate(bert.max_position_embeddings)
+        .validate(&bert)
         .map_err(|e| input_error(format!("config: {e}")))?;
-    let tokenizer = LabelTokenizer::new(files.tokenizer, model_config.limits())?
-        .with_label_template(model_config.label_template.as_deref())?;
+    let tokenizer = LabelTokenizer::new(
+        files.tokenizer,
+        model_config.limits(),
+        bert.model_type.special_tokens(),
+    )?
+    .with_label_template(model_config.label_template.as_deref())?;
     let fresh_head = head::init_params(
         &model_config.head_shape(bert.hidden_size),
         config.seed,
@@ -358,6 +363,8 @@ mod tests {
         assert!(is_trainable("encoder.layer.10.output.dense.bias", 2));
         assert!(is_trainable("encoder.layer.2.output.dense.bias", 2));
         assert!(is_trainable("gliznet.log_logit_scale", 12));
+        assert!(is_trainable("encoder.relative_attention_bias.weight", 0));
+        assert!(!is_trainable("encoder.relative_attention_bias.weight", 1));
         assert!(!is_trainable("pooler.dense.weight", 0));
     }
 
