@@ -2,18 +2,24 @@
 //! `gliznet predict` works with no `--model` and no files beside the binary.
 //! `GLIZNET_NO_BUILTIN_MODEL=1` builds without it (a smaller binary that needs `--model`).
 //!
-//! Also tells the tests what data is here: tests that need the MiniLM backbone, the corpus or
-//! the dev suite are ignored where those are missing (so the summary counts them as ignored,
+//! Also tells the tests what data is here: tests that need the MiniLM or the MPNet backbone,
+//! the corpus or the dev suite are ignored where those are missing (so the summary counts them as ignored,
 //! with the script that fetches them), and `GLIZNET_REQUIRE_BACKBONE=1` /
 //! `GLIZNET_REQUIRE_CORPUS=1` (CI) turn a missing one into a build error.
 
 /// (cfg, file whose presence it says, variable that requires it, script that makes it)
-const TEST_DATA: [(&str, &str, &str, &str); 3] = [
+const TEST_DATA: [(&str, &str, &str, &str); 4] = [
     (
         "gliznet_backbone",
         "models/all-MiniLM-L6-v2/model.safetensors",
         "GLIZNET_REQUIRE_BACKBONE",
         "scripts/fetch-backbone.sh",
+    ),
+    (
+        "gliznet_mpnet",
+        "models/all-mpnet-base-v2/model.safetensors",
+        "GLIZNET_REQUIRE_BACKBONE",
+        "scripts/fetch-backbone.sh mpnet",
     ),
     (
         "gliznet_corpus",
