@@ -3,7 +3,8 @@
 on each 1,000-row batch, pyarrow out), and Ray Data with 1 and 2 actors on a local one-node
 cluster (started before the clock runs). Every way reads the same file and writes every row
 with `scores` and `predicted`; the CLI's output is the reference the others are checked
-against. Prints a Markdown table with the CPU and the load average.
+against (to 5e-3: at the default precision, bf16 on CPUs with AMX, scores move by up to about
+1e-3 with the padding of a text's batch). Prints a Markdown table with the CPU and the load average.
 
     python3 bench/scale.py [--rows 4000] [--bin target/release/gliznet] [--rounds 2]
 
@@ -88,11 +89,11 @@ def run_ray(source, out_dir, actors, env):
     return time.perf_counter() - start
 
 
-def same_scores(a, b):
+def same_scores(a, b, tolerance):
     x = pq.read_table(a).sort_by("id")
     y = pq.read_table(b).sort_by("id")
     return x.num_rows == y.num_rows and all(
-        max(abs(p - q) for p, q in zip(r, s)) <= 1e-6
+        max(abs(p - q) for p, q in zip(r, s)) <= tolerance
         for r, s in zip(x.column("scores").to_pylist(), y.column("scores").to_pylist())
     )
 
@@ -106,6 +107,7 @@ def main():
 
     import ray
 
+    load_before = os.getloadavg()[0]
     work = pathlib.Path(tempfile.mkdtemp(prefix="gliznet-scale-"))
     source = work / "in.parquet"
     pq.write_table(
@@ -118,7 +120,8 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     subprocess.run(
-        [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+        # Four logical CPUs on two cores: two actors hold one each and reads still get one.
+        [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=4",
          "--include-dashboard=false", "--disable-usage-stats", "--object-store-memory=300000000"],
         check=True, capture_output=True,
     )
@@ -146,15 +149,17 @@ def main():
                 times[name].append(way(r))
                 print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
         for name, pattern in outputs.items():
-            assert same_scores(work / "cli-0.parquet", work / pattern.format(r=0)), name
+            # The default precision is bf16 on CPUs with AMX, where a text's scores move by up
+            # to about 1e-3 with the padding of its batch, and each way batches differently.
+            assert same_scores(work / "cli-0.parquet", work / pattern.format(r=0), 5e-3), name
     finally:
         ray.shutdown()
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
 
     cli = statistics.median(times["CLI (Parquet in and out)"])
     print(f"\n{args.rows} short texts, K = {len(LABELS)}, built-in model, default precision; "
-          f"{cpu_model()}, {os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}; "
-          f"medians of {args.rounds} interleaved rounds; every output checked against the CLI's (1e-6)\n")
+          f"{cpu_model()}, {os.cpu_count()} cores, load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}; "
+          f"medians of {args.rounds} interleaved rounds; every output checked against the CLI's (5e-3)\n")
     print("| way | seconds | rows/s | time / CLI |")
     print("|---|---|---|---|")
     for name, t in times.items():
