@@ -389,10 +389,10 @@ impl Job {
         for (i, mut text) in texts.into_iter().enumerate() {
             let row = batch.first_row + i as u64;
             let cut = cap_text(&mut text);
-            let text_column = rows.location(row, rows.text_column_name());
-            self.classifier
-                .check_text(&text)
-                .map_err(|e| input_error(format!("{text_column}: {e}")))?;
+            self.classifier.check_text(&text).map_err(|e| {
+                let place = rows.location(row, rows.text_column_name());
+                input_error(format!("{place}: {e}"))
+            })?;
             let labels = match &lists {
                 Some(lists) => {
                     let list = &lists[i];
