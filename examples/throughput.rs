@@ -37,16 +37,6 @@ fn main() -> Result<()> {
                 )
             })?;
     }
-    if F32Kernel::Avx2.is_available() && F32Kernel::Avx512.is_available() {
-        let probe = F32Kernel::probe();
-        eprintln!(
-            "f32 kernel probe: avx2 {:.3} ms, avx512 {:.3} ms: {}; in use: {}",
-            probe.avx2_s * 1e3,
-            probe.avx512_s * 1e3,
-            probe.chosen.name(),
-            F32Kernel::current().name()
-        );
-    }
     let device = gliznet::device::select(option("--device").map_or("cpu", |d| d.as_str()))?.0;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {

@@ -177,29 +177,15 @@ pub(super) fn matmul(dst: MatrixMut, lhs: Matrix, rhs: Matrix, accumulate: bool,
     unsafe { kernel.run(dst, lhs, rhs, accumulate, parallelism) }
 }
 
-/// The micro-kernels of `gemm` that the f32 products run: portable without AVX2, 256-bit
-/// without AVX-512, and where both run, the one a start-up probe measures faster
-/// ([`F32Kernel::probe`]): the vendor does not tell (an Intel Xeon ran the 512-bit ones
-/// 1.4–1.7× faster on the encoder's shapes, a Zen 5 1.4–1.6×, a Zen 4 slower; BENCHMARKS.md).
+/// The micro-kernels of `gemm` that the f32 products run: 512-bit where they measured faster
+/// (an Intel Xeon with AVX-512: 1.4–1.7× the 256-bit ones on the encoder's shapes), 256-bit
+/// elsewhere (AMD's AVX-512 measured slower than its AVX2 on Zen 4), portable without AVX2
+/// (BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum F32Kernel {
     Portable,
     Avx2,
     Avx512,
-}
-
-/// Timed runs of each kernel in [`F32Kernel::probe`].
-const PROBE_RUNS: usize = 4;
-/// How much faster the 512-bit kernels must run in the probe to be chosen (a tie keeps the
-/// 256-bit ones, which lower no CPU's clock).
-const PROBE_MARGIN: f64 = 1.05;
-
-/// What [`F32Kernel::probe`] measured: the best time of each kernel and the one chosen.
-#[derive(Clone, Copy, Debug)]
-pub struct Probe {
-    pub avx2_s: f64,
-    pub avx512_s: f64,
-    pub chosen: F32Kernel,
 }
 
 /// Output rows from which products split across threads use the 512-bit kernels.
@@ -241,65 +227,14 @@ impl F32Kernel {
         Self::ALL.into_iter().filter(|k| k.is_available()).collect()
     }
 
-    /// The kernel the products use unless [`F32Kernel::set`] chose another: the faster of the
-    /// 256- and 512-bit ones by [`F32Kernel::probe`] where both run.
+    /// The kernel the products use unless [`F32Kernel::set`] chose another.
     pub fn preferred() -> Self {
-        if !F32Kernel::Avx2.is_available() {
-            F32Kernel::Portable
-        } else if !F32Kernel::Avx512.is_available() {
-            F32Kernel::Avx2
-        } else {
-            Self::probe().chosen
-        }
-    }
-
-    /// Times the 256- and 512-bit kernels on one product of the encoder's shape (256 rows of
-    /// MiniLM's attention projection, 384 × 384 weights, one thread), each run alternately and its best
-    /// of [`PROBE_RUNS`] kept (a few milliseconds in all), and chooses the 512-bit ones only
-    /// if they are at least [`PROBE_MARGIN`] faster. Both must run on this CPU.
-    pub fn probe() -> Probe {
-        const M: usize = 256;
-        const K: usize = 384;
-        const N: usize = 384;
-        let lhs: Vec<f32> = (0..M * K)
-            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
-            .collect();
-        let rhs: Vec<f32> = (0..K * N)
-            .map(|i| ((i * 104_729) % 1000) as f32 * 1e-3)
-            .collect();
-        let mut dst = vec![0f32; M * N];
-        let mut best = [f64::INFINITY; 2];
-        let kernels = [F32Kernel::Avx2, F32Kernel::Avx512];
-        for run in 0..=PROBE_RUNS {
-            for (slot, kernel) in kernels.iter().enumerate() {
-                let start = std::time::Instant::now();
-                // SAFETY: the views are in bounds (checked) and both kernels run here (the
-                // caller's contract, checked again by `run`'s `expect`).
-                unsafe {
-                    kernel.run(
-                        MatrixMut::rows(&mut dst, 0, (M, N), N),
-                        Matrix::rows(&lhs, 0, (M, K), K),
-                        Matrix::rows(&rhs, 0, (N, K), K).t(),
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                // The first run of each warms caches and is not counted.
-                if run > 0 {
-                    best[slot] = best[slot].min(start.elapsed().as_secs_f64());
-                }
-            }
-        }
-        std::hint::black_box(&dst);
-        let chosen = if best[1] * PROBE_MARGIN < best[0] {
+        if F32Kernel::Avx512.is_available() && cpu_vendor_is_intel() {
             F32Kernel::Avx512
-        } else {
+        } else if F32Kernel::Avx2.is_available() {
             F32Kernel::Avx2
-        };
-        Probe {
-            avx2_s: best[0],
-            avx512_s: best[1],
-            chosen,
+        } else {
+            F32Kernel::Portable
         }
     }
 
@@ -429,33 +364,24 @@ impl F32Kernel {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn cpu_vendor_is_intel() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    [id.ebx, id.edx, id.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .eq(*b"GenuineIntel")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_vendor_is_intel() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
-
-    /// The probe times both kernels where both run and chooses one of them.
-    #[test]
-    fn the_probe_times_both_wide_kernels_and_picks_one() {
-        if !(F32Kernel::Avx2.is_available() && F32Kernel::Avx512.is_available()) {
-            assert_ne!(F32Kernel::preferred(), F32Kernel::Avx512);
-            return;
-        }
-        let probe = F32Kernel::probe();
-        assert!(probe.avx2_s > 0.0 && probe.avx2_s.is_finite(), "{probe:?}");
-        assert!(
-            probe.avx512_s > 0.0 && probe.avx512_s.is_finite(),
-            "{probe:?}"
-        );
-        let faster = if probe.avx512_s * PROBE_MARGIN < probe.avx2_s {
-            F32Kernel::Avx512
-        } else {
-            F32Kernel::Avx2
-        };
-        assert_eq!(probe.chosen, faster);
-        // A few milliseconds, not a noticeable start-up cost.
-        assert!(probe.avx2_s + probe.avx512_s < 0.05, "{probe:?}");
-    }
 
     /// Every kernel this CPU runs, forced, against sums in f64, on shapes with tails (rows and
     /// columns that fill no whole micro-tile), strided views, accumulation and both thread
