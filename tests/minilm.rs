@@ -3,6 +3,7 @@
 //! `gliznet_backbone` when it is there), and GLIZNET_REQUIRE_BACKBONE=1 (CI) makes its absence
 //! a build error.
 
+mod support;
 use candle_core::{Device, Tensor};
 use gliznet::batch::Batch;
 use gliznet::model::bert::{BertConfig, BertEncoder};
@@ -213,39 +214,7 @@ fn dropout_changes_training_outputs_only() {
     ignore = "needs models/all-MiniLM-L6-v2: scripts/fetch-backbone.sh"
 )]
 fn predict_runs_on_the_real_backbone() {
-    let dir = backbone();
-    let out = Command::new(env!("CARGO_BIN_EXE_gliznet"))
-        .args([
-            "predict",
-            "--model",
-            dir.to_str().unwrap(),
-            "--format",
-            "json",
-            "--single-label",
-        ])
-        .args([
-            "--text",
-            "The central bank raised interest rates again",
-            "--labels",
-            "economy,sports,cooking",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let labels = records[0]["labels"].as_array().unwrap();
-    let names: Vec<&str> = labels
-        .iter()
-        .map(|l| l["label"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["economy", "sports", "cooking"]);
-    let total: f64 = labels.iter().map(|l| l["score"].as_f64().unwrap()).sum();
-    assert!((total - 1.0).abs() < 1e-5);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("untrained head"));
+    support::assert_untrained_backbone_predicts(&backbone());
 }
 
 #[test]

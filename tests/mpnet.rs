@@ -5,6 +5,7 @@
 //! (CI) makes its absence a build error. The bucketing of relative positions needs only the
 //! fixture and always runs.
 
+mod support;
 use candle_core::{Device, Tensor, Var};
 use gliznet::batch::Batch;
 use gliznet::model::bert::{BertConfig, BertEncoder, ModelType};
@@ -16,7 +17,6 @@ use gliznet::rng::Rng;
 use gliznet::tokenizer::{LabelTokenizer, SequenceEncoding, SpecialTokens};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -398,37 +398,5 @@ fn every_weight_receives_a_gradient() {
     ignore = "needs models/all-mpnet-base-v2: scripts/fetch-backbone.sh mpnet"
 )]
 fn predict_runs_on_the_real_backbone() {
-    let dir = backbone();
-    let out = Command::new(env!("CARGO_BIN_EXE_gliznet"))
-        .args([
-            "predict",
-            "--model",
-            dir.to_str().unwrap(),
-            "--format",
-            "json",
-            "--single-label",
-        ])
-        .args([
-            "--text",
-            "The central bank raised interest rates again",
-            "--labels",
-            "economy,sports,cooking",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let labels = records[0]["labels"].as_array().unwrap();
-    let names: Vec<&str> = labels
-        .iter()
-        .map(|l| l["label"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["economy", "sports", "cooking"]);
-    let total: f64 = labels.iter().map(|l| l["score"].as_f64().unwrap()).sum();
-    assert!((total - 1.0).abs() < 1e-5);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("untrained head"));
+    support::assert_untrained_backbone_predicts(&backbone());
 }

@@ -90,3 +90,31 @@ pub fn label_scores(record: &Value) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+/// An untrained backbone directory predicts: single-label scores over the labels in their
+/// order, summing to 1, with the warning that its head is untrained.
+pub fn assert_untrained_backbone_predicts(dir: &Path) {
+    let out = run(&[
+        "predict",
+        "--model",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        "--single-label",
+        "--text",
+        "The central bank raised interest rates again",
+        "--labels",
+        "economy,sports,cooking",
+    ]);
+    assert_success(&out);
+    let records: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels = records[0]["labels"].as_array().unwrap();
+    let names: Vec<&str> = labels
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["economy", "sports", "cooking"]);
+    let total: f64 = labels.iter().map(|l| l["score"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+    assert!(stderr(&out).contains("untrained head"));
+}
