@@ -247,6 +247,142 @@ fn a_labels_column_gives_each_row_its_own_labels() {
     assert_rows_match(&table, &jsonl_reference(dir.path(), &texts, Some(&lists)));
 }
 
+/// The output keeps the input's row groups, and every input column chunk is copied byte for
+/// byte (its compressed size is the input's) and reads back equal, whatever its type: nested,
+/// dictionary-encoded, with a time zone, with nulls, in many small pages. The labels column
+/// comes before the text column, the file's own key-value metadata is kept.
+#[test]
+fn the_input_s_row_groups_and_columns_are_copied_as_they_are() {
+    use arrow_array::types::Int32Type;
+    use arrow_array::{DictionaryArray, Float64Array, StructArray, TimestampMillisecondArray};
+    use arrow_schema::Field;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = TempDir::new().unwrap();
+    let n = 37;
+    let texts: Vec<String> = (0..n).map(text).collect();
+    let lists: Vec<Vec<&str>> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                vec!["economy", "cooking"]
+            } else {
+                vec!["sports", "economy", "weather"]
+            }
+        })
+        .collect();
+    let mut candidates = ListBuilder::new(StringBuilder::new());
+    for list in &lists {
+        for label in list {
+            candidates.values().append_value(label);
+        }
+        candidates.append(true);
+    }
+    let meta = StructArray::from(vec![
+        (
+            Arc::new(Field::new("a", DataType::Int64, false)),
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        (
+            Arc::new(Field::new("b", DataType::Utf8, true)),
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 4 != 0).then(|| format!("b{i}"))),
+            )) as ArrayRef,
+        ),
+    ]);
+    let tags: DictionaryArray<Int32Type> =
+        (0..n).map(|i| ["red", "green", "blue"][i % 3]).collect();
+    let stamps =
+        TimestampMillisecondArray::from_iter_values((0..n as i64).map(|i| 1_700_000_000_000 + i))
+            .with_timezone("Europe/Paris");
+    let weights = Float64Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i as f64 / 3.0)));
+    let batch = RecordBatch::try_from_iter(vec![
+        ("candidates", Arc::new(candidates.finish()) as ArrayRef),
+        ("meta", Arc::new(meta)),
+        ("text", Arc::new(StringArray::from_iter_values(&texts))),
+        ("tags", Arc::new(tags)),
+        ("stamp", Arc::new(stamps)),
+        ("weight", Arc::new(weights)),
+    ])
+    .unwrap();
+    let input = dir.path().join("in.parquet");
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(10))
+        .set_data_page_row_count_limit(3)
+        .set_write_batch_size(3)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "owner".into(),
+            "gliznet-test".to_string(),
+        )]))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&input).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let output = dir.path().join("out.parquet");
+    let out = run(&[
+        "predict",
+        "--f32",
+        "--input",
+        s(&input),
+        "--labels-column",
+        "candidates",
+        "--output",
+        s(&output),
+    ]);
+    assert_success(&out);
+
+    let footer = |path: &Path| {
+        SerializedFileReader::new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone()
+    };
+    let (before, after) = (footer(&input), footer(&output));
+    assert_eq!(before.num_row_groups(), 4);
+    assert_eq!(after.num_row_groups(), before.num_row_groups());
+    for (g, (a, b)) in before
+        .row_groups()
+        .iter()
+        .zip(after.row_groups())
+        .enumerate()
+    {
+        assert_eq!(b.num_rows(), a.num_rows(), "row group {g}");
+        assert_eq!(b.num_columns(), a.num_columns() + 2, "row group {g}");
+        for (c, (x, y)) in a.columns().iter().zip(b.columns()).enumerate() {
+            assert_eq!(y.column_path(), x.column_path(), "row group {g} column {c}");
+            assert_eq!(
+                y.compressed_size(),
+                x.compressed_size(),
+                "row group {g} column {c}"
+            );
+            assert_eq!(y.num_values(), x.num_values(), "row group {g} column {c}");
+        }
+    }
+    let kv = after.file_metadata().key_value_metadata().unwrap();
+    assert!(kv
+        .iter()
+        .any(|p| p.key == "owner" && p.value.as_deref() == Some("gliznet-test")));
+
+    let table = read_table(&output);
+    assert_eq!(table.num_columns(), batch.num_columns() + 2);
+    for (c, field) in batch.schema().fields().iter().enumerate() {
+        assert_eq!(table.schema().field(c), field.as_ref(), "column {c}");
+        assert_eq!(
+            table.column(c).as_ref(),
+            batch.column(c).as_ref(),
+            "column {}",
+            field.name()
+        );
+    }
+    assert_rows_match(&table, &jsonl_reference(dir.path(), &texts, Some(&lists)));
+}
+
 #[test]
 fn parquet_input_to_standard_output_is_the_jsonl_input_s_output() {
     let dir = TempDir::new().unwrap();

@@ -8,7 +8,7 @@ use clap::Args;
 use gliznet::classifier::{Classifier, LabelSet, Method};
 use gliznet::data::jsonl::JsonlReader;
 use gliznet::data::labels::Label;
-use gliznet::data::parquet::{is_parquet, ParquetRows, RowBatch, RowScores, ScoredWriter};
+use gliznet::data::parquet::{is_parquet, ParquetRows, RowBatch, RowScores, ScoredCopy};
 use gliznet::data::text::cap_text;
 use gliznet::error::input_error;
 use gliznet::files::write_atomically;
@@ -28,8 +28,9 @@ use std::rc::Rc;
     with it: {\"label\": \"…\", \"description\": \"…\"} in a list, `name: description` in a labels file.\n\n\
     An --input ending in .parquet is read a record batch at a time: texts from --text-column,\n\
     labels from --labels/--labels-file or a list-of-strings --labels-column. With an --output\n\
-    ending in .parquet, every input row is written back, its columns in order, with two added:\n\
-    scores (list<float32>, in the order of the row's labels) and predicted (list<string>).")]
+    ending in .parquet, every input row is written back, its columns and row groups as they\n\
+    were (copied, not decoded), with two columns added: scores (list<float32>, in the order of\n\
+    the row's labels) and predicted (list<string>).")]
 #[command(group(clap::ArgGroup::new("texts").args(["text", "input"]).required(true)))]
 pub struct PredictArgs {
     /// Text to classify (repeat for several)
@@ -224,14 +225,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         Some(output) if is_parquet(output) => {
             let input = parquet_input.expect("checked by check_parquet_flags");
-            let mut rows = ParquetRows::open(
+            let rows = ParquetRows::open(
                 input,
                 args.text_column.as_deref().unwrap_or(DEFAULT_TEXT_COLUMN),
                 args.labels_column.as_deref(),
                 PARQUET_BATCH_ROWS,
             )?;
             write_atomically(output, |file| {
-                job.write_parquet(&mut rows, std::io::BufWriter::new(file))
+                job.write_parquet(&rows, std::io::BufWriter::new(file))
             })
         }
         Some(output) => write_atomically(output, |file| {
@@ -299,14 +300,14 @@ impl Job {
                 }
             }
             Some(path) if is_parquet(path) => {
-                let mut rows = ParquetRows::open(
+                let rows = ParquetRows::open(
                     path,
                     args.text_column.as_deref().unwrap_or(DEFAULT_TEXT_COLUMN),
                     args.labels_column.as_deref(),
                     PARQUET_BATCH_ROWS,
                 )?;
                 let progress = progress_bar(rows.total_rows(), ROWS_PROGRESS);
-                while let Some(batch) = rows.next_batch() {
+                for batch in rows.batches() {
                     let batch = batch?;
                     for row in self.parquet_rows(&rows, &batch)? {
                         scorer.push(row.text, row.labels, row.cut);
@@ -327,48 +328,49 @@ impl Job {
         scorer.finish()
     }
 
-    /// Scores every row of a Parquet input and writes it back with its scores added.
-    fn write_parquet<W: std::io::Write + Send>(
-        &self,
-        rows: &mut ParquetRows,
-        out: W,
-    ) -> Result<()> {
-        let mut writer = ScoredWriter::new(out, &rows.schema())?;
+    /// Scores every row of a Parquet input and writes it back with its scores added, row
+    /// group by row group.
+    fn write_parquet<W: std::io::Write + Send>(&self, rows: &ParquetRows, out: W) -> Result<()> {
+        let mut writer = ScoredCopy::new(out, rows)?;
         let mut notes = Notes::default();
         let progress = progress_bar(rows.total_rows(), ROWS_PROGRESS);
-        while let Some(batch) = rows.next_batch() {
-            let batch = batch?;
-            let pending = self.parquet_rows(rows, &batch)?;
-            let items: Vec<(&str, &LabelSet)> = pending
-                .iter()
-                .map(|p| (p.text.as_str(), p.labels.as_ref()))
-                .collect();
-            let results = self
-                .classifier
-                .scores(&items, self.mode, self.method, self.batch_size)
-                .with_context(|| format!("rows from {}", batch.first_row))?;
-            let scored: Vec<RowScores> = pending
-                .iter()
-                .zip(&results)
-                .map(|(p, result)| {
-                    notes.record(result.encoding.as_ref(), p.cut);
-                    RowScores {
-                        scores: result.scores.iter().map(|s| s.score).collect(),
-                        predicted: p
-                            .labels
-                            .names
-                            .iter()
-                            .zip(&result.scores)
-                            .filter(|(_, s)| s.predicted)
-                            .map(|(name, _)| name.as_str())
-                            .collect(),
-                    }
-                })
-                .collect();
-            writer.write(&batch.batch, &scored)?;
-            if let Some(bar) = &progress {
-                bar.set_position(batch.first_row + batch.batch.num_rows() as u64);
+        for group in 0..rows.row_groups() {
+            let mut scores = writer.row_group(group)?;
+            for batch in rows.row_group(group)? {
+                let batch = batch?;
+                let pending = self.parquet_rows(rows, &batch)?;
+                let items: Vec<(&str, &LabelSet)> = pending
+                    .iter()
+                    .map(|p| (p.text.as_str(), p.labels.as_ref()))
+                    .collect();
+                let results = self
+                    .classifier
+                    .scores(&items, self.mode, self.method, self.batch_size)
+                    .with_context(|| format!("rows from {}", batch.first_row))?;
+                let scored: Vec<RowScores> = pending
+                    .iter()
+                    .zip(&results)
+                    .map(|(p, result)| {
+                        notes.record(result.encoding.as_ref(), p.cut);
+                        RowScores {
+                            scores: result.scores.iter().map(|s| s.score).collect(),
+                            predicted: p
+                                .labels
+                                .names
+                                .iter()
+                                .zip(&result.scores)
+                                .filter(|(_, s)| s.predicted)
+                                .map(|(name, _)| name.as_str())
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                scores.write(&scored)?;
+                if let Some(bar) = &progress {
+                    bar.set_position(batch.first_row + batch.batch.num_rows() as u64);
+                }
             }
+            writer.write_row_group(scores)?;
         }
         if let Some(bar) = progress {
             bar.finish_and_clear();

@@ -1,7 +1,8 @@
 //! Parquet tables in and out: texts (and per-row label lists) read from named columns, a record
 //! batch at a time, and the same rows written back with two columns added, `scores` (one float
-//! per label, in the labels' order) and `predicted` (the names of the predicted labels).
-//! Memory stays bounded by the batch size and the output's row-group size, whatever the file's.
+//! per label, in the labels' order) and `predicted` (the names of the predicted labels). The
+//! other columns are copied as they are encoded, never decoded, so memory stays bounded by a
+//! batch of texts, whatever the file's other columns, pages and row groups hold.
 
 use crate::error::input_error;
 use anyhow::{Context, Result};
@@ -9,12 +10,22 @@ use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::ArrowWriter;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ProjectionMask};
 use parquet::basic::Compression;
+use parquet::column::page_store::{PageKey, PageStore, PageStoreArgs, PageStoreFactory};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{Type, TypePtr};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,9 +34,6 @@ pub const SCORES_COLUMN: &str = "scores";
 /// The column of predicted label names added to the output.
 pub const PREDICTED_COLUMN: &str = "predicted";
 
-/// Row groups written are cut at this many encoded bytes, so that the writer's buffer stays
-/// bounded whatever the input's row groups.
-const MAX_ROW_GROUP_BYTES: usize = 64 << 20;
 /// Values written between checks of a page's size: with the default (1,024), rows of 100 KB
 /// would make pages of 100 MB, which every reader must then hold whole.
 const PAGE_CHECK_ROWS: usize = 32;
@@ -36,22 +44,49 @@ pub fn is_parquet(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
-/// A Parquet file read a record batch at a time, with the columns that hold the texts and,
-/// optionally, each row's labels.
+/// A Parquet file's texts (and per-row label lists) read a row group at a time, a record batch
+/// at a time, only the named columns decoded: the other columns are never read here (the
+/// scored output copies them as they are encoded, see [`ScoredCopy`]).
 pub struct ParquetRows {
     source: String,
-    reader: ParquetRecordBatchReader,
-    schema: SchemaRef,
+    file: File,
+    metadata: ArrowReaderMetadata,
+    projection: ProjectionMask,
     text_column: (usize, String),
     labels_column: Option<(usize, String)>,
-    total_rows: u64,
-    rows_read: u64,
+    batch_rows: usize,
 }
 
-/// One record batch and the row number (from 0, in the whole file) of its first row.
+/// One record batch of the projected columns and the row number (from 0, in the whole file) of
+/// its first row.
 pub struct RowBatch {
     pub batch: RecordBatch,
     pub first_row: u64,
+}
+
+/// The record batches of one row group.
+pub struct RowGroupBatches<'a> {
+    rows: &'a ParquetRows,
+    reader: ParquetRecordBatchReader,
+    next_row: u64,
+}
+
+impl Iterator for RowGroupBatches<'_> {
+    type Item = Result<RowBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first_row = self.next_row;
+        Some(match self.reader.next()? {
+            Ok(batch) => {
+                self.next_row += batch.num_rows() as u64;
+                Ok(RowBatch { batch, first_row })
+            }
+            Err(e) => Err(input_error(format!(
+                "cannot read {} after row {first_row}: {e}",
+                self.rows.source
+            ))),
+        })
+    }
 }
 
 impl ParquetRows {
@@ -66,11 +101,10 @@ impl ParquetRows {
         let source = path.display().to_string();
         let file =
             File::open(path).map_err(|e| input_error(format!("cannot open {source}: {e}")))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
             .map_err(|e| input_error(format!("{source} is not a readable Parquet file: {e}")))?;
-        let total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let schema = Arc::clone(builder.schema());
-        let text = find_column(&schema, &source, text_column, "--text-column")?;
+        let schema = metadata.schema();
+        let text = find_column(schema, &source, text_column, "--text-column")?;
         if !is_string(schema.field(text).data_type()) {
             return Err(input_error(format!(
                 "{source}: column \"{text_column}\" (--text-column) holds {}, not strings",
@@ -79,7 +113,7 @@ impl ParquetRows {
         }
         let labels = match labels_column {
             Some(name) => {
-                let index = find_column(&schema, &source, name, "--labels-column")?;
+                let index = find_column(schema, &source, name, "--labels-column")?;
                 if !is_string_list(schema.field(index).data_type()) {
                     return Err(input_error(format!(
                         "{source}: column \"{name}\" (--labels-column) holds {}, not lists of \
@@ -87,7 +121,7 @@ impl ParquetRows {
                         schema.field(index).data_type()
                     )));
                 }
-                Some((index, name.to_string()))
+                Some(index)
             }
             None => None,
         };
@@ -99,42 +133,69 @@ impl ParquetRows {
                 )));
             }
         }
-        let reader = builder
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .with_context(|| format!("cannot read {source}"))?;
+        let mut roots = vec![text];
+        roots.extend(labels);
+        let projection = ProjectionMask::roots(metadata.parquet_schema(), roots);
+        // Columns of a projected batch keep the file's order.
+        let (text_at, labels_at) = match labels {
+            Some(l) if l < text => (1, Some(0)),
+            Some(_) => (0, Some(1)),
+            None => (0, None),
+        };
         Ok(Self {
             source,
-            reader,
-            schema,
-            text_column: (text, text_column.to_string()),
-            labels_column: labels,
-            total_rows,
-            rows_read: 0,
+            file,
+            metadata,
+            projection,
+            text_column: (text_at, text_column.to_string()),
+            labels_column: labels_at.map(|at| (at, labels_column.unwrap_or("").to_string())),
+            batch_rows: batch_rows.max(1),
         })
     }
 
+    /// The file's columns, as Arrow reads them.
     pub fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        Arc::clone(self.metadata.schema())
     }
 
     /// Rows in the file, as its footer says.
     pub fn total_rows(&self) -> u64 {
-        self.total_rows
+        u64::try_from(self.metadata.metadata().file_metadata().num_rows()).unwrap_or(0)
     }
 
-    pub fn next_batch(&mut self) -> Option<Result<RowBatch>> {
-        let batch = self.reader.next()?;
-        let first_row = self.rows_read;
-        Some(match batch {
-            Ok(batch) => {
-                self.rows_read += batch.num_rows() as u64;
-                Ok(RowBatch { batch, first_row })
-            }
-            Err(e) => Err(input_error(format!(
-                "cannot read {} after row {first_row}: {e}",
-                self.source
-            ))),
+    pub fn row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+
+    /// The batches of row group `index`.
+    pub fn row_group(&self, index: usize) -> Result<RowGroupBatches<'_>> {
+        let first_row = self.metadata.metadata().row_groups()[..index]
+            .iter()
+            .map(|g| u64::try_from(g.num_rows()).unwrap_or(0))
+            .sum();
+        let file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("cannot read {}", self.source))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                .with_row_groups(vec![index])
+                .with_projection(self.projection.clone())
+                .with_batch_size(self.batch_rows)
+                .build()
+                .map_err(|e| input_error(format!("cannot read {}: {e}", self.source)))?;
+        Ok(RowGroupBatches {
+            rows: self,
+            reader,
+            next_row: first_row,
+        })
+    }
+
+    /// Every batch of the file, row group after row group.
+    pub fn batches(&self) -> impl Iterator<Item = Result<RowBatch>> + '_ {
+        (0..self.row_groups()).flat_map(move |g| match self.row_group(g) {
+            Ok(batches) => Box::new(batches) as Box<dyn Iterator<Item = Result<RowBatch>>>,
+            Err(e) => Box::new(std::iter::once(Err(e))),
         })
     }
 
@@ -240,26 +301,27 @@ fn string_at(array: &dyn Array, i: usize) -> Option<&str> {
     }
 }
 
+/// The two columns the output adds: `scores` and `predicted`.
+fn added_fields() -> [Arc<Field>; 2] {
+    [
+        Arc::new(Field::new(
+            SCORES_COLUMN,
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            false,
+        )),
+        Arc::new(Field::new(
+            PREDICTED_COLUMN,
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        )),
+    ]
+}
+
 /// The input's schema with `scores` and `predicted` added after its columns.
 pub fn scored_schema(input: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        SCORES_COLUMN,
-        DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
-        false,
-    )));
-    fields.push(Arc::new(Field::new(
-        PREDICTED_COLUMN,
-        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-        false,
-    )));
+    fields.extend(added_fields());
     Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
-}
-
-/// Writes record batches with their scores added as columns.
-pub struct ScoredWriter<W: Write + Send> {
-    writer: ArrowWriter<W>,
-    schema: SchemaRef,
 }
 
 /// One row's result: a score per label, and the labels predicted.
@@ -268,21 +330,30 @@ pub struct RowScores<'a> {
     pub predicted: Vec<&'a str>,
 }
 
-impl<W: Write + Send> ScoredWriter<W> {
-    pub fn new(out: W, input: &Schema) -> Result<Self> {
-        let schema = scored_schema(input);
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
-            .set_write_batch_size(PAGE_CHECK_ROWS)
-            .build();
-        let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(properties))?;
-        Ok(Self { writer, schema })
-    }
+/// A Parquet input written back with `scores` and `predicted` added. The input's row groups
+/// are kept: each of its column chunks is copied as it is encoded, without being decoded, and
+/// only the two new columns are encoded, their pages spilled to an unnamed temporary file
+/// until their row group is complete. Memory so stays bounded by a batch and a page whatever
+/// the input's page and row-group sizes.
+pub struct ScoredCopy<W: Write + Send> {
+    source: String,
+    input: File,
+    input_metadata: Arc<ParquetMetaData>,
+    writer: SerializedFileWriter<W>,
+    added: ArrowRowGroupWriterFactory,
+    rows_written: u64,
+}
 
-    /// Writes `batch` with one result per row.
-    pub fn write(&mut self, batch: &RecordBatch, results: &[RowScores]) -> Result<()> {
-        assert_eq!(batch.num_rows(), results.len(), "one result per row");
+/// The new columns of one row group, written a batch at a time.
+pub struct RowGroupScores {
+    index: usize,
+    writers: Vec<ArrowColumnWriter>,
+    rows: u64,
+}
+
+impl RowGroupScores {
+    /// Adds one result per row, in the rows' order.
+    pub fn write(&mut self, results: &[RowScores]) -> Result<()> {
         let mut scores = ListBuilder::new(Float32Builder::new());
         let mut predicted = ListBuilder::new(StringBuilder::new());
         for row in results {
@@ -293,11 +364,110 @@ impl<W: Write + Send> ScoredWriter<W> {
             }
             predicted.append(true);
         }
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(scores.finish()));
-        columns.push(Arc::new(predicted.finish()));
-        let out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        self.writer.write(&out)?;
+        let arrays: [ArrayRef; 2] = [Arc::new(scores.finish()), Arc::new(predicted.finish())];
+        // Each added column is a list of primitives: one leaf, one writer.
+        for ((field, array), writer) in added_fields().iter().zip(&arrays).zip(&mut self.writers) {
+            for leaf in compute_leaves(field, array)? {
+                writer.write(&leaf)?;
+            }
+        }
+        self.rows += results.len() as u64;
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> ScoredCopy<W> {
+    pub fn new(out: W, rows: &ParquetRows) -> Result<Self> {
+        let input_metadata = Arc::clone(rows.metadata.metadata());
+        let mut properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_write_batch_size(PAGE_CHECK_ROWS)
+            .set_key_value_metadata(input_metadata.file_metadata().key_value_metadata().map(
+                |pairs| {
+                    pairs
+                        .iter()
+                        .filter(|kv| kv.key != parquet::arrow::ARROW_SCHEMA_META_KEY)
+                        .cloned()
+                        .collect()
+                },
+            ))
+            .build();
+        add_encoded_arrow_schema_to_metadata(&scored_schema(&rows.schema()), &mut properties);
+        let properties = Arc::new(properties);
+
+        // The added columns' Parquet types, and writers for them alone, come from a file
+        // writer of their own schema (its bytes go nowhere); their column descriptors equal
+        // those of the same fields in the output's schema.
+        let added_schema = Arc::new(Schema::new(added_fields().to_vec()));
+        let added_parquet = ArrowSchemaConverter::new().convert(&added_schema)?;
+        let added_writer = SerializedFileWriter::new(
+            std::io::sink(),
+            added_parquet.root_schema_ptr(),
+            Arc::clone(&properties),
+        )?;
+        let added = ArrowRowGroupWriterFactory::try_new(&added_writer, added_schema)?
+            .with_page_store_factory(Arc::new(SpillFactory));
+
+        let input_root = input_metadata.file_metadata().schema();
+        let mut fields: Vec<TypePtr> = input_root.get_fields().to_vec();
+        fields.extend(added_parquet.root_schema().get_fields().iter().cloned());
+        let root = Type::group_type_builder(input_root.name())
+            .with_fields(fields)
+            .build()?;
+        let writer = SerializedFileWriter::new(out, Arc::new(root), properties)?;
+        let input = rows
+            .file
+            .try_clone()
+            .with_context(|| format!("cannot read {}", rows.source))?;
+        Ok(Self {
+            source: rows.source.clone(),
+            input,
+            input_metadata,
+            writer,
+            added,
+            rows_written: 0,
+        })
+    }
+
+    /// The writers of row group `index`'s new columns.
+    pub fn row_group(&self, index: usize) -> Result<RowGroupScores> {
+        Ok(RowGroupScores {
+            index,
+            writers: self.added.create_column_writers(index)?,
+            rows: 0,
+        })
+    }
+
+    /// Writes row group `scores.index`: the input's column chunks as they are, then the new
+    /// columns, which must hold one value per row.
+    pub fn write_row_group(&mut self, scores: RowGroupScores) -> Result<()> {
+        let group = self.input_metadata.row_group(scores.index);
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+        anyhow::ensure!(
+            scores.rows == rows,
+            "row group {} of {}: {} results for {rows} rows",
+            scores.index,
+            self.source,
+            scores.rows
+        );
+        let mut out = self.writer.next_row_group()?;
+        for column in group.columns() {
+            let copied = ColumnCloseResult {
+                bytes_written: u64::try_from(column.compressed_size()).unwrap_or(0),
+                rows_written: rows,
+                metadata: column.clone(),
+                bloom_filter: None,
+                column_index: None,
+                offset_index: None,
+            };
+            out.append_column(&self.input, copied)
+                .with_context(|| format!("cannot copy a column of {}", self.source))?;
+        }
+        for writer in scores.writers {
+            writer.close()?.append_to_row_group(&mut out)?;
+        }
+        out.close()?;
+        self.rows_written += rows;
         Ok(())
     }
 
@@ -305,5 +475,53 @@ impl<W: Write + Send> ScoredWriter<W> {
     pub fn finish(self) -> Result<()> {
         self.writer.close()?;
         Ok(())
+    }
+}
+
+/// Pages of the added columns kept in an unnamed temporary file (removed when closed) until
+/// their row group is written: a row group of a million rows at K = 50 is 200 MB of scores.
+#[derive(Debug)]
+struct SpillFactory;
+
+impl PageStoreFactory for SpillFactory {
+    fn create(&self, _args: &PageStoreArgs<'_>) -> parquet::errors::Result<Box<dyn PageStore>> {
+        let file = tempfile::tempfile().map_err(|e| {
+            parquet::errors::ParquetError::General(format!("cannot make a temporary file: {e}"))
+        })?;
+        Ok(Box::new(SpilledPages {
+            file,
+            pages: Vec::new(),
+            end: 0,
+        }))
+    }
+}
+
+struct SpilledPages {
+    file: File,
+    /// Each page's offset and length in `file`.
+    pages: Vec<(u64, usize)>,
+    end: u64,
+}
+
+impl PageStore for SpilledPages {
+    fn put(&mut self, value: Bytes) -> parquet::errors::Result<PageKey> {
+        self.file.seek(SeekFrom::Start(self.end))?;
+        self.file.write_all(&value)?;
+        self.pages.push((self.end, value.len()));
+        self.end += value.len() as u64;
+        Ok(PageKey::new(self.pages.len() as u64 - 1))
+    }
+
+    fn take(&mut self, key: PageKey) -> parquet::errors::Result<Bytes> {
+        let &(offset, len) = usize::try_from(key.get())
+            .ok()
+            .and_then(|i| self.pages.get(i))
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!("no page {}", key.get()))
+            })?;
+        let mut page = vec![0; len];
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.file.read_exact(&mut page)?;
+        Ok(Bytes::from(page))
     }
 }
