@@ -37,6 +37,12 @@ fn main() -> Result<()> {
                 )
             })?;
     }
+    eprintln!(
+        "{}: f32 kernels {} (this family's choice: {})",
+        gliznet::model::CpuId::of_this_machine().describe(),
+        F32Kernel::current().name(),
+        F32Kernel::preferred().name()
+    );
     let device = gliznet::device::select(option("--device").map_or("cpu", |d| d.as_str()))?.0;
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with("--")).collect();
     let [model, labels_file, texts @ ..] = positional.as_slice() else {

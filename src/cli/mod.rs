@@ -98,7 +98,29 @@ fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// `GLIZNET_F32_KERNEL` forces the f32 products' kernels (`portable`, `avx2`, `avx512`)
+/// instead of the ones chosen for this CPU family.
+pub const F32_KERNEL_VAR: &str = "GLIZNET_F32_KERNEL";
+
+fn force_f32_kernel() -> Result<()> {
+    use gliznet::model::F32Kernel;
+    let Some(name) = std::env::var_os(F32_KERNEL_VAR) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    let available: Vec<&str> = F32Kernel::available().iter().map(|k| k.name()).collect();
+    F32Kernel::from_name(&name)
+        .and_then(F32Kernel::set)
+        .ok_or_else(|| {
+            gliznet::error::input_error(format!(
+                "{F32_KERNEL_VAR}={name}: this CPU runs {}",
+                available.join(", ")
+            ))
+        })
+}
+
 pub fn run(cli: Cli) -> Result<()> {
+    force_f32_kernel()?;
     match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => train::run(args),

@@ -10,7 +10,9 @@ pub(crate) mod kernels;
 pub mod mpnet;
 pub mod params;
 
-pub use kernels::{has_fast_bf16_kernel, has_fast_int8_kernel, F32Kernel, ParamGrads};
+pub use kernels::{
+    has_fast_bf16_kernel, has_fast_int8_kernel, CpuId, F32Kernel, ParamGrads, Vendor,
+};
 
 /// Lower-precision encoder weights for CPU inference (`--quantize`, `--bf16`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! multiply many small blocks in parallel (one attention head each) or need a product
 //! candle's autograd would split into several nodes.
 
+use super::cpu::CpuId;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -177,10 +178,9 @@ pub(super) fn matmul(dst: MatrixMut, lhs: Matrix, rhs: Matrix, accumulate: bool,
     unsafe { kernel.run(dst, lhs, rhs, accumulate, parallelism) }
 }
 
-/// The micro-kernels of `gemm` that the f32 products run: 512-bit where they measured faster
-/// (an Intel Xeon with AVX-512: 1.4–1.7× the 256-bit ones on the encoder's shapes), 256-bit
-/// elsewhere (AMD's AVX-512 measured slower than its AVX2 on Zen 4), portable without AVX2
-/// (BENCHMARKS.md).
+/// The micro-kernels of `gemm` that the f32 products run: portable without AVX2, 256-bit
+/// without AVX-512, and where both run, the one measured faster on this CPU family
+/// ([`CpuId::prefers_512_bit_f32`]: the vendor alone does not tell).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum F32Kernel {
     Portable,
@@ -229,7 +229,7 @@ impl F32Kernel {
 
     /// The kernel the products use unless [`F32Kernel::set`] chose another.
     pub fn preferred() -> Self {
-        if F32Kernel::Avx512.is_available() && cpu_vendor_is_intel() {
+        if F32Kernel::Avx512.is_available() && CpuId::of_this_machine().prefers_512_bit_f32() {
             F32Kernel::Avx512
         } else if F32Kernel::Avx2.is_available() {
             F32Kernel::Avx2
@@ -362,20 +362,6 @@ impl F32Kernel {
             ),
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn cpu_vendor_is_intel() -> bool {
-    let id = std::arch::x86_64::__cpuid(0);
-    [id.ebx, id.edx, id.ecx]
-        .iter()
-        .flat_map(|r| r.to_le_bytes())
-        .eq(*b"GenuineIntel")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn cpu_vendor_is_intel() -> bool {
-    false
 }
 
 #[cfg(test)]

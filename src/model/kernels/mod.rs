@@ -133,8 +133,8 @@ fn fold_lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Compiles `$body` (a call of the `#[inline(always)]` functions above) twice more, with
 /// AVX2 and with AVX-512 enabled, and picks a copy at run time: the 512-bit one where the
-/// f32 products use 512-bit kernels (Intel CPUs with AVX-512, where they measured faster;
-/// on AMD's Zen 4 they did not), else the AVX2 one where the CPU has AVX2 and FMA.
+/// f32 products use 512-bit kernels (chosen per CPU family, or forced), else the AVX2 one
+/// where the CPU has AVX2 and FMA.
 macro_rules! with_simd {
     ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {{
         #[cfg(target_arch = "x86_64")]
@@ -160,6 +160,7 @@ macro_rules! with_simd {
 mod attention;
 mod bf16;
 mod block;
+mod cpu;
 mod int8;
 mod layer_norm;
 mod linear;
@@ -169,6 +170,7 @@ mod residual;
 pub use attention::attention;
 pub use bf16::{has_fast_bf16_kernel, Bf16Dense};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
+pub use cpu::{CpuId, Vendor};
 pub use int8::{has_fast_int8_kernel, Int8Dense};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
