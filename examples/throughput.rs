@@ -1,7 +1,7 @@
 //! gliznet's side of the benchmark (bench/run.py): prediction throughput in one process, model
 //! loaded once. Prints one JSON line per configuration.
 //!
-//!     throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches 16,1]
+//!     throughput MODEL_DIR|builtin LABELS_FILE TEXTS_FILE... [--reps N] [--batches 16,1]
 //!                [--device auto|cpu|cuda[:N]] [--quantize | --bf16] [--f32-kernel portable|avx2|avx512]
 //!
 //! `--f32-kernel` forces the f32 products' kernel (default: the one gliznet picks for this CPU).
@@ -50,7 +50,7 @@ fn main() -> Result<()> {
             "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize | --bf16] [--f32-kernel K]"
         );
     };
-    let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()))?, device)?;
+    let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()).filter(|m| *m != "builtin"))?, device)?;
     let flag = |name: &str| args.iter().any(|a| a == name);
     match (flag("--quantize"), flag("--bf16")) {
         (true, true) => anyhow::bail!("--quantize and --bf16 exclude each other"),
