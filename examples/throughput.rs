@@ -50,7 +50,10 @@ fn main() -> Result<()> {
             "usage: throughput MODEL_DIR LABELS_FILE TEXTS_FILE... [--reps N] [--batches B,..] [--device D] [--quantize | --bf16] [--f32-kernel K]"
         );
     };
-    let mut classifier = Classifier::load(&ModelSource::resolve(Some(model.as_str()).filter(|m| *m != "builtin"))?, device)?;
+    let mut classifier = Classifier::load(
+        &ModelSource::resolve(Some(model.as_str()).filter(|m| *m != "builtin"))?,
+        device,
+    )?;
     let flag = |name: &str| args.iter().any(|a| a == name);
     match (flag("--quantize"), flag("--bf16")) {
         (true, true) => anyhow::bail!("--quantize and --bf16 exclude each other"),
