@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("backbone", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--label-attention", choices=["full", "isolated", "separate", "independent"], required=True)
-    parser.add_argument("--label-template", help='e.g. "This text is about {label}."')
+    parser.add_argument("--label-template", help='e.g. "This text is about {label}."; an opening '
+                        '[CLS] is spelled <s> for an MPNet backbone')
     args = parser.parse_args()
     if args.label_template is not None and args.label_template.count("{label}") != 1:
         parser.error("--label-template must contain {label} exactly once")
@@ -44,7 +45,8 @@ def main() -> None:
         "max_length": min(128, config.get("max_position_embeddings", 512)),
         "max_label_tokens": 16,
         "min_text_tokens": 32,
-        "label_separator": "[SEP]",
+        # The separator as the encoder family's vocabulary spells it (src/tokenizer.rs).
+        "label_separator": "</s>" if config.get("model_type") == "mpnet" else "[SEP]",
         "readout": "mean",
         "shared_label_positions": args.label_attention != "full",
         "label_attention": args.label_attention,

@@ -183,6 +183,7 @@ pub struct LabelTokenizer {
     cls_id: u32,
     sep_id: u32,
     pad_id: u32,
+    special: SpecialTokens,
     limits: PackingLimits,
     /// Tokens put before and after every label's own (capped) tokens: a label template.
     label_wrap: LabelWrap,
@@ -222,6 +223,7 @@ impl LabelTokenizer {
             cls_id: id_of(special.cls)?,
             sep_id: id_of(special.sep)?,
             pad_id: id_of(special.pad)?,
+            special,
             inner,
             limits,
             label_wrap: LabelWrap::default(),
@@ -237,6 +239,19 @@ impl LabelTokenizer {
             return Ok(self);
         };
         let (before, after) = split_label_template(template).map_err(input_error)?;
+        // A template written for another encoder family names special tokens this vocabulary
+        // reads as plain text ("[CLS]" is four word pieces to MPNet's).
+        for family in [SpecialTokens::BERT, SpecialTokens::MPNET] {
+            for spelled in [family.cls, family.sep, family.pad] {
+                if template.contains(spelled) && self.tokenize(spelled)?.len() != 1 {
+                    return Err(input_error(format!(
+                        "label_template {template:?} names {spelled}, which this model's \
+                         vocabulary does not have as a token; it spells them {}, {} and {}",
+                        self.special.cls, self.special.sep, self.special.pad
+                    )));
+                }
+            }
+        }
         let label_wrap = LabelWrap {
             before: self.tokenize(before)?,
             after: self.tokenize(after)?,
@@ -796,6 +811,26 @@ mod tests {
         assert!(tokenizer(limits)
             .with_label_template(Some("a {label}"))
             .is_ok());
+        // A template written for BERT's vocabulary, given to MPNet's (where "[CLS]" would be
+        // read as four word pieces), is refused with the spelling to use.
+        let mpnet = |template| {
+            LabelTokenizer::new(
+                crate::testing::tiny_tokenizer_for(crate::model::bert::ModelType::Mpnet),
+                limits,
+                SpecialTokens::MPNET,
+            )
+            .unwrap()
+            .with_label_template(Some(template))
+        };
+        assert!(mpnet("<s> {label}").is_ok());
+        let err = mpnet("[CLS] {label}")
+            .err()
+            .expect("[CLS] in an MPNet template was accepted");
+        assert!(crate::error::is_input_error(&err), "{err}");
+        assert!(
+            err.to_string().contains("names [CLS]") && err.to_string().contains("<s>"),
+            "{err}"
+        );
     }
 
     #[test]
