@@ -97,15 +97,17 @@ impl CpuId {
     }
 
     /// Whether `gemm`'s 512-bit f32 kernels measured faster than its 256-bit ones on this CPU
-    /// family (BENCHMARKS.md, "f32 kernels by CPU"): Intel Xeons with AVX-512 (1.4–1.7× on the
-    /// encoder's shapes, 2026-12-04 and 2026-12-06), not AMD's Zen 4 (0.82–0.84×, which
-    /// splits 512-bit operations in two, 2026-11-27). A family not measured keeps the 256-bit
-    /// kernels, which lower no CPU's clock; `GLIZNET_F32_KERNEL` forces either, and
-    /// `bench/f32-kernels.py` measures both on the machine at hand.
+    /// family (BENCHMARKS.md): Intel Xeons with AVX-512 (1.28–1.7× on the encoder's shapes,
+    /// 2026-12-04 to 2026-12-07) and AMD's Zen 5 (1.4–1.6×, issue 37's measurement of
+    /// 2026-12), not AMD's Zen 4, which splits 512-bit operations in two (0.82–0.84×,
+    /// 2026-11-27). A family not measured keeps the 256-bit kernels, which lower no CPU's
+    /// clock; `GLIZNET_F32_KERNEL` forces either, and `bench/f32-kernels.py` measures both on
+    /// the machine at hand.
     pub fn prefers_512_bit_f32(self) -> bool {
         match self.vendor {
             Vendor::Intel => self.family == 6,
-            Vendor::Amd | Vendor::Other => false,
+            Vendor::Amd => self.zen_generation() == Some(5),
+            Vendor::Other => false,
         }
     }
 }
@@ -140,6 +142,8 @@ mod tests {
         assert_eq!((turin.family, turin.model), (26, 2));
         assert_eq!(turin.zen_generation(), Some(5));
         assert_eq!(turin.describe(), "AMD Zen 5 (family 26 model 2)");
+        assert!(turin.prefers_512_bit_f32());
+        assert!(!milan.prefers_512_bit_f32());
     }
 
     /// The identity read here agrees with what Linux reports in /proc/cpuinfo.
