@@ -318,7 +318,7 @@ fn added_fields() -> [Arc<Field>; 2] {
 }
 
 /// The input's schema with `scores` and `predicted` added after its columns.
-pub fn scored_schema(input: &Schema) -> SchemaRef {
+fn scored_schema(input: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
     fields.extend(added_fields());
     Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
@@ -341,7 +341,6 @@ pub struct ScoredCopy<W: Write + Send> {
     input_metadata: Arc<ParquetMetaData>,
     writer: SerializedFileWriter<W>,
     added: ArrowRowGroupWriterFactory,
-    rows_written: u64,
 }
 
 /// The new columns of one row group, written a batch at a time.
@@ -425,7 +424,6 @@ impl<W: Write + Send> ScoredCopy<W> {
             input_metadata,
             writer,
             added,
-            rows_written: 0,
         })
     }
 
@@ -467,7 +465,6 @@ impl<W: Write + Send> ScoredCopy<W> {
             writer.close()?.append_to_row_group(&mut out)?;
         }
         out.close()?;
-        self.rows_written += rows;
         Ok(())
     }
 
