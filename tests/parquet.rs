@@ -119,6 +119,18 @@ fn assert_rows_match(table: &RecordBatch, reference: &[Value]) {
     }
 }
 
+/// A `list<string>` column of each row's labels.
+fn label_lists(lists: &[Vec<&str>]) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for list in lists {
+        for label in list {
+            builder.values().append_value(label);
+        }
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
 fn table_of(n: usize) -> (Vec<String>, Vec<(&'static str, ArrayRef)>) {
     let texts: Vec<String> = (0..n).map(text).collect();
     let columns: Vec<(&str, ArrayRef)> = vec![
@@ -204,13 +216,6 @@ fn a_labels_column_gives_each_row_its_own_labels() {
             _ => vec!["cooking"],
         })
         .collect();
-    let mut builder = ListBuilder::new(StringBuilder::new());
-    for list in &lists {
-        for label in list {
-            builder.values().append_value(label);
-        }
-        builder.append(true);
-    }
     // Large strings and string views are read as plain strings are.
     let input = dir.path().join("in.parquet");
     write_table(
@@ -220,7 +225,7 @@ fn a_labels_column_gives_each_row_its_own_labels() {
                 "body",
                 Arc::new(LargeStringArray::from_iter_values(&texts)) as ArrayRef,
             ),
-            ("candidates", Arc::new(builder.finish())),
+            ("candidates", label_lists(&lists)),
             (
                 "note",
                 Arc::new(StringViewArray::from_iter_values(texts.iter().map(|_| "x"))),
@@ -271,13 +276,6 @@ fn the_input_s_row_groups_and_columns_are_copied_as_they_are() {
             }
         })
         .collect();
-    let mut candidates = ListBuilder::new(StringBuilder::new());
-    for list in &lists {
-        for label in list {
-            candidates.values().append_value(label);
-        }
-        candidates.append(true);
-    }
     let meta = StructArray::from(vec![
         (
             Arc::new(Field::new("a", DataType::Int64, false)),
@@ -297,7 +295,7 @@ fn the_input_s_row_groups_and_columns_are_copied_as_they_are() {
             .with_timezone("Europe/Paris");
     let weights = Float64Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i as f64 / 3.0)));
     let batch = RecordBatch::try_from_iter(vec![
-        ("candidates", Arc::new(candidates.finish()) as ArrayRef),
+        ("candidates", label_lists(&lists)),
         ("meta", Arc::new(meta)),
         ("text", Arc::new(StringArray::from_iter_values(&texts))),
         ("tags", Arc::new(tags)),
