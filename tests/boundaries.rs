@@ -65,9 +65,15 @@ fn records(out: &Output) -> Vec<Value> {
 /// predict over every count, shared and per-line labels: exit 0, one record per line in input
 /// order, the same scores as with one text per batch.
 fn predict_at_every_boundary(model_args: &[&str]) {
+    predict_at_counts(model_args, &COUNTS, &["--batch-size", "16"]);
+}
+
+/// [`predict_at_every_boundary`] for `counts` lines, batched by `batching` against one text per
+/// batch and per window.
+fn predict_at_counts(model_args: &[&str], counts: &[usize], batching: &[&str]) {
     let dir = TempDir::new().unwrap();
     for per_line in [false, true] {
-        for n in COUNTS {
+        for &n in counts {
             let input = texts_file(dir.path(), n, per_line);
             let mut args = vec!["predict", "--input", s(&input), "--format", "jsonl"];
             args.extend_from_slice(model_args);
@@ -75,14 +81,14 @@ fn predict_at_every_boundary(model_args: &[&str]) {
                 args.extend_from_slice(&["--labels", "economy,sports,weather"]);
             }
             let what = format!("{model_args:?}, {n} lines, per-line labels {per_line}");
-            let batched = run(&[&args[..], &["--batch-size", "16"]].concat());
+            let batched = run(&[&args[..], batching].concat());
             assert_clean_success(&batched, &what);
             let batched = records(&batched);
             assert_eq!(batched.len(), n, "{what}");
             if n == 0 {
                 continue;
             }
-            let alone = run(&[&args[..], &["--batch-size", "1"]].concat());
+            let alone = run(&[&args[..], &["--batch-size", "1", "--window", "1"]].concat());
             assert_clean_success(&alone, &what);
             for (i, (b, a)) in batched.iter().zip(records(&alone)).enumerate() {
                 assert_eq!(b["text"], a["text"], "{what}: record {i} out of order");
@@ -103,6 +109,18 @@ fn predict_at_every_boundary(model_args: &[&str]) {
 #[test]
 fn predict_builtin_model_at_batch_boundaries() {
     predict_at_every_boundary(&["--f32"]);
+}
+
+/// Texts of different lengths are sorted within a window of 7 and scored 3 at a time: 0, 1,
+/// window − 1, window, window + 1 and two windows and one of lines.
+#[test]
+fn predict_window_boundaries_keep_the_input_order_and_scores() {
+    const WINDOW: usize = 7;
+    predict_at_counts(
+        &["--f32"],
+        &[0, 1, WINDOW - 1, WINDOW, WINDOW + 1, 2 * WINDOW + 1],
+        &["--batch-size", "3", "--window", "7"],
+    );
 }
 
 #[test]

@@ -85,6 +85,12 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 
+    /// Texts read ahead and sorted by length before they are cut into batches, so that a
+    /// batch pads little (results keep the input's order; a window also ends at 8 MiB of
+    /// text). 1 scores each batch as its lines arrive
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    window: u32,
+
     #[command(flatten)]
     classifier: ClassifierArgs,
 
@@ -116,18 +122,26 @@ struct Scorer<'a, W: std::io::Write> {
     mode: ScoreMode,
     method: Method,
     batch_size: usize,
+    /// Texts held before scoring (at least one batch).
+    window: usize,
     writer: ResultWriter<W>,
     notes: Notes,
     pending: Vec<Pending>,
+    /// The bytes of the pending texts.
+    pending_bytes: usize,
 }
+
+/// The most text a window holds, whatever its count.
+const WINDOW_BYTES: usize = 8 << 20;
 
 impl<W: std::io::Write> Scorer<'_, W> {
     fn push(&mut self, text: String, labels: Rc<LabelSet>, cut: bool) {
+        self.pending_bytes += text.len();
         self.pending.push(Pending { text, labels, cut });
     }
 
     fn is_full(&self) -> bool {
-        self.pending.len() >= self.batch_size
+        self.pending.len() >= self.window.max(self.batch_size) || self.pending_bytes >= WINDOW_BYTES
     }
 
     /// Scores and writes what is pending (nothing when nothing is).
@@ -149,6 +163,7 @@ impl<W: std::io::Write> Scorer<'_, W> {
                 .write(&p.text, &p.labels.names, &result.scores)?;
         }
         self.pending.clear();
+        self.pending_bytes = 0;
         Ok(())
     }
 
@@ -166,6 +181,7 @@ struct Job {
     mode: ScoreMode,
     method: Method,
     batch_size: usize,
+    window: usize,
     /// `--labels` / `--labels-file`, for texts that bring no labels of their own.
     shared: Option<Rc<LabelSet>>,
 }
@@ -214,6 +230,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         mode,
         method,
         batch_size: args.batch_size as usize,
+        window: args.window as usize,
         shared,
     };
     let format = args.format.into();
@@ -280,9 +297,11 @@ impl Job {
             mode: self.mode,
             method: self.method,
             batch_size: self.batch_size,
+            window: self.window,
             writer,
             notes: Notes::default(),
             pending: Vec::new(),
+            pending_bytes: 0,
         };
         match &args.input {
             None => {
@@ -455,7 +474,7 @@ fn score_file<W: std::io::Write>(
         if scorer.is_full() {
             scorer
                 .flush()
-                .with_context(|| format!("batch ending at {location}"))?;
+                .with_context(|| format!("texts up to {location}"))?;
         }
         if let Some(bar) = &progress {
             bar.set_position(reader.bytes_read());
