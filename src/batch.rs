@@ -4,6 +4,35 @@ use crate::tokenizer::SequenceEncoding;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// The padded tokens a forward pass may hold per unit of batch size.
+pub const TOKENS_PER_BATCH_SLOT: usize = 128;
+
+/// Consecutive runs of sequences sorted by ascending `lengths` (token counts), one forward pass
+/// each. A run holds `batch_size` sequences, or more while they fit in `batch_size` · 128
+/// padded tokens (its count times its longest sequence): short sequences share a pass with
+/// more of their kind, long ones keep `batch_size` to a pass.
+pub fn token_batches(lengths: &[usize], batch_size: usize) -> Vec<Range<usize>> {
+    debug_assert!(lengths.is_sorted(), "token_batches: lengths not sorted");
+    let batch_size = batch_size.max(1);
+    let budget = batch_size * TOKENS_PER_BATCH_SLOT;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < lengths.len() {
+        let mut end = start + 1;
+        while end < lengths.len() {
+            let count = end + 1 - start;
+            if count > batch_size && count * lengths[end] > budget {
+                break;
+            }
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
 
 /// What the tokens of a packed sequence `[CLS] text [SEP] label [SEP] label [SEP] …` attend to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +255,44 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every run is `batch_size` long or fits the token budget, the runs cover every sequence
+    /// once in order, and a run stops only where the next sequence would break both bounds.
+    #[test]
+    fn token_batches_hold_batch_size_or_the_token_budget() {
+        let mut rng = crate::rng::Rng::new(7);
+        for case in 0..300 {
+            let n = case % 40;
+            let mut lengths: Vec<usize> = (0..n).map(|_| 1 + rng.below(300)).collect();
+            lengths.sort();
+            let batch_size = 1 + case % 17;
+            let budget = batch_size * TOKENS_PER_BATCH_SLOT;
+            let runs = token_batches(&lengths, batch_size);
+            let covered: Vec<usize> = runs.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(covered, (0..n).collect::<Vec<_>>(), "case {case}");
+            for run in &runs {
+                let count = run.len();
+                let padded = count * lengths[run.end - 1];
+                assert!(count >= 1);
+                assert!(
+                    count <= batch_size || padded <= budget,
+                    "case {case}: {run:?}"
+                );
+                if run.end < n {
+                    let (longer, next) = (count + 1, lengths[run.end]);
+                    assert!(
+                        longer > batch_size && longer * next > budget,
+                        "case {case}: {run:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(token_batches(&[], 16), Vec::<Range<usize>>::new());
+        // 20 texts of 20 tokens fit 2,048 tokens at batch size 16; 20 of 128 do not.
+        assert_eq!(token_batches(&[20; 20], 16), vec![0..20]);
+        assert_eq!(token_batches(&[128; 20], 16), vec![0..16, 16..20]);
+        assert_eq!(token_batches(&[512; 3], 1), vec![0..1, 1..2, 2..3]);
+    }
 
     /// `[CLS] t t [SEP] a a [SEP] b [SEP]` (9 tokens) beside a shorter sequence with one label,
     /// padded: the mask is written out by hand for each mode.

@@ -2,7 +2,7 @@
 //! Two methods: GliZNet's joint encoding (one pass per text and label chunk), and the
 //! Sentence-BERT-style bi-encoder baseline (cosine of mean-pooled embeddings).
 
-use crate::batch::Batch;
+use crate::batch::{token_batches, Batch};
 use crate::data::labels::{label_names, Label};
 use crate::embed::Embedder;
 use crate::label_cache::{self, LabelCache};
@@ -293,7 +293,12 @@ fn independent_logits(
         .collect::<Vec<(usize, TextEncoding)>>();
     texts.sort_by_key(|(_, encoding)| encoding.chunks[0].input_ids.len());
     let mut results: Vec<Option<TextLogits>> = items.iter().map(|_| None).collect();
-    for group in texts.chunks(batch_size) {
+    let lengths: Vec<usize> = texts
+        .iter()
+        .map(|(_, e)| e.chunks[0].input_ids.len())
+        .collect();
+    for run in token_batches(&lengths, batch_size) {
+        let group = &texts[run];
         let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, e)| &e.chunks[0]).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let text_vectors = model.head_states(&batch)?.narrow(1, 0, 1)?.squeeze(1)?;
@@ -361,9 +366,12 @@ fn encoded_label_vectors(
     labels: &EncodedLabels,
     batch_size: usize,
 ) -> Result<Tensor> {
-    let chunks = tokenizer.encode_without_text(labels);
+    let mut chunks = tokenizer.encode_without_text(labels);
+    chunks.sort_by_key(|seq| seq.input_ids.len());
+    let lengths: Vec<usize> = chunks.iter().map(|seq| seq.input_ids.len()).collect();
     let mut rows: Vec<Option<Tensor>> = vec![None; labels.len()];
-    for group in chunks.chunks(batch_size) {
+    for run in token_batches(&lengths, batch_size) {
+        let group = &chunks[run];
         let seqs: Vec<&SequenceEncoding> = group.iter().collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let states = model.head_states(&batch)?;
@@ -464,7 +472,9 @@ pub fn logits_of_tokens(
 
     let mut logits: Vec<Vec<Option<f32>>> =
         items.iter().map(|(_, l)| vec![None; l.len()]).collect();
-    for group in sequences.chunks(batch_size) {
+    let lengths: Vec<usize> = sequences.iter().map(|(_, s)| s.input_ids.len()).collect();
+    for run in token_batches(&lengths, batch_size) {
+        let group = &sequences[run];
         let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, s)| *s).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let rows = model.infer(&batch)?.to_vec2::<f32>()?;

@@ -2,7 +2,7 @@
 //! states mean-pooled over its tokens and L2-normalised. Used by the bi-encoder baseline and by
 //! negative mining.
 
-use crate::batch::Batch;
+use crate::batch::{token_batches, Batch};
 use crate::model::bert::BertEncoder;
 use crate::tokenizer::LabelTokenizer;
 use anyhow::Result;
@@ -24,7 +24,9 @@ impl Embedder<'_> {
             .collect::<Result<Vec<_>>>()?;
         sequences.sort_by_key(|(_, seq)| seq.input_ids.len());
         let mut rows: Vec<Option<Tensor>> = vec![None; strings.len()];
-        for group in sequences.chunks(batch_size.max(1)) {
+        let lengths: Vec<usize> = sequences.iter().map(|(_, s)| s.input_ids.len()).collect();
+        for run in token_batches(&lengths, batch_size) {
+            let group = &sequences[run];
             let seqs: Vec<_> = group.iter().map(|(_, s)| s).collect();
             let batch = Batch::collate(&seqs, self.tokenizer.pad_id(), self.device)?;
             let hidden = self

@@ -67,11 +67,13 @@ fn every_f32_kernel_gives_the_same_scores() {
 /// bf16 and int8 layers run their own kernels, but the attention products and the elementwise
 /// kernels between them follow the f32 choice: forcing it moves a score by summation order,
 /// which int8's dynamic quantization of activations can turn into a rounding step of an
-/// activation (measured here: up to 5.6e-3 with the portable kernels; int8 stays within 0.1
-/// of f32 in hidden states).
+/// activation (measured on the Intel Xeon, family 6 model 167, with the portable kernels: up
+/// to 5.6e-3 on 2026-12-07 before the softmax's sums were regrouped, 1.2e-2 after, both on the
+/// second text's "cooking"; int8 stays within 0.1 of f32 in hidden states). A wrong kernel moves
+/// scores by tenths.
 #[test]
 fn every_f32_kernel_gives_the_same_scores_in_bf16_and_int8() {
-    for (precision, tolerance) in [("--bf16", 2e-3), ("--quantize", 1e-2)] {
+    for (precision, tolerance) in [("--bf16", 2e-3), ("--quantize", 2e-2)] {
         let chosen = scores(&predict_with(None, precision));
         for kernel in F32Kernel::available() {
             let forced = scores(&predict_with(Some(kernel.name()), precision));

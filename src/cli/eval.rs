@@ -64,7 +64,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     predictions: Option<PathBuf>,
 
-    /// Encoder sequences per forward pass
+    /// Encoder sequences per forward pass, or more while they fit in N × 128 tokens (short
+    /// texts share a pass with more of their kind)
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 }

@@ -7,6 +7,7 @@
 use super::{dense_cpu_fwd, gelu_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Inputs per tile step: one 64-byte tile row of bf16.
 pub(super) const DEPTH: usize = 32;
@@ -120,10 +121,7 @@ impl Bf16Dense {
         }
         let depth = inputs.next_multiple_of(DEPTH);
         let padded_rows = rows.next_multiple_of(BLOCK);
-        let mut a = vec![0u16; padded_rows * depth];
-        a.par_chunks_mut(depth * rows_per_task(depth))
-            .zip(x.par_chunks(inputs * rows_per_task(depth)))
-            .for_each(|(a, x)| round_rows(a, depth, x, inputs, inputs));
+        let a = padded_rounded_rows(x, inputs, depth, padded_rows);
         let column_blocks = outputs.div_ceil(BLOCK);
         let row_blocks = padded_rows / BLOCK;
         // Enough tasks for the threads when there are few rows: split the outputs too.
@@ -131,7 +129,7 @@ impl Bf16Dense {
             .div_ceil(row_blocks)
             .clamp(1, column_blocks);
         let blocks_per_group = column_blocks.div_ceil(column_groups);
-        let mut y = vec![0.0f32; rows * outputs];
+        let mut y: Vec<f32> = Vec::with_capacity(rows * outputs);
         let out = OutputRows(y.as_mut_ptr());
         (0..row_blocks * column_groups)
             .into_par_iter()
@@ -151,6 +149,9 @@ impl Bf16Dense {
                 // rows × column blocks of `y`, which outlives the loop.
                 unsafe { self.write_blocks(&product, row_block, columns, &out) };
             });
+        // SAFETY: the tasks wrote every row of every column block, i.e. all rows × outputs
+        // values.
+        unsafe { y.set_len(rows * outputs) };
         y
     }
 
@@ -168,13 +169,9 @@ impl Bf16Dense {
     ) {
         product.on_tiles(row_block..row_block + 1, columns, |block| {
             let bias = &self.bias[block.first_column..][..block.columns];
-            for (row, sums) in block.rows() {
-                let dst = std::slice::from_raw_parts_mut(
-                    out.0.add(row * self.outputs + block.first_column),
-                    block.columns,
-                );
-                finish_row(sums, bias, dst, self.gelu);
-            }
+            // SAFETY: the block's live rows × columns lie inside `y`'s capacity (rows ×
+            // outputs), and only this task writes them.
+            unsafe { finish_block(&block, bias, out.0, self.outputs, self.gelu) };
         });
     }
 }
@@ -264,6 +261,38 @@ impl Product<'_> {
     }
 }
 
+/// The rows of `x` (`inputs` values each) rounded to bf16, each padded with zeros to `depth`
+/// values, then rows of zeros up to `padded_rows` rows: the left operand of a tile product,
+/// written once (no zeroing pass first), in parallel.
+fn padded_rounded_rows(x: &[f32], inputs: usize, depth: usize, padded_rows: usize) -> Vec<u16> {
+    let len = padded_rows * depth;
+    let mut a: Vec<u16> = Vec::with_capacity(len);
+    let chunk_rows = rows_per_task(depth);
+    a.spare_capacity_mut()[..len]
+        .par_chunks_mut(depth * chunk_rows)
+        .enumerate()
+        .for_each(|(task, a)| {
+            let first = (task * chunk_rows * inputs).min(x.len());
+            let x = &x[first..(first + chunk_rows * inputs).min(x.len())];
+            with_simd!(round_padded_avx2(a: &mut [MaybeUninit<u16>], depth: usize, x: &[f32], inputs: usize) {
+                let mut rows = x.chunks(inputs);
+                for a in a.chunks_mut(depth) {
+                    let row = rows.next().unwrap_or(&[]);
+                    let (values, padding) = a.split_at_mut(row.len());
+                    for (a, &v) in values.iter_mut().zip(row) {
+                        a.write(to_bf16(v));
+                    }
+                    for a in padding {
+                        a.write(0);
+                    }
+                }
+            })
+        });
+    // SAFETY: every element of the first `len` was written above.
+    unsafe { a.set_len(len) };
+    a
+}
+
 /// `a`'s rows (`depth` apart) = the first `width` values of `x`'s rows (`x_stride` apart)
 /// rounded to bf16; the rest of `a` is left as it is.
 pub(super) fn round_rows(a: &mut [u16], depth: usize, x: &[f32], x_stride: usize, width: usize) {
@@ -285,14 +314,27 @@ pub(super) fn round_in_place(values: &mut [f32]) {
     })
 }
 
-/// `dst` = `sums` + `bias`, then GELU if `gelu`.
-fn finish_row(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
-    with_simd!(finish_row_avx2(sums: &[f32], bias: &[f32], dst: &mut [f32], gelu: bool) {
-        for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
-            *d = s + b;
-        }
-        if gelu {
-            gelu_in_place(dst);
+/// Each live row of `block` + `bias`, then GELU if `gelu`, written to row `row` of `out`
+/// (`outputs` apart) at the block's columns.
+///
+/// # Safety
+/// Those elements lie inside `out`'s allocation and no other thread reads or writes them.
+unsafe fn finish_block(block: &Block, bias: &[f32], out: *mut f32, outputs: usize, gelu: bool) {
+    with_simd!(finish_block_avx2(block: &Block, bias: &[f32], out: *mut f32, outputs: usize, gelu: bool) {
+        let mut row_values = [0.0f32; BLOCK];
+        for (row, sums) in block.rows() {
+            let values = &mut row_values[..sums.len()];
+            for ((v, &s), &b) in values.iter_mut().zip(sums).zip(bias) {
+                *v = s + b;
+            }
+            if gelu {
+                gelu_in_place(values);
+            }
+            // SAFETY: as the caller promised.
+            unsafe {
+                let dst = out.add(row * outputs + block.first_column);
+                std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
+            }
         }
     })
 }

@@ -3,7 +3,7 @@
 //! point, products summed in i32. On CPUs with AVX-512 VNNI one `vpdpbusd` does 64
 //! multiply-adds (an f32 FMA does 16); elsewhere a portable loop gives the same integers.
 
-use super::{dense_cpu_fwd, fold_lanes, gelu_in_place, rows_per_task};
+use super::{dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
@@ -164,8 +164,7 @@ fn quantize_rows(
 /// padding after it gets the zero point. Returns (scale, zero point).
 #[inline(always)]
 fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
-    let min = fold_lanes(row, 0.0, f32::min);
-    let max = fold_lanes(row, 0.0, f32::max);
+    let (min, max) = min_max_lanes(row, 0.0);
     let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
     let inverse = 1.0 / scale;
     let zero_point = round_to_byte(-min * inverse);

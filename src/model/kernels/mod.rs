@@ -100,20 +100,74 @@ fn gelu_derivative_rows(src: &[f32], dst: &mut [f32]) {
 }
 
 /// Replaces `row` by the softmax of `row · scale + mask` (`mask` as long as the row). Written
-/// as separate passes (the reductions over eight lanes) so that each one vectorizes.
+/// as passes over whole 16-lane chunks, the row's tail padded to a chunk with −∞ (probability
+/// 0), so that each pass vectorizes with no scalar remainder: attention rows are short (a
+/// short text's 20–40 keys), where a remainder loop would cost as much as the vector part.
 #[inline(always)]
 fn masked_softmax_row(row: &mut [f32], scale: f32, mask: &[f32]) {
-    for (x, b) in row.iter_mut().zip(mask) {
-        *x = *x * scale + b;
+    const LANES: usize = 16;
+    let full = row.len() / LANES * LANES;
+    let (head, rest) = row.split_at_mut(full);
+    let mut tail = [f32::NEG_INFINITY; LANES];
+    let mut tail_mask = [0.0; LANES];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail_mask[..rest.len()].copy_from_slice(&mask[full..]);
+    let mut highest = [f32::NEG_INFINITY; LANES];
+    let mut scale_chunk = |x: &mut [f32], m: &[f32]| {
+        for ((x, &m), h) in x.iter_mut().zip(m).zip(highest.iter_mut()) {
+            *x = *x * scale + m;
+            *h = if *x > *h { *x } else { *h };
+        }
+    };
+    for (x, m) in head.chunks_exact_mut(LANES).zip(mask.chunks_exact(LANES)) {
+        scale_chunk(x, m);
     }
-    let max = fold_lanes(row, f32::NEG_INFINITY, f32::max);
-    for x in row.iter_mut() {
-        *x = exp(*x - max);
+    scale_chunk(&mut tail, &tail_mask);
+    let max = highest
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let mut sums = [0.0f32; LANES];
+    let mut exp_chunk = |x: &mut [f32]| {
+        for (x, s) in x.iter_mut().zip(sums.iter_mut()) {
+            *x = exp(*x - max);
+            *s += *x;
+        }
+    };
+    for x in head.chunks_exact_mut(LANES) {
+        exp_chunk(x);
     }
-    let inverse = 1.0 / fold_lanes(row, 0.0, |a, b| a + b);
-    for x in row.iter_mut() {
+    exp_chunk(&mut tail);
+    let inverse = 1.0 / sums.iter().sum::<f32>();
+    for x in head.iter_mut() {
         *x *= inverse;
     }
+    for (x, &t) in rest.iter_mut().zip(&tail) {
+        *x = t * inverse;
+    }
+}
+
+/// The least and the greatest of `values` and `init`, NaNs ignored (as `f32::min` and
+/// `f32::max` ignore them), in 32 independent lanes: plain comparisons, which vectorize into
+/// one instruction each where `f32::min` needs three.
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn min_max_lanes(values: &[f32], init: f32) -> (f32, f32) {
+    const LANES: usize = 32;
+    let (mut low, mut high) = ([init; LANES], [init; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for ((low, high), &v) in low.iter_mut().zip(high.iter_mut()).zip(chunk) {
+            *low = if v < *low { v } else { *low };
+            *high = if v > *high { v } else { *high };
+        }
+    }
+    let (mut min, mut max) = (init, init);
+    for (&l, &h) in low.iter().zip(&high).chain(rest.iter().zip(rest)) {
+        min = if l < min { l } else { min };
+        max = if h > max { h } else { max };
+    }
+    (min, max)
 }
 
 /// Folds `values` with `f` in eight independent lanes, then folds the lanes.
@@ -393,6 +447,24 @@ fn rows_per_task(width: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_max_lanes_is_f32_min_and_max_with_nans_ignored() {
+        let mut rng = crate::rng::Rng::new(3);
+        for len in 0..100 {
+            let mut row: Vec<f32> = (0..len).map(|_| rng.normal() * 10.0).collect();
+            if len % 7 == 3 {
+                row[len / 2] = f32::NAN;
+            }
+            for init in [0.0, f32::NEG_INFINITY] {
+                let expected = (
+                    row.iter().fold(init, |a, &b| a.min(b)),
+                    row.iter().fold(init, |a, &b| a.max(b)),
+                );
+                assert_eq!(min_max_lanes(&row, init), expected, "{len} values: {row:?}");
+            }
+        }
+    }
     use crate::testing::max_abs_diff;
     use candle_core::{Device, Var, D};
 
