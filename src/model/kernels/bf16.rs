@@ -4,7 +4,7 @@
 //! about 20× the f32 FMA rate per core); elsewhere the same rounded values go through the
 //! f32 products, which give the same numbers up to the order of summation.
 
-use super::{dense_cpu_fwd, gelu_in_place, rows_per_task};
+use super::{amx, dense_cpu_fwd, gelu_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 /// Inputs per tile step: one 64-byte tile row of bf16.
 pub(super) const DEPTH: usize = 32;
 /// Rows of a tile.
-const TILE: usize = 16;
+pub(super) const TILE: usize = 16;
 /// Rows and outputs of one block of four accumulator tiles (2 × 2).
 pub(super) const BLOCK: usize = 2 * TILE;
 
@@ -224,7 +224,7 @@ impl Product<'_> {
         amx::configure();
         let tiles = |a: &[u16], depth, b: &[u16], steps, sums: &mut [f32; BLOCK * BLOCK]| {
             // SAFETY: the tile unit is configured on this thread (above).
-            unsafe { amx::block(a, depth, b, steps, sums) }
+            unsafe { amx::block_bf16(a, depth, b, steps, sums) }
         };
         self.blocks(tiles, row_blocks, column_blocks, write);
         amx::release();
@@ -391,145 +391,6 @@ impl CustomOp1 for Bf16Dense {
 /// than f32).
 pub fn has_fast_bf16_kernel() -> bool {
     amx::available()
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod amx {
-    use super::{BLOCK, DEPTH, TILE};
-    use std::arch::asm;
-    use std::sync::OnceLock;
-
-    /// AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), and Linux let this process
-    /// use the tile data registers (they are off until a process asks).
-    pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-            let has_tiles = leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0;
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: arch_prctl with this request only changes which state the kernel saves
-            // for this process; it reads no memory of ours.
-            has_tiles
-                && unsafe {
-                    libc::syscall(
-                        libc::SYS_arch_prctl,
-                        ARCH_REQ_XCOMP_PERM,
-                        XFEATURE_XTILEDATA,
-                    )
-                } == 0
-        })
-    }
-
-    /// Tile palette 1: tmm0–3 the 2 × 2 accumulators (16 rows × 16 f32), tmm4–5 two input
-    /// tiles (16 rows × 32 bf16), tmm6–7 two weight tiles (16 pairs × 16 outputs × 2).
-    #[repr(C, align(64))]
-    struct Config {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    /// Loads the tile configuration on this thread.
-    ///
-    /// # Safety
-    /// `available()` is true.
-    pub unsafe fn configure() {
-        let mut config = Config {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row: [0; 16],
-            rows: [0; 16],
-        };
-        for tile in 0..8 {
-            config.bytes_per_row[tile] = 64;
-            config.rows[tile] = TILE as u8;
-        }
-        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
-    }
-
-    /// # Safety
-    /// `configure` ran on this thread.
-    pub unsafe fn release() {
-        asm!("tilerelease", options(nostack, nomem));
-    }
-
-    /// `sums` (32 × 32, row-major) = the block's 32 input rows (`depth` bf16 each, from `a`)
-    /// times the 32 outputs whose packed weights are `b` (`steps` steps of two tiles).
-    ///
-    /// # Safety
-    /// `configure` ran on this thread; `a` holds 32 rows of `depth` = `steps`·32 values.
-    pub unsafe fn block(
-        a: &[u16],
-        depth: usize,
-        b: &[u16],
-        steps: usize,
-        sums: &mut [f32; BLOCK * BLOCK],
-    ) {
-        debug_assert!(a.len() >= BLOCK * depth && b.len() >= steps * 2 * TILE * DEPTH);
-        let a_stride = depth * 2;
-        let (a0, a1) = (a.as_ptr(), a.as_ptr().add(TILE * depth));
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-        for step in 0..steps {
-            let b0 = b.as_ptr().add(step * 2 * TILE * DEPTH);
-            let b1 = b0.add(TILE * DEPTH);
-            let k = step * DEPTH;
-            asm!(
-                "tileloadd tmm4, [{a0} + {stride}*1]",
-                "tileloadd tmm5, [{a1} + {stride}*1]",
-                "tileloadd tmm6, [{b0} + {b_stride}*1]",
-                "tileloadd tmm7, [{b1} + {b_stride}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0.add(k),
-                a1 = in(reg) a1.add(k),
-                b0 = in(reg) b0,
-                b1 = in(reg) b1,
-                stride = in(reg) a_stride,
-                b_stride = in(reg) 64usize,
-                options(nostack, readonly),
-            );
-        }
-        let out = sums.as_mut_ptr();
-        let row_stride = BLOCK * 4;
-        asm!(
-            "tilestored [{c0} + {stride}*1], tmm0",
-            "tilestored [{c1} + {stride}*1], tmm1",
-            "tilestored [{c2} + {stride}*1], tmm2",
-            "tilestored [{c3} + {stride}*1], tmm3",
-            c0 = in(reg) out,
-            c1 = in(reg) out.add(TILE),
-            c2 = in(reg) out.add(TILE * BLOCK),
-            c3 = in(reg) out.add(TILE * BLOCK + TILE),
-            stride = in(reg) row_stride,
-            options(nostack),
-        );
-    }
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-mod amx {
-    use super::BLOCK;
-
-    pub fn available() -> bool {
-        false
-    }
-    pub unsafe fn configure() {}
-    pub unsafe fn release() {}
-    pub unsafe fn block(_: &[u16], _: usize, _: &[u16], _: usize, _: &mut [f32; BLOCK * BLOCK]) {
-        unreachable!("no tile unit on this target")
-    }
 }
 
 #[cfg(test)]

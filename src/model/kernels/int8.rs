@@ -1,9 +1,12 @@
 //! Int8 dense layers for `--quantize` (inference on the CPU): each weight row (one output)
 //! scaled to [-127, 127], each input row mapped to [0, 255] with its own scale and zero
-//! point, products summed in i32. On CPUs with AVX-512 VNNI one `vpdpbusd` does 64
-//! multiply-adds (an f32 FMA does 16); elsewhere a portable loop gives the same integers.
+//! point, products summed in i32. On CPUs with AMX-INT8 (Intel Xeon since Sapphire Rapids)
+//! the tile unit's `tdpbusd` runs them (16 × 16 outputs × 64 inputs per instruction); with
+//! AVX-512 VNNI one `vpdpbusd` does 64 multiply-adds (an f32 FMA does 16); elsewhere a
+//! portable loop gives the same integers. All three give the same outputs, bit for bit.
 
-use super::{dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
+use super::bf16::BLOCK;
+use super::{amx, dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
@@ -90,6 +93,25 @@ impl Int8Dense {
         let mut y: Vec<f32> = Vec::with_capacity(rows * self.outputs);
         let panels = self.scales.len() / PANEL;
         let out = OutputRows(y.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx && quantized.width.is_multiple_of(tiles::STEP) {
+            let row_blocks = rows.div_ceil(BLOCK);
+            // Enough tasks for the threads when there are few rows: split the panels too.
+            let groups = (2 * rayon::current_num_threads())
+                .div_ceil(row_blocks.max(1))
+                .clamp(1, panels);
+            let per_group = panels.div_ceil(groups);
+            (0..row_blocks * groups).into_par_iter().for_each(|task| {
+                let (row_block, group) = (task / groups, task % groups);
+                let panels = group * per_group..((group + 1) * per_group).min(panels);
+                // SAFETY: `Kernel::Amx` is chosen only where the tile unit runs int8; the
+                // task writes only its own rows × panels of `y`'s capacity.
+                unsafe { tiles::panels(self, &quantized, row_block, panels, &out) }
+            });
+            // SAFETY: the tasks wrote every row of every panel.
+            unsafe { y.set_len(rows * self.outputs) };
+            return y;
+        }
         (0..rows.div_ceil(TASK_ROWS) * panels)
             .into_par_iter()
             .for_each(|task| {
@@ -119,11 +141,13 @@ impl QuantizedRows {
         let inputs = inputs.max(1);
         let width = inputs.div_ceil(GROUP) * GROUP;
         let rows = x.len() / inputs;
-        let mut values = vec![0u8; rows * width];
+        // Whole blocks of rows for the tile unit, which reads 32 at a time (the rows past
+        // `rows` are zeros, and their products are not written).
+        let mut values = vec![0u8; rows.next_multiple_of(BLOCK) * width];
         let mut scales = vec![0.0; rows];
         let mut zero_points = vec![0; rows];
         let chunk = rows_per_task(width);
-        values
+        values[..rows * width]
             .par_chunks_mut(width * chunk)
             .zip(scales.par_chunks_mut(chunk))
             .zip(zero_points.par_chunks_mut(chunk))
@@ -203,10 +227,18 @@ enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// The tile unit's byte products (`tdpbusd`), for layers whose inputs come in whole steps
+    /// of 64; VNNI for the others.
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Kernel {
     fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if amx::available_int8() {
+            return Kernel::Amx;
+        }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
@@ -232,7 +264,7 @@ impl Kernel {
         match self {
             Kernel::Portable => portable_tile(layer, x, tile, panel, out),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => match tile.len() {
+            Kernel::Vnni | Kernel::Amx => match tile.len() {
                 6 => vnni::tile::<6>(layer, x, tile.start, panel, out),
                 5 => vnni::tile::<5>(layer, x, tile.start, panel, out),
                 4 => vnni::tile::<4>(layer, x, tile.start, panel, out),
@@ -311,6 +343,96 @@ unsafe fn finish_row(
             columns.len(),
         );
         gelu_in_place(values);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::{amx, gelu_in_place, Int8Dense, OutputRows, QuantizedRows, BLOCK, GROUP, PANEL};
+
+    /// Inputs per tile step.
+    pub(super) const STEP: usize = 64;
+
+    /// Rows `row_block`·32.. (those that exist) × the columns of `panels` (64 each), as
+    /// 32 × 32 blocks on the tile unit, dequantized as the VNNI kernel does (the same integer
+    /// sums, the same fused multiply-add), biased and activated.
+    ///
+    /// # Safety
+    /// As `Kernel::tile`; the CPU runs AMX-INT8 ([`amx::available_int8`]); `x.width` is a
+    /// multiple of [`STEP`] and `x.values` holds whole blocks of 32 rows.
+    pub(super) unsafe fn panels(
+        layer: &Int8Dense,
+        x: &QuantizedRows,
+        row_block: usize,
+        panels: std::ops::Range<usize>,
+        out: &OutputRows,
+    ) {
+        let first_row = row_block * BLOCK;
+        let rows = first_row..(first_row + BLOCK).min(x.scales.len());
+        let groups = x.width / GROUP;
+        let a = x.values.as_ptr().add(first_row * x.width);
+        let mut sums = [0i32; BLOCK * BLOCK];
+        amx::configure();
+        for panel in panels {
+            let weights = layer.packed.as_ptr().add(panel * groups * PANEL * GROUP);
+            for half in 0..PANEL / BLOCK {
+                let first_column = panel * PANEL + half * BLOCK;
+                if first_column >= layer.outputs {
+                    break;
+                }
+                let b = weights.add(half * BLOCK * GROUP);
+                amx::block_u8i8(a, x.width, b, PANEL * GROUP, x.width / STEP, &mut sums);
+                let columns = first_column..(first_column + BLOCK).min(layer.outputs);
+                dequantize_block(layer, x, &sums, rows.clone(), columns, out);
+            }
+        }
+        amx::release();
+    }
+
+    /// Writes `rows` × `columns` of the output from a block's sums (row-major, 32 apart).
+    ///
+    /// # Safety
+    /// As `Kernel::tile`: those outputs lie in `out` and no other thread writes them.
+    unsafe fn dequantize_block(
+        layer: &Int8Dense,
+        x: &QuantizedRows,
+        sums: &[i32; BLOCK * BLOCK],
+        rows: std::ops::Range<usize>,
+        columns: std::ops::Range<usize>,
+        out: &OutputRows,
+    ) {
+        let column_sums = &layer.sums[columns.clone()];
+        let column_scales = &layer.scales[columns.clone()];
+        let bias = &layer.bias[columns.clone()];
+        let gelu = layer.gelu;
+        let mut values = [0.0f32; BLOCK];
+        for (r, row) in rows.enumerate() {
+            let input = (x.zero_points[row], x.scales[row]);
+            let values = &mut values[..columns.len()];
+            let sums = &sums[r * BLOCK..][..columns.len()];
+            let weights = (column_sums, column_scales, bias);
+            with_simd!(dequantize_row_avx2(values: &mut [f32], sums: &[i32], input: (i32, f32), weights: (&[i32], &[f32], &[f32]), gelu: bool) {
+                let ((zero_point, row_scale), (column_sums, column_scales, bias)) = (input, weights);
+                for ((((v, &acc), &sum), &scale), &b) in values
+                    .iter_mut()
+                    .zip(sums)
+                    .zip(column_sums)
+                    .zip(column_scales)
+                    .zip(bias)
+                {
+                    let centered = acc.wrapping_sub(zero_point.wrapping_mul(sum)) as f32;
+                    *v = centered.mul_add(row_scale * scale, b);
+                }
+                if gelu {
+                    gelu_in_place(values);
+                }
+            });
+            std::ptr::copy_nonoverlapping(
+                values.as_ptr(),
+                out.0.add(row * layer.outputs + columns.start),
+                values.len(),
+            );
+        }
     }
 }
 
@@ -438,6 +560,11 @@ mod tests {
             (7, 30, 70, true),
             (53, 384, 64, false),
             (13, 65, 130, true),
+            // Whole steps of 64 inputs (the tile unit's path), rows across blocks of 32,
+            // outputs that end inside a block.
+            (70, 128, 100, true),
+            (33, 192, 40, false),
+            (32, 1536, 384, false),
         ] {
             let weight = random(&mut rng, inputs * outputs, 0.2);
             let bias = random(&mut rng, outputs, 1.0);
@@ -451,6 +578,15 @@ mod tests {
             }
             assert_eq!(layer.forward_with(&x, Kernel::Portable), expected);
             assert_eq!(layer.forward(&x), expected, "{:?}", Kernel::best());
+            #[cfg(target_arch = "x86_64")]
+            for (kernel, runs) in [
+                (Kernel::Vnni, Kernel::best() != Kernel::Portable),
+                (Kernel::Amx, amx::available_int8()),
+            ] {
+                if runs {
+                    assert_eq!(layer.forward_with(&x, kernel), expected, "{kernel:?}");
+                }
+            }
         }
     }
 

@@ -162,10 +162,20 @@ fn min_max_lanes(values: &[f32], init: f32) -> (f32, f32) {
             *high = if v > *high { v } else { *high };
         }
     }
-    let (mut min, mut max) = (init, init);
-    for (&l, &h) in low.iter().zip(&high).chain(rest.iter().zip(rest)) {
-        min = if l < min { l } else { min };
-        max = if h > max { h } else { max };
+    // The lanes folded in halves (a few vector instructions), then the remainder.
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            let (l, h) = (low[i + width], high[i + width]);
+            low[i] = if l < low[i] { l } else { low[i] };
+            high[i] = if h > high[i] { h } else { high[i] };
+        }
+    }
+    let (mut min, mut max) = (low[0], high[0]);
+    for &v in rest {
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
     }
     (min, max)
 }
@@ -211,6 +221,7 @@ macro_rules! with_simd {
     }};
 }
 
+mod amx;
 mod attention;
 mod bf16;
 mod block;

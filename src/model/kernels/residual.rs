@@ -13,22 +13,35 @@ struct DropoutAdd {
 
 /// `y ∘ factors + residual` (`y + residual` without factors).
 pub(super) fn dropout_add_values(y: &[f32], residual: &[f32], factors: Option<&[f32]>) -> Vec<f32> {
+    assert!(
+        y.len() == residual.len() && factors.is_none_or(|f| f.len() == y.len()),
+        "dropout-add: lengths differ"
+    );
     let chunk = rows_per_task(1);
-    let mut out = residual.to_vec();
+    let mut out = Vec::with_capacity(residual.len());
+    let slots = &mut out.spare_capacity_mut()[..residual.len()];
     match factors {
-        Some(factors) => out
+        Some(factors) => slots
             .par_chunks_mut(chunk)
+            .zip(residual.par_chunks(chunk))
             .zip(y.par_chunks(chunk).zip(factors.par_chunks(chunk)))
-            .for_each(|(out, (y, factors))| {
-                for ((o, y), f) in out.iter_mut().zip(y).zip(factors) {
-                    *o += y * f;
+            .for_each(|((out, residual), (y, factors))| {
+                for (((o, r), y), f) in out.iter_mut().zip(residual).zip(y).zip(factors) {
+                    o.write(r + y * f);
                 }
             }),
-        None => out
+        None => slots
             .par_chunks_mut(chunk)
+            .zip(residual.par_chunks(chunk))
             .zip(y.par_chunks(chunk))
-            .for_each(|(out, y)| out.iter_mut().zip(y).for_each(|(o, y)| *o += y)),
+            .for_each(|((out, residual), y)| {
+                for ((o, r), y) in out.iter_mut().zip(residual).zip(y) {
+                    o.write(r + y);
+                }
+            }),
     }
+    // SAFETY: every slot was written above (the lengths agree).
+    unsafe { out.set_len(residual.len()) };
     out
 }
 
