@@ -331,12 +331,23 @@ unsafe fn finish_block(block: &Block, bias: &[f32], out: *mut f32, outputs: usiz
                 gelu_in_place(values);
             }
             // SAFETY: as the caller promised.
-            unsafe {
-                let dst = out.add(row * outputs + block.first_column);
-                std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
-            }
+            unsafe { copy_row(values, out.add(row * outputs + block.first_column)) };
         }
     })
+}
+
+/// Copies `values` (at most [`BLOCK`]) to `dst`: a whole block's row as a copy of constant
+/// length, which compiles to a few vector moves where a copy of any length is a call.
+///
+/// # Safety
+/// `dst` is valid for `values.len()` writes.
+#[inline(always)]
+pub(super) unsafe fn copy_row(values: &[f32], dst: *mut f32) {
+    if values.len() == BLOCK {
+        std::ptr::copy_nonoverlapping(values.as_ptr(), dst, BLOCK);
+    } else {
+        std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
+    }
 }
 
 /// The weights `weight(output, input)` rounded to bf16 in the order the tile unit reads them

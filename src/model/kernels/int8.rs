@@ -5,7 +5,7 @@
 //! AVX-512 VNNI one `vpdpbusd` does 64 multiply-adds (an f32 FMA does 16); elsewhere a
 //! portable loop gives the same integers. All three give the same outputs, bit for bit.
 
-use super::bf16::BLOCK;
+use super::bf16::{copy_row, BLOCK};
 use super::{amx, dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
@@ -348,7 +348,9 @@ unsafe fn finish_row(
 
 #[cfg(target_arch = "x86_64")]
 mod tiles {
-    use super::{amx, gelu_in_place, Int8Dense, OutputRows, QuantizedRows, BLOCK, GROUP, PANEL};
+    use super::{
+        amx, copy_row, gelu_in_place, Int8Dense, OutputRows, QuantizedRows, BLOCK, GROUP, PANEL,
+    };
 
     /// Inputs per tile step.
     pub(super) const STEP: usize = 64;
@@ -427,11 +429,7 @@ mod tiles {
                     gelu_in_place(values);
                 }
             });
-            std::ptr::copy_nonoverlapping(
-                values.as_ptr(),
-                out.0.add(row * layer.outputs + columns.start),
-                values.len(),
-            );
+            copy_row(values, out.0.add(row * layer.outputs + columns.start));
         }
     }
 }
