@@ -2,7 +2,7 @@
 //! the kernels chosen for this CPU family (f32, up to summation order), and a kernel the CPU
 //! lacks, or no kernel at all, is refused by name.
 
-use gliznet::model::F32Kernel;
+use gliznet::model::{Bf16Kernel, F32Kernel};
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -15,7 +15,16 @@ fn predict(kernel: Option<&str>) -> Output {
 
 /// `predict` at `precision` (`--f32`, `--bf16`, `--quantize`) with the f32 kernel forced.
 fn predict_with(kernel: Option<&str>, precision: &str) -> Output {
+    predict_forcing("GLIZNET_F32_KERNEL", kernel, precision)
+}
+
+/// `predict` at `precision` with the kernel variable `var` set to `kernel` (removed if `None`),
+/// the other kernel variables removed.
+fn predict_forcing(var: &str, kernel: Option<&str>, precision: &str) -> Output {
     let mut command = Command::new(BIN);
+    command
+        .env_remove("GLIZNET_F32_KERNEL")
+        .env_remove("GLIZNET_BF16_KERNEL");
     command.args([
         "predict",
         precision,
@@ -28,10 +37,9 @@ fn predict_with(kernel: Option<&str>, precision: &str) -> Output {
         "--text",
         "Knead the dough, then let it rise in a warm place for an hour before baking",
     ]);
-    match kernel {
-        Some(k) => command.env("GLIZNET_F32_KERNEL", k),
-        None => command.env_remove("GLIZNET_F32_KERNEL"),
-    };
+    if let Some(k) = kernel {
+        command.env(var, k);
+    }
     command.output().unwrap()
 }
 
@@ -88,12 +96,43 @@ fn every_f32_kernel_gives_the_same_scores_in_bf16_and_int8() {
     }
 }
 
+/// Each bf16 kernel this CPU runs (the tile unit, AVX512_BF16's `vdpbf16ps`, the f32 products
+/// on rounded values) reads the same rounded weights and inputs: scores within the bf16
+/// tolerance of the chosen one's, and of f32's.
+#[test]
+fn every_bf16_kernel_gives_the_same_scores() {
+    let f32_scores = scores(&predict(None));
+    let chosen = scores(&predict_with(None, "--bf16"));
+    for kernel in Bf16Kernel::available() {
+        let forced = scores(&predict_forcing(
+            "GLIZNET_BF16_KERNEL",
+            Some(kernel.name()),
+            "--bf16",
+        ));
+        assert_eq!(forced.len(), 8, "{}", kernel.name());
+        for ((a, b), f) in chosen.iter().zip(&forced).zip(&f32_scores) {
+            assert!((a - b).abs() < 2e-3, "{}: {a} vs {b}", kernel.name());
+            assert!(
+                (f - b).abs() < 5e-3,
+                "{} against f32: {f} vs {b}",
+                kernel.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn a_kernel_this_cpu_lacks_is_refused_by_name() {
     assert_input_error(
         &predict(Some("sse9")),
         &["GLIZNET_F32_KERNEL=sse9", "this CPU runs", "portable"],
     );
+    let out = Command::new(BIN)
+        .args(["predict", "--labels", "a,b", "--text", "x"])
+        .env("GLIZNET_BF16_KERNEL", "tpu")
+        .output()
+        .unwrap();
+    assert_input_error(&out, &["GLIZNET_BF16_KERNEL=tpu", "this CPU runs", "f32"]);
     if !F32Kernel::Avx512.is_available() {
         assert_input_error(&predict(Some("avx512")), &["GLIZNET_F32_KERNEL=avx512"]);
     }

@@ -101,26 +101,49 @@ fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
 /// `GLIZNET_F32_KERNEL` forces the f32 products' kernels (`portable`, `avx2`, `avx512`)
 /// instead of the ones chosen for this CPU family.
 pub const F32_KERNEL_VAR: &str = "GLIZNET_F32_KERNEL";
+/// `GLIZNET_BF16_KERNEL` forces the bf16 layers' kernel (`f32`, `avx512bf16`, `amx`).
+pub const BF16_KERNEL_VAR: &str = "GLIZNET_BF16_KERNEL";
 
-fn force_f32_kernel() -> Result<()> {
-    use gliznet::model::F32Kernel;
-    let Some(name) = std::env::var_os(F32_KERNEL_VAR) else {
+/// Applies the kernel `var` names, if it is set: `set` returns `None` for a kernel this CPU
+/// lacks, and the error lists the `available` ones.
+fn force_kernel<K>(
+    var: &str,
+    from_name: impl Fn(&str) -> Option<K>,
+    set: impl Fn(K) -> Option<()>,
+    available: &[&str],
+) -> Result<()> {
+    let Some(name) = std::env::var_os(var) else {
         return Ok(());
     };
     let name = name.to_string_lossy();
-    let available: Vec<&str> = F32Kernel::available().iter().map(|k| k.name()).collect();
-    F32Kernel::from_name(&name)
-        .and_then(F32Kernel::set)
-        .ok_or_else(|| {
-            gliznet::error::input_error(format!(
-                "{F32_KERNEL_VAR}={name}: this CPU runs {}",
-                available.join(", ")
-            ))
-        })
+    from_name(&name).and_then(set).ok_or_else(|| {
+        gliznet::error::input_error(format!(
+            "{var}={name}: this CPU runs {}",
+            available.join(", ")
+        ))
+    })
+}
+
+fn force_kernels() -> Result<()> {
+    use gliznet::model::{Bf16Kernel, F32Kernel};
+    let f32_kernels: Vec<&str> = F32Kernel::available().iter().map(|k| k.name()).collect();
+    force_kernel(
+        F32_KERNEL_VAR,
+        F32Kernel::from_name,
+        F32Kernel::set,
+        &f32_kernels,
+    )?;
+    let bf16_kernels: Vec<&str> = Bf16Kernel::available().iter().map(|k| k.name()).collect();
+    force_kernel(
+        BF16_KERNEL_VAR,
+        Bf16Kernel::from_name,
+        Bf16Kernel::set,
+        &bf16_kernels,
+    )
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    force_f32_kernel()?;
+    force_kernels()?;
     match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => train::run(args),

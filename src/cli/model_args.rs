@@ -160,10 +160,11 @@ impl ClassifierArgs {
                 classifier.quantize(to)?;
                 if !gliznet::model::has_fast_bf16_kernel() {
                     eprintln!(
-                        "warning: this CPU has no AMX tile unit (or the kernel does not let this \
-                         process use it), so --bf16 runs the bf16-rounded values through the f32 \
-                         products: no faster than f32 (the scores are the same as with AMX up to \
-                         the order of summation)"
+                        "warning: --bf16 runs the bf16-rounded values through the f32 products \
+                         here (no AMX tile unit the process may use, or GLIZNET_BF16_KERNEL=f32): \
+                         no faster than f32; the scores are the same as with AMX up to the order \
+                         of summation (GLIZNET_BF16_KERNEL=avx512bf16 runs them on AVX512_BF16 \
+                         where the CPU has it)"
                     );
                 }
             }

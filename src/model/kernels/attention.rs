@@ -8,7 +8,7 @@
 //! products run on the AMX tile unit where the CPU has one (the scores and the softmax stay
 //! f32).
 
-use super::bf16::{self, has_fast_bf16_kernel, BLOCK, DEPTH};
+use super::bf16::{self, attention_on_tiles, BLOCK, DEPTH};
 use super::matmul::{matmul, Matrix, MatrixMut, SharedOutput, Threads};
 use super::{contiguous_f32, kernel_values, softmax_rows, softmax_rows_to_bf16, uses_cpu_kernels};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
@@ -185,12 +185,12 @@ impl Attention {
         (q, k, v): (&[f32], &[f32], &[f32]),
         keep_probs: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let tiles = self.bf16 && has_fast_bf16_kernel();
+        let tiles = self.bf16 && attention_on_tiles();
         self.forward_queries_with(shape, queries, (q, k, v), keep_probs, tiles)
     }
 
     /// [`Attention::forward_queries`], on the tile unit if `tiles` (which needs
-    /// [`has_fast_bf16_kernel`] and `bf16`).
+    /// [`attention_on_tiles`] and `bf16`).
     fn forward_queries_with(
         &self,
         shape: &Shape,
@@ -205,7 +205,7 @@ impl Attention {
         let rounded: [Vec<f32>; 3];
         let (q, k, v) = if self.bf16 {
             // The tile path keeps no probabilities for a backward pass.
-            if tiles && has_fast_bf16_kernel() && !keep_probs {
+            if tiles && attention_on_tiles() && !keep_probs {
                 blocks
                     .par_iter()
                     .for_each_init(TileScratch::default, |scratch, &block| {
@@ -273,7 +273,7 @@ impl Attention {
     /// in f32, then the probabilities rounded to bf16 times v.
     ///
     /// # Safety
-    /// [`has_fast_bf16_kernel`] is true; no other task writes this block's context.
+    /// [`attention_on_tiles`] is true; no other task writes this block's context.
     unsafe fn attend_tiles(
         &self,
         (q, k, v): (&[f32], &[f32], &[f32]),
@@ -667,7 +667,7 @@ mod tests {
             };
             let exact = run(false, false);
             let mut paths = vec![false];
-            if has_fast_bf16_kernel() {
+            if attention_on_tiles() {
                 paths.push(true);
             }
             for tiles in paths {

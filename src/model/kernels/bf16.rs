@@ -4,10 +4,12 @@
 //! about 20× the f32 FMA rate per core); elsewhere the same rounded values go through the
 //! f32 products, which give the same numbers up to the order of summation.
 
+use super::bf16_pairs::{self, PairWeights};
 use super::{amx, dense_cpu_fwd, gelu_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Inputs per tile step: one 64-byte tile row of bf16.
 pub(super) const DEPTH: usize = 32;
@@ -29,8 +31,69 @@ enum Weights {
     /// For the tile unit: by block of 32 outputs, then step of 32 inputs, then the block's two
     /// tiles, each 16 rows (pairs of inputs) × 16 outputs × 2 inputs.
     Tiles(Vec<u16>),
+    /// For `vdpbf16ps` ([`bf16_pairs`]).
+    Pairs(PairWeights),
     /// [outputs, inputs], rounded to bf16 and kept in f32, for the f32 products.
     Rounded(Vec<f32>),
+}
+
+/// The products bf16 layers run on: the tile unit where the CPU has one, else the rounded
+/// values through the f32 products. `vdpbf16ps` (AVX512_BF16) runs where it is forced
+/// ([`Bf16Kernel::set`], `GLIZNET_BF16_KERNEL`): it is chosen by default on no CPU family until
+/// one is measured faster with it than in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    F32,
+    Avx512Bf16,
+    Amx,
+}
+
+static CHOSEN_BF16_KERNEL: AtomicU8 = AtomicU8::new(u8::MAX);
+
+impl Bf16Kernel {
+    const ALL: [Bf16Kernel; 3] = [Bf16Kernel::F32, Bf16Kernel::Avx512Bf16, Bf16Kernel::Amx];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::F32 => "f32",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
+            Bf16Kernel::Amx => "amx",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            Bf16Kernel::F32 => true,
+            Bf16Kernel::Avx512Bf16 => bf16_pairs::available(),
+            Bf16Kernel::Amx => amx::available(),
+        }
+    }
+
+    /// The kernels this CPU can run.
+    pub fn available() -> Vec<Self> {
+        Self::ALL.into_iter().filter(|k| k.is_available()).collect()
+    }
+
+    /// The kernel layers made from now on use (the tile unit where there is one, unless
+    /// [`Bf16Kernel::set`] chose another).
+    pub fn current() -> Self {
+        match CHOSEN_BF16_KERNEL.load(Ordering::Relaxed) {
+            i if (i as usize) < Self::ALL.len() => Self::ALL[i as usize],
+            _ if amx::available() => Bf16Kernel::Amx,
+            _ => Bf16Kernel::F32,
+        }
+    }
+
+    /// Makes every bf16 layer made later in this process use `self`; `None` if this CPU
+    /// cannot run it.
+    pub fn set(self) -> Option<()> {
+        self.is_available()
+            .then(|| CHOSEN_BF16_KERNEL.store(self as u8, Ordering::Relaxed))
+    }
 }
 
 /// `v` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
@@ -55,28 +118,33 @@ impl Bf16Dense {
     /// From an f32 weight [outputs, inputs] (row-major) and bias [outputs]; with `gelu`, the
     /// layer's outputs go through GELU (erf form).
     pub fn new(weight: &[f32], bias: &[f32], inputs: usize, outputs: usize, gelu: bool) -> Self {
-        Self::with_tiles(weight, bias, inputs, outputs, gelu, amx::available())
+        Self::with_kernel(weight, bias, inputs, outputs, gelu, Bf16Kernel::current())
     }
 
-    fn with_tiles(
+    fn with_kernel(
         weight: &[f32],
         bias: &[f32],
         inputs: usize,
         outputs: usize,
         gelu: bool,
-        amx: bool,
+        kernel: Bf16Kernel,
     ) -> Self {
         assert_eq!(weight.len(), inputs * outputs, "bf16 dense: weight size");
         assert_eq!(bias.len(), outputs, "bf16 dense: bias size");
-        debug_assert!(!amx || amx::available(), "bf16 dense: no tile unit here");
-        let weights = if amx {
-            Weights::Tiles(pack(outputs, inputs, |output, input| {
+        assert!(
+            kernel.is_available(),
+            "bf16 dense: {kernel:?} does not run here"
+        );
+        let weights = match kernel {
+            Bf16Kernel::Amx => Weights::Tiles(pack(outputs, inputs, |output, input| {
                 weight[output * inputs + input]
-            }))
-        } else {
-            let mut rounded = weight.to_vec();
-            round_in_place(&mut rounded);
-            Weights::Rounded(rounded)
+            })),
+            Bf16Kernel::Avx512Bf16 => Weights::Pairs(PairWeights::pack(weight, inputs, outputs)),
+            Bf16Kernel::F32 => {
+                let mut rounded = weight.to_vec();
+                round_in_place(&mut rounded);
+                Weights::Rounded(rounded)
+            }
         };
         Self {
             weights,
@@ -95,6 +163,10 @@ impl Bf16Dense {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let rounded_weights = match &self.weights {
             Weights::Tiles(packed) => return self.forward_tiles(packed, x),
+            Weights::Pairs(pairs) => {
+                let shape = (self.inputs, self.outputs);
+                return bf16_pairs::forward(pairs, &self.bias, shape, self.gelu, x);
+            }
             Weights::Rounded(rounded) => rounded,
         };
         let mut rounded_x = x.to_vec();
@@ -213,7 +285,7 @@ impl Product<'_> {
     /// each block handed to `write`.
     ///
     /// # Safety
-    /// [`has_fast_bf16_kernel`] is true, and `write` runs no other task on this thread (it
+    /// [`amx::available`] is true, and `write` runs no other task on this thread (it
     /// would find the tile configuration released).
     pub unsafe fn on_tiles(
         &self,
@@ -264,7 +336,12 @@ impl Product<'_> {
 /// The rows of `x` (`inputs` values each) rounded to bf16, each padded with zeros to `depth`
 /// values, then rows of zeros up to `padded_rows` rows: the left operand of a tile product,
 /// written once (no zeroing pass first), in parallel.
-fn padded_rounded_rows(x: &[f32], inputs: usize, depth: usize, padded_rows: usize) -> Vec<u16> {
+pub(super) fn padded_rounded_rows(
+    x: &[f32],
+    inputs: usize,
+    depth: usize,
+    padded_rows: usize,
+) -> Vec<u16> {
     let len = padded_rows * depth;
     let mut a: Vec<u16> = Vec::with_capacity(len);
     let chunk_rows = rows_per_task(depth);
@@ -398,10 +475,15 @@ impl CustomOp1 for Bf16Dense {
     }
 }
 
-/// Whether bf16 layers run on the tile unit here (otherwise on the f32 products, no faster
-/// than f32).
+/// Whether bf16 layers run on a kernel of their own here (the tile unit, or `vdpbf16ps` where
+/// forced), not on the f32 products (no faster than f32).
 pub fn has_fast_bf16_kernel() -> bool {
-    amx::available()
+    Bf16Kernel::current() != Bf16Kernel::F32
+}
+
+/// Whether the attention's bf16 products run on the tile unit.
+pub(super) fn attention_on_tiles() -> bool {
+    Bf16Kernel::current() == Bf16Kernel::Amx
 }
 
 #[cfg(test)]
@@ -545,18 +627,14 @@ mod tests {
                     *v = f64::from(super::super::gelu(*v as f32));
                 }
             }
-            let mut paths = vec![false];
-            if amx::available() {
-                paths.push(true);
-            }
-            for tiles in paths {
-                let layer = Bf16Dense::with_tiles(&weight, &bias, inputs, outputs, gelu, tiles);
+            for kernel in Bf16Kernel::available() {
+                let layer = Bf16Dense::with_kernel(&weight, &bias, inputs, outputs, gelu, kernel);
                 let y = layer.forward(&x);
                 assert_eq!(y.len(), rows * outputs);
                 for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
                     assert!(
                         (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "tiles {tiles}, shape {rows}×{inputs}→{outputs}, value {i}: {got} vs {want}"
+                        "{kernel:?}, shape {rows}×{inputs}→{outputs}, value {i}: {got} vs {want}"
                     );
                 }
             }

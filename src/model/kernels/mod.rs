@@ -224,6 +224,7 @@ macro_rules! with_simd {
 mod amx;
 mod attention;
 mod bf16;
+mod bf16_pairs;
 mod block;
 mod cpu;
 mod int8;
@@ -233,7 +234,7 @@ mod matmul;
 mod residual;
 
 pub use attention::attention;
-pub use bf16::{has_fast_bf16_kernel, Bf16Dense};
+pub use bf16::{has_fast_bf16_kernel, Bf16Dense, Bf16Kernel};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use cpu::{CpuId, Vendor};
 pub use int8::{has_fast_int8_kernel, Int8Dense};
