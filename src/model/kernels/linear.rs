@@ -22,13 +22,19 @@ impl DenseValues<'_> {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (inputs, outputs) = (self.inputs, self.outputs);
         let rows = x.len() / inputs.max(1);
-        let mut y = vec![0.0; rows * outputs];
-        y.par_chunks_mut(outputs * rows_per_task(outputs))
+        // Every row starts as the bias, written once, in parallel (no zeroing pass first).
+        let mut y = Vec::with_capacity(rows * outputs);
+        y.spare_capacity_mut()[..rows * outputs]
+            .par_chunks_mut(outputs * rows_per_task(outputs))
             .for_each(|chunk| {
-                chunk
-                    .chunks_mut(outputs)
-                    .for_each(|row| row.copy_from_slice(self.bias))
+                for row in chunk.chunks_mut(outputs) {
+                    for (y, &b) in row.iter_mut().zip(self.bias) {
+                        y.write(b);
+                    }
+                }
             });
+        // SAFETY: every element of the first rows × outputs was written above.
+        unsafe { y.set_len(rows * outputs) };
         matmul(
             MatrixMut::rows(&mut y, 0, (rows, outputs), outputs),
             Matrix::rows(x, 0, (rows, inputs), inputs),

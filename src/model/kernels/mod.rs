@@ -315,11 +315,25 @@ fn map_storage(
 
 /// `kernel` over chunks of `src`, in parallel.
 fn map_values(src: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
-    let mut dst = vec![0.0; src.len()];
-    dst.par_chunks_mut(CHUNK)
+    // Each chunk is zeroed by the task that then writes it, rather than all of it by one
+    // thread before the tasks start.
+    let mut dst = Vec::with_capacity(src.len());
+    dst.spare_capacity_mut()[..src.len()]
+        .par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| kernel(s, d));
+        .for_each(|(d, s)| kernel(s, zeroed(d)));
+    // SAFETY: every element was written (zeroed, then by `kernel`) above.
+    unsafe { dst.set_len(src.len()) };
     dst
+}
+
+/// `slots` set to zero, as the initialized slice they now are.
+fn zeroed(slots: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for slot in slots.iter_mut() {
+        slot.write(0.0);
+    }
+    // SAFETY: every element was just written; `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(slots as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// GELU of `values` in place; inlined into its caller (and so vectorized with the caller's
