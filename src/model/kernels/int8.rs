@@ -385,16 +385,22 @@ mod tiles {
                 let b = weights.add(half * BLOCK * GROUP);
                 amx::block_u8i8(a, x.width, b, PANEL * GROUP, x.width / STEP, &mut sums);
                 let columns = first_column..(first_column + BLOCK).min(layer.outputs);
+                debug_assert!(
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+                );
                 dequantize_block(layer, x, &sums, rows.clone(), columns, out);
             }
         }
         amx::release();
     }
 
-    /// Writes `rows` × `columns` of the output from a block's sums (row-major, 32 apart).
+    /// Writes `rows` × `columns` of the output from a block's sums (row-major, 32 apart),
+    /// compiled for AVX-512 as a whole: every CPU with AMX-INT8 has it.
     ///
     /// # Safety
-    /// As `Kernel::tile`: those outputs lie in `out` and no other thread writes them.
+    /// As `Kernel::tile`: those outputs lie in `out` and no other thread writes them; the CPU
+    /// has AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn dequantize_block(
         layer: &Int8Dense,
         x: &QuantizedRows,
@@ -406,29 +412,24 @@ mod tiles {
         let column_sums = &layer.sums[columns.clone()];
         let column_scales = &layer.scales[columns.clone()];
         let bias = &layer.bias[columns.clone()];
-        let gelu = layer.gelu;
         let mut values = [0.0f32; BLOCK];
         for (r, row) in rows.enumerate() {
-            let input = (x.zero_points[row], x.scales[row]);
+            let (zero_point, row_scale) = (x.zero_points[row], x.scales[row]);
             let values = &mut values[..columns.len()];
             let sums = &sums[r * BLOCK..][..columns.len()];
-            let weights = (column_sums, column_scales, bias);
-            with_simd!(dequantize_row_avx2(values: &mut [f32], sums: &[i32], input: (i32, f32), weights: (&[i32], &[f32], &[f32]), gelu: bool) {
-                let ((zero_point, row_scale), (column_sums, column_scales, bias)) = (input, weights);
-                for ((((v, &acc), &sum), &scale), &b) in values
-                    .iter_mut()
-                    .zip(sums)
-                    .zip(column_sums)
-                    .zip(column_scales)
-                    .zip(bias)
-                {
-                    let centered = acc.wrapping_sub(zero_point.wrapping_mul(sum)) as f32;
-                    *v = centered.mul_add(row_scale * scale, b);
-                }
-                if gelu {
-                    gelu_in_place(values);
-                }
-            });
+            for ((((v, &acc), &sum), &scale), &b) in values
+                .iter_mut()
+                .zip(sums)
+                .zip(column_sums)
+                .zip(column_scales)
+                .zip(bias)
+            {
+                let centered = acc.wrapping_sub(zero_point.wrapping_mul(sum)) as f32;
+                *v = centered.mul_add(row_scale * scale, b);
+            }
+            if layer.gelu {
+                gelu_in_place(values);
+            }
             copy_row(values, out.0.add(row * layer.outputs + columns.start));
         }
     }
