@@ -347,6 +347,18 @@ impl Dense {
         match &self.weight {
             DenseWeight::Int8(weight) if weight.has_gelu() => self.forward(x),
             DenseWeight::Bf16(weight) if weight.has_gelu() => self.forward(x),
+            // In inference (nothing tracked for a backward pass) the GELU runs in the product's
+            // op, in place.
+            DenseWeight::Float(weight)
+                if matches!(activation, Activation::GeluErf)
+                    && !x.track_op()
+                    && !weight.track_op()
+                    && [x, weight, &self.bias]
+                        .iter()
+                        .all(|t| kernels::uses_cpu_kernels(t)) =>
+            {
+                kernels::linear_gelu(x, weight, &self.bias)
+            }
             _ => activation.forward(&self.forward(x)?),
         }
     }

@@ -239,7 +239,7 @@ pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use cpu::{CpuId, Vendor};
 pub use int8::{has_fast_int8_kernel, Int8Dense};
 pub use layer_norm::layer_norm;
-pub use linear::linear;
+pub use linear::{linear, linear_gelu};
 pub use matmul::F32Kernel;
 pub use residual::dropout_add;
 
