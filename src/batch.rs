@@ -4,32 +4,31 @@ use crate::tokenizer::SequenceEncoding;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::ops::Range;
 
 /// The padded tokens a forward pass may hold per unit of batch size.
 pub const TOKENS_PER_BATCH_SLOT: usize = 128;
 
-/// Consecutive runs of sequences sorted by ascending `lengths` (token counts), one forward pass
-/// each. A run holds `batch_size` sequences, or more while they fit in `batch_size` · 128
-/// padded tokens (its count times its longest sequence): short sequences share a pass with
-/// more of their kind, long ones keep `batch_size` to a pass.
-pub fn token_batches(lengths: &[usize], batch_size: usize) -> Vec<Range<usize>> {
-    debug_assert!(lengths.is_sorted(), "token_batches: lengths not sorted");
+/// `items` (sorted by ascending `length`, a token count) cut into consecutive runs, one forward
+/// pass each. A run holds `batch_size` items, or more while they fit in `batch_size` · 128
+/// padded tokens (its count times its longest item): short sequences share a pass with more
+/// of their kind, long ones keep `batch_size` to a pass.
+pub fn token_batches<T>(items: &[T], length: impl Fn(&T) -> usize, batch_size: usize) -> Vec<&[T]> {
+    debug_assert!(
+        items.windows(2).all(|w| length(&w[0]) <= length(&w[1])),
+        "token_batches: items not sorted by length"
+    );
     let batch_size = batch_size.max(1);
     let budget = batch_size * TOKENS_PER_BATCH_SLOT;
     let mut runs = Vec::new();
-    let mut start = 0;
-    while start < lengths.len() {
-        let mut end = start + 1;
-        while end < lengths.len() {
-            let count = end + 1 - start;
-            if count > batch_size && count * lengths[end] > budget {
-                break;
-            }
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut end = 1;
+        while end < rest.len() && (end < batch_size || (end + 1) * length(&rest[end]) <= budget) {
             end += 1;
         }
-        runs.push(start..end);
-        start = end;
+        let (run, after) = rest.split_at(end);
+        runs.push(run);
+        rest = after;
     }
     runs
 }
@@ -267,19 +266,19 @@ mod tests {
             lengths.sort();
             let batch_size = 1 + case % 17;
             let budget = batch_size * TOKENS_PER_BATCH_SLOT;
-            let runs = token_batches(&lengths, batch_size);
-            let covered: Vec<usize> = runs.iter().flat_map(|r| r.clone()).collect();
-            assert_eq!(covered, (0..n).collect::<Vec<_>>(), "case {case}");
+            let runs = token_batches(&lengths, |&l| l, batch_size);
+            assert_eq!(runs.concat(), lengths, "case {case}");
+            let mut start = 0;
             for run in &runs {
-                let count = run.len();
-                let padded = count * lengths[run.end - 1];
+                let (count, longest) = (run.len(), *run.last().unwrap());
                 assert!(count >= 1);
                 assert!(
-                    count <= batch_size || padded <= budget,
+                    count <= batch_size || count * longest <= budget,
                     "case {case}: {run:?}"
                 );
-                if run.end < n {
-                    let (longer, next) = (count + 1, lengths[run.end]);
+                start += count;
+                if start < n {
+                    let (longer, next) = (count + 1, lengths[start]);
                     assert!(
                         longer > batch_size && longer * next > budget,
                         "case {case}: {run:?}"
@@ -287,11 +286,17 @@ mod tests {
                 }
             }
         }
-        assert_eq!(token_batches(&[], 16), Vec::<Range<usize>>::new());
+        let sizes = |lengths: &[usize], batch_size| -> Vec<usize> {
+            token_batches(lengths, |&l| l, batch_size)
+                .iter()
+                .map(|r| r.len())
+                .collect()
+        };
+        assert_eq!(sizes(&[], 16), Vec::<usize>::new());
         // 20 texts of 20 tokens fit 2,048 tokens at batch size 16; 20 of 128 do not.
-        assert_eq!(token_batches(&[20; 20], 16), vec![0..20]);
-        assert_eq!(token_batches(&[128; 20], 16), vec![0..16, 16..20]);
-        assert_eq!(token_batches(&[512; 3], 1), vec![0..1, 1..2, 2..3]);
+        assert_eq!(sizes(&[20; 20], 16), [20]);
+        assert_eq!(sizes(&[128; 20], 16), [16, 4]);
+        assert_eq!(sizes(&[512; 3], 1), [1, 1, 1]);
     }
 
     /// `[CLS] t t [SEP] a a [SEP] b [SEP]` (9 tokens) beside a shorter sequence with one label,

@@ -293,12 +293,7 @@ fn independent_logits(
         .collect::<Vec<(usize, TextEncoding)>>();
     texts.sort_by_key(|(_, encoding)| encoding.chunks[0].input_ids.len());
     let mut results: Vec<Option<TextLogits>> = items.iter().map(|_| None).collect();
-    let lengths: Vec<usize> = texts
-        .iter()
-        .map(|(_, e)| e.chunks[0].input_ids.len())
-        .collect();
-    for run in token_batches(&lengths, batch_size) {
-        let group = &texts[run];
+    for group in token_batches(&texts, |(_, e)| e.chunks[0].input_ids.len(), batch_size) {
         let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, e)| &e.chunks[0]).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let text_vectors = model.head_states(&batch)?.narrow(1, 0, 1)?.squeeze(1)?;
@@ -368,10 +363,8 @@ fn encoded_label_vectors(
 ) -> Result<Tensor> {
     let mut chunks = tokenizer.encode_without_text(labels);
     chunks.sort_by_key(|seq| seq.input_ids.len());
-    let lengths: Vec<usize> = chunks.iter().map(|seq| seq.input_ids.len()).collect();
     let mut rows: Vec<Option<Tensor>> = vec![None; labels.len()];
-    for run in token_batches(&lengths, batch_size) {
-        let group = &chunks[run];
+    for group in token_batches(&chunks, |seq| seq.input_ids.len(), batch_size) {
         let seqs: Vec<&SequenceEncoding> = group.iter().collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let states = model.head_states(&batch)?;
@@ -472,9 +465,7 @@ pub fn logits_of_tokens(
 
     let mut logits: Vec<Vec<Option<f32>>> =
         items.iter().map(|(_, l)| vec![None; l.len()]).collect();
-    let lengths: Vec<usize> = sequences.iter().map(|(_, s)| s.input_ids.len()).collect();
-    for run in token_batches(&lengths, batch_size) {
-        let group = &sequences[run];
+    for group in token_batches(&sequences, |(_, s)| s.input_ids.len(), batch_size) {
         let seqs: Vec<&SequenceEncoding> = group.iter().map(|(_, s)| *s).collect();
         let batch = Batch::collate(&seqs, tokenizer.pad_id(), device)?;
         let rows = model.infer(&batch)?.to_vec2::<f32>()?;

@@ -24,9 +24,7 @@ impl Embedder<'_> {
             .collect::<Result<Vec<_>>>()?;
         sequences.sort_by_key(|(_, seq)| seq.input_ids.len());
         let mut rows: Vec<Option<Tensor>> = vec![None; strings.len()];
-        let lengths: Vec<usize> = sequences.iter().map(|(_, s)| s.input_ids.len()).collect();
-        for run in token_batches(&lengths, batch_size) {
-            let group = &sequences[run];
+        for group in token_batches(&sequences, |(_, s)| s.input_ids.len(), batch_size) {
             let seqs: Vec<_> = group.iter().map(|(_, s)| s).collect();
             let batch = Batch::collate(&seqs, self.tokenizer.pad_id(), self.device)?;
             let hidden = self

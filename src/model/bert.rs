@@ -321,10 +321,7 @@ impl Dense {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
             DenseWeight::Float(weight) => {
-                if [x, weight, &self.bias]
-                    .iter()
-                    .all(|t| kernels::uses_cpu_kernels(t))
-                {
+                if self.on_cpu_kernels(x, weight) {
                     return kernels::linear(x, weight, &self.bias);
                 }
                 let Some((&inputs, batch_dims)) = x.dims().split_last() else {
@@ -342,6 +339,13 @@ impl Dense {
         }
     }
 
+    /// Whether `x`, the f32 `weight` and the bias are where the CPU kernels run.
+    fn on_cpu_kernels(&self, x: &Tensor, weight: &Tensor) -> bool {
+        [x, weight, &self.bias]
+            .iter()
+            .all(|t| kernels::uses_cpu_kernels(t))
+    }
+
     /// `activation(x·Wᵀ + bias)`.
     fn forward_activated(&self, x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
         match &self.weight {
@@ -353,9 +357,7 @@ impl Dense {
                 if matches!(activation, Activation::GeluErf)
                     && !x.track_op()
                     && !weight.track_op()
-                    && [x, weight, &self.bias]
-                        .iter()
-                        .all(|t| kernels::uses_cpu_kernels(t)) =>
+                    && self.on_cpu_kernels(x, weight) =>
             {
                 kernels::linear_gelu(x, weight, &self.bias)
             }

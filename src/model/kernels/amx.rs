@@ -82,13 +82,7 @@ mod tiles {
         debug_assert!(a.len() >= BLOCK * depth && b.len() >= steps * 2 * TILE * DEPTH);
         let a_stride = depth * 2;
         let (a0, a1) = (a.as_ptr(), a.as_ptr().add(TILE * depth));
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_accumulators();
         for step in 0..steps {
             let b0 = b.as_ptr().add(step * 2 * TILE * DEPTH);
             let b1 = b0.add(TILE * DEPTH);
@@ -111,8 +105,31 @@ mod tiles {
                 options(nostack, readonly),
             );
         }
-        let out = sums.as_mut_ptr();
-        let row_stride = BLOCK * 4;
+        store_accumulators(sums.as_mut_ptr().cast());
+    }
+
+    /// Sets the four accumulator tiles (tmm0–3) to zero.
+    ///
+    /// # Safety
+    /// `configure` ran on this thread.
+    #[inline(always)]
+    unsafe fn zero_accumulators() {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+    }
+
+    /// Stores the four accumulator tiles as one 32 × 32 block of 4-byte values (f32 or i32),
+    /// row-major, at `out`.
+    ///
+    /// # Safety
+    /// `configure` ran on this thread; `out` is valid for 32 × 32 4-byte writes.
+    #[inline(always)]
+    unsafe fn store_accumulators(out: *mut u32) {
         asm!(
             "tilestored [{c0} + {stride}*1], tmm0",
             "tilestored [{c1} + {stride}*1], tmm1",
@@ -122,7 +139,7 @@ mod tiles {
             c1 = in(reg) out.add(TILE),
             c2 = in(reg) out.add(TILE * BLOCK),
             c3 = in(reg) out.add(TILE * BLOCK + TILE),
-            stride = in(reg) row_stride,
+            stride = in(reg) BLOCK * 4,
             options(nostack),
         );
     }
@@ -150,13 +167,7 @@ mod tiles {
         sums: &mut [i32; BLOCK * BLOCK],
     ) {
         let (a0, a1) = (a, a.add(TILE * a_stride));
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_accumulators();
         for step in 0..steps {
             let k = step * 4 * TILE;
             let b0 = b.add(step * TILE * b_stride);
@@ -178,20 +189,7 @@ mod tiles {
                 options(nostack, readonly),
             );
         }
-        let out = sums.as_mut_ptr();
-        let row_stride = BLOCK * 4;
-        asm!(
-            "tilestored [{c0} + {stride}*1], tmm0",
-            "tilestored [{c1} + {stride}*1], tmm1",
-            "tilestored [{c2} + {stride}*1], tmm2",
-            "tilestored [{c3} + {stride}*1], tmm3",
-            c0 = in(reg) out,
-            c1 = in(reg) out.add(TILE),
-            c2 = in(reg) out.add(TILE * BLOCK),
-            c3 = in(reg) out.add(TILE * BLOCK + TILE),
-            stride = in(reg) row_stride,
-            options(nostack),
-        );
+        store_accumulators(sums.as_mut_ptr().cast());
     }
 }
 

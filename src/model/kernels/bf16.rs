@@ -5,7 +5,7 @@
 //! f32 products, which give the same numbers up to the order of summation.
 
 use super::bf16_pairs::{self, PairWeights};
-use super::{amx, dense_cpu_fwd, gelu_in_place, rows_per_task};
+use super::{amx, dense_cpu_fwd, gelu_in_place, gelu_rows_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -179,8 +179,7 @@ impl Bf16Dense {
         }
         .forward(&rounded_x);
         if self.gelu {
-            y.par_chunks_mut(self.outputs * rows_per_task(self.outputs))
-                .for_each(|rows| with_simd!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
+            gelu_rows_in_place(&mut y, self.outputs);
         }
         y
     }

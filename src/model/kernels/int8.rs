@@ -280,8 +280,21 @@ impl Kernel {
 /// scales applied, the bias added (fused, as the VNNI epilogue does).
 #[inline(always)]
 fn dequantize(layer: &Int8Dense, x: &QuantizedRows, row: usize, column: usize, acc: i32) -> f32 {
-    let value = acc.wrapping_sub(x.zero_points[row].wrapping_mul(layer.sums[column])) as f32;
-    value.mul_add(x.scales[row] * layer.scales[column], layer.bias[column])
+    let input = (x.zero_points[row], x.scales[row]);
+    let weight = (layer.sums[column], layer.scales[column], layer.bias[column]);
+    dequantize_value(acc, input, weight)
+}
+
+/// [`dequantize`] from the row's (zero point, scale) and the column's (weight sum, scale,
+/// bias).
+#[inline(always)]
+fn dequantize_value(
+    acc: i32,
+    (zero_point, row_scale): (i32, f32),
+    (sum, column_scale, bias): (i32, f32, f32),
+) -> f32 {
+    let centered = acc.wrapping_sub(zero_point.wrapping_mul(sum)) as f32;
+    centered.mul_add(row_scale * column_scale, bias)
 }
 
 /// Adds the products of one row of input bytes with a panel's weights to `acc`.
@@ -349,7 +362,8 @@ unsafe fn finish_row(
 #[cfg(target_arch = "x86_64")]
 mod tiles {
     use super::{
-        amx, copy_row, gelu_in_place, Int8Dense, OutputRows, QuantizedRows, BLOCK, GROUP, PANEL,
+        amx, copy_row, dequantize_value, gelu_in_place, Int8Dense, OutputRows, QuantizedRows,
+        BLOCK, GROUP, PANEL,
     };
 
     /// Inputs per tile step.
@@ -374,6 +388,7 @@ mod tiles {
         let groups = x.width / GROUP;
         let a = x.values.as_ptr().add(first_row * x.width);
         let mut sums = [0i32; BLOCK * BLOCK];
+        debug_assert!(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"));
         amx::configure();
         for panel in panels {
             let weights = layer.packed.as_ptr().add(panel * groups * PANEL * GROUP);
@@ -385,9 +400,6 @@ mod tiles {
                 let b = weights.add(half * BLOCK * GROUP);
                 amx::block_u8i8(a, x.width, b, PANEL * GROUP, x.width / STEP, &mut sums);
                 let columns = first_column..(first_column + BLOCK).min(layer.outputs);
-                debug_assert!(
-                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
-                );
                 dequantize_block(layer, x, &sums, rows.clone(), columns, out);
             }
         }
@@ -414,7 +426,7 @@ mod tiles {
         let bias = &layer.bias[columns.clone()];
         let mut values = [0.0f32; BLOCK];
         for (r, row) in rows.enumerate() {
-            let (zero_point, row_scale) = (x.zero_points[row], x.scales[row]);
+            let input = (x.zero_points[row], x.scales[row]);
             let values = &mut values[..columns.len()];
             let sums = &sums[r * BLOCK..][..columns.len()];
             for ((((v, &acc), &sum), &scale), &b) in values
@@ -424,8 +436,7 @@ mod tiles {
                 .zip(column_scales)
                 .zip(bias)
             {
-                let centered = acc.wrapping_sub(zero_point.wrapping_mul(sum)) as f32;
-                *v = centered.mul_add(row_scale * scale, b);
+                *v = dequantize_value(acc, input, (sum, scale, b));
             }
             if layer.gelu {
                 gelu_in_place(values);

@@ -5,7 +5,7 @@
 
 use super::matmul::{matmul, Matrix, MatrixMut, Threads};
 use super::{
-    column_sums, contiguous_f32, gelu_in_place, kernel_values, rows_per_task, uses_cpu_kernels,
+    column_sums, contiguous_f32, gelu_rows_in_place, kernel_values, rows_per_task, uses_cpu_kernels,
 };
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -78,44 +78,12 @@ impl DenseValues<'_> {
     }
 }
 
-/// `x·Wᵀ + b`, then GELU (erf form) in place if `gelu`: the `cpu_fwd` of [`Linear`] and
-/// [`LinearGelu`].
-fn linear_cpu_fwd(
-    (x, x_layout): (&CpuStorage, &Layout),
-    (weight, weight_layout): (&CpuStorage, &Layout),
-    (bias, bias_layout): (&CpuStorage, &Layout),
+/// `x·Wᵀ + b`, then, with `gelu`, GELU (erf form) in place as the op's last pass: inference
+/// only (its backward pass is refused), where the differentiable pair would make a second
+/// tensor.
+struct Linear {
     gelu: bool,
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    let (outputs, inputs) = weight_layout.shape().dims2()?;
-    let (x, weight, bias) = (
-        contiguous_f32(x, x_layout)?,
-        contiguous_f32(weight, weight_layout)?,
-        contiguous_f32(bias, bias_layout)?,
-    );
-    if bias.len() != outputs || x_layout.shape().dims().last() != Some(&inputs) {
-        candle_core::bail!(
-            "linear: {:?} · {:?}",
-            x_layout.shape(),
-            weight_layout.shape()
-        );
-    }
-    let dense = DenseValues {
-        weight,
-        bias,
-        inputs,
-        outputs,
-    };
-    let mut shape = x_layout.shape().dims().to_vec();
-    *shape.last_mut().expect("checked above") = outputs;
-    let mut y = dense.forward(x);
-    if gelu {
-        y.par_chunks_mut(outputs * rows_per_task(outputs))
-            .for_each(|rows| with_simd!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
-    }
-    Ok((CpuStorage::F32(y), Shape::from(shape)))
 }
-
-struct Linear;
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -131,12 +99,32 @@ impl CustomOp3 for Linear {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        linear_cpu_fwd(
-            (x, x_layout),
-            (weight, weight_layout),
-            (bias, bias_layout),
-            false,
-        )
+        let (outputs, inputs) = weight_layout.shape().dims2()?;
+        let (x, weight, bias) = (
+            contiguous_f32(x, x_layout)?,
+            contiguous_f32(weight, weight_layout)?,
+            contiguous_f32(bias, bias_layout)?,
+        );
+        if bias.len() != outputs || x_layout.shape().dims().last() != Some(&inputs) {
+            candle_core::bail!(
+                "linear: {:?} · {:?}",
+                x_layout.shape(),
+                weight_layout.shape()
+            );
+        }
+        let dense = DenseValues {
+            weight,
+            bias,
+            inputs,
+            outputs,
+        };
+        let mut shape = x_layout.shape().dims().to_vec();
+        *shape.last_mut().expect("checked above") = outputs;
+        let mut y = dense.forward(x);
+        if self.gelu {
+            gelu_rows_in_place(&mut y, outputs);
+        }
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
     }
 
     fn bwd(
@@ -147,6 +135,9 @@ impl CustomOp3 for Linear {
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.gelu {
+            candle_core::bail!("linear with GELU is for inference: it has no backward pass");
+        }
         let grad = grad.contiguous()?;
         let (outputs, inputs) = weight.dims2()?;
         let (x_storage, x_layout) = x.storage_and_layout();
@@ -175,41 +166,17 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// GELU (erf form) of a dense layer's output, applied in place as the product's last pass:
-/// inference only (no backward pass), where the differentiable pair would make a second tensor.
-struct LinearGelu;
-
-impl CustomOp3 for LinearGelu {
-    fn name(&self) -> &'static str {
-        "linear-gelu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        linear_cpu_fwd(
-            (x, x_layout),
-            (weight, weight_layout),
-            (bias, bias_layout),
-            true,
-        )
-    }
-}
-
 /// `gelu(x·weightᵀ + bias)` for CPU f32 tensors, not differentiable: the same values as
 /// [`linear`] then `gelu_erf`, in one op.
 pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
     if !(uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias)) {
         candle_core::bail!("the linear kernel takes CPU f32 tensors");
     }
-    x.contiguous()?
-        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &LinearGelu)
+    x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        &Linear { gelu: true },
+    )
 }
 
 /// `x·weightᵀ + bias` for x [.., in], weight [out, in], bias [out]; differentiable, for CPU
@@ -218,6 +185,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result
     if !(uses_cpu_kernels(x) && uses_cpu_kernels(weight) && uses_cpu_kernels(bias)) {
         candle_core::bail!("the linear kernel takes CPU f32 tensors");
     }
-    x.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Linear)
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        Linear { gelu: false },
+    )
 }

@@ -327,6 +327,13 @@ fn map_values(src: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
     dst
 }
 
+/// GELU of `values` (rows of `width`) in place, in parallel.
+fn gelu_rows_in_place(values: &mut [f32], width: usize) {
+    values
+        .par_chunks_mut(width * rows_per_task(width))
+        .for_each(|rows| with_simd!(gelu_rows(rows: &mut [f32]) { gelu_in_place(rows) }));
+}
+
 /// `slots` set to zero, as the initialized slice they now are.
 fn zeroed(slots: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
     for slot in slots.iter_mut() {
@@ -474,6 +481,9 @@ fn rows_per_task(width: usize) -> usize {
 mod tests {
     use super::*;
 
+    use crate::testing::max_abs_diff;
+    use candle_core::{Device, Var, D};
+
     #[test]
     fn min_max_lanes_is_f32_min_and_max_with_nans_ignored() {
         let mut rng = crate::rng::Rng::new(3);
@@ -491,8 +501,6 @@ mod tests {
             }
         }
     }
-    use crate::testing::max_abs_diff;
-    use candle_core::{Device, Var, D};
 
     #[test]
     fn exp_is_within_one_ulp_or_so() {
