@@ -194,9 +194,11 @@ impl Batch {
     /// [batch, seq, seq] f32, 1 where query token i may attend to key token j. A label's
     /// segment is its tokens and its `[SEP]`; under `Isolated` and `Separate` it also sees the
     /// `[CLS]` (under `Separate` standing in for its own), under `Independent` nothing else.
-    /// Padding rows attend to the text.
+    /// Padding rows attend to the text. A batch without labels gets `attention_mask`.
     pub fn attention_mask_for(&self, attention: LabelAttention) -> Result<Tensor> {
-        if attention == LabelAttention::Full {
+        // Without labels every mode gives each row the key mask, which the encoder takes as
+        // one row per sequence.
+        if attention == LabelAttention::Full || self.max_labels == 0 {
             return Ok(self.attention_mask.clone());
         }
         let seq = self.seq_len;
@@ -377,5 +379,33 @@ mod tests {
             independent[1],
             rows("111000000 111000000 111000000 000110000 000110000 111000000 111000000 111000000 111000000")
         );
+    }
+
+    /// Texts without labels (how texts are packed when label vectors are encoded apart): every
+    /// mode gives the key mask, one row per sequence, which the encoder applies to each query
+    /// as the per-row masks above would (padding rows attend to the text).
+    #[test]
+    fn label_less_batches_get_the_key_mask_in_every_mode() {
+        let sequence = |ids: Vec<u32>| SequenceEncoding {
+            text_tokens_kept: ids.len() - 2,
+            input_ids: ids,
+            label_positions: vec![],
+            label_indices: vec![],
+        };
+        let (long, short) = (sequence(vec![1, 5, 6, 7, 2]), sequence(vec![1, 5, 2]));
+        let batch = Batch::collate(&[&long, &short], 0, &Device::Cpu).unwrap();
+        for mode in [
+            LabelAttention::Full,
+            LabelAttention::Isolated,
+            LabelAttention::Separate,
+            LabelAttention::Independent,
+        ] {
+            let mask: Vec<Vec<f32>> = batch.attention_mask_for(mode).unwrap().to_vec2().unwrap();
+            assert_eq!(
+                mask,
+                [[1.0; 5].to_vec(), vec![1.0, 1.0, 1.0, 0.0, 0.0]],
+                "{mode:?}"
+            );
+        }
     }
 }

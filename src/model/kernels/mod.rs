@@ -123,9 +123,7 @@ fn masked_softmax_row(row: &mut [f32], scale: f32, mask: &[f32]) {
         scale_chunk(x, m);
     }
     scale_chunk(&mut tail, &tail_mask);
-    let max = highest
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = fold_halves(highest, |a, b| if b > a { b } else { a });
     let mut sums = [0.0f32; LANES];
     let mut exp_chunk = |x: &mut [f32]| {
         for (x, s) in x.iter_mut().zip(sums.iter_mut()) {
@@ -137,13 +135,27 @@ fn masked_softmax_row(row: &mut [f32], scale: f32, mask: &[f32]) {
         exp_chunk(x);
     }
     exp_chunk(&mut tail);
-    let inverse = 1.0 / sums.iter().sum::<f32>();
+    let inverse = 1.0 / fold_halves(sums, |a, b| a + b);
     for x in head.iter_mut() {
         *x *= inverse;
     }
     for (x, &t) in rest.iter_mut().zip(&tail) {
         *x = t * inverse;
     }
+}
+
+/// `f` over 16 lanes, folded in halves: four vector steps, where a left-to-right fold is a
+/// chain of 15 scalar ones (as long as the rest of a short attention row's softmax).
+#[inline(always)]
+fn fold_halves(mut lanes: [f32; 16], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = lanes.len();
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] = f(lanes[i], lanes[i + width]);
+        }
+    }
+    lanes[0]
 }
 
 /// The least and the greatest of `values` and `init`, NaNs ignored (as `f32::min` and
