@@ -298,9 +298,7 @@ impl Attention {
         query.resize(padded_queries * head_depth, 0);
         let query_rows = &q[block.query_offset..][..(queries - 1) * hidden + head_dim];
         bf16::round_rows(query, head_depth, query_rows, hidden, head_dim);
-        let keys = bf16::pack(seq, head_dim, |key, dim| {
-            k[block.offset + key * hidden + dim]
-        });
+        let keys = bf16::pack_rows(seq, head_dim, &k[block.offset..], hidden);
         // Every score is written below, and every probability row with its padding: the
         // buffers only grow.
         if scores.len() < queries * seq {
@@ -328,9 +326,7 @@ impl Attention {
         // Rows past `queries` keep what they held: their products are not read.
         let probs = &mut probs[..padded_queries * key_depth];
         softmax_rows_to_bf16(scores, self.scale, mask, seq, probs, key_depth);
-        let values = bf16::pack(head_dim, seq, |dim, key| {
-            v[block.offset + key * hidden + dim]
-        });
+        let values = bf16::pack_columns(head_dim, seq, &v[block.offset..], hidden);
         let probs_value = bf16::Product {
             a: probs,
             depth: key_depth,

@@ -136,9 +136,7 @@ impl Bf16Dense {
             "bf16 dense: {kernel:?} does not run here"
         );
         let weights = match kernel {
-            Bf16Kernel::Amx => Weights::Tiles(pack(outputs, inputs, |output, input| {
-                weight[output * inputs + input]
-            })),
+            Bf16Kernel::Amx => Weights::Tiles(pack_rows(outputs, inputs, weight, inputs)),
             Bf16Kernel::Avx512Bf16 => Weights::Pairs(PairWeights::pack(weight, inputs, outputs)),
             Bf16Kernel::F32 => {
                 let mut rounded = weight.to_vec();
@@ -426,24 +424,79 @@ pub(super) unsafe fn copy_row(values: &[f32], dst: *mut f32) {
     }
 }
 
-/// The weights `weight(output, input)` rounded to bf16 in the order the tile unit reads them
-/// (see `Bf16Dense::packed`); outputs and inputs past `outputs` and `inputs` are zero.
-pub(super) fn pack(
+/// The weights `source[output · stride + input]` (`outputs` rows of `inputs`) rounded to bf16
+/// in the order the tile unit reads them (see `Weights::Tiles`); outputs and inputs past
+/// `outputs` and `inputs` are zero. Each row is rounded as a whole, then its pairs of inputs
+/// are placed: keys of an attention head are packed this way, once per head and layer.
+pub(super) fn pack_rows(outputs: usize, inputs: usize, source: &[f32], stride: usize) -> Vec<u16> {
+    let steps = inputs.div_ceil(DEPTH);
+    let depth = steps * DEPTH;
+    let mut packed = vec![0u16; outputs.div_ceil(BLOCK) * steps * 2 * TILE * DEPTH];
+    if outputs == 0 || inputs == 0 {
+        return packed;
+    }
+    let mut rounded = vec![0u16; outputs * depth];
+    round_rows(
+        &mut rounded,
+        depth,
+        &source[..(outputs - 1) * stride + inputs],
+        stride,
+        inputs,
+    );
+    for (output, row) in rounded.chunks_exact(depth).enumerate() {
+        let (column_block, in_block) = (output / BLOCK, output % BLOCK);
+        let (tile, column) = (in_block / TILE, in_block % TILE);
+        for (step, inputs) in row.chunks_exact(DEPTH).enumerate() {
+            let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
+            for (pair, values) in inputs.chunks_exact(2).enumerate() {
+                packed[tile_start + pair * DEPTH + column * 2..][..2].copy_from_slice(values);
+            }
+        }
+    }
+    packed
+}
+
+/// [`pack_rows`] for the weights `source[input · stride + output]` (`inputs` rows of
+/// `outputs`): each source row is rounded as a whole, then two rows' values are interleaved
+/// into the pairs of a tile row. Values of an attention head are packed this way.
+pub(super) fn pack_columns(
     outputs: usize,
     inputs: usize,
-    weight: impl Fn(usize, usize) -> f32,
+    source: &[f32],
+    stride: usize,
 ) -> Vec<u16> {
     let steps = inputs.div_ceil(DEPTH);
     let column_blocks = outputs.div_ceil(BLOCK);
     let mut packed = vec![0u16; column_blocks * steps * 2 * TILE * DEPTH];
-    for output in 0..outputs {
-        let (column_block, in_block) = (output / BLOCK, output % BLOCK);
-        let (tile, column) = (in_block / TILE, in_block % TILE);
-        for input in 0..inputs {
-            let (step, in_step) = (input / DEPTH, input % DEPTH);
-            let (pair, half) = (in_step / 2, in_step % 2);
+    if outputs == 0 || inputs == 0 {
+        return packed;
+    }
+    let width = column_blocks * BLOCK;
+    // An even number of rows: the last pair's second row is zeros when `inputs` is odd.
+    let mut rounded = vec![0u16; inputs.next_multiple_of(2) * width];
+    round_rows(
+        &mut rounded,
+        width,
+        &source[..(inputs - 1) * stride + outputs],
+        stride,
+        outputs,
+    );
+    for (pair_index, rows) in rounded.chunks_exact(2 * width).enumerate() {
+        let (step, pair) = (pair_index / (DEPTH / 2), pair_index % (DEPTH / 2));
+        let (first, second) = rows.split_at(width);
+        for tile_index in 0..column_blocks * 2 {
+            let (column_block, tile) = (tile_index / 2, tile_index % 2);
             let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
-            packed[tile_start + pair * DEPTH + column * 2 + half] = to_bf16(weight(output, input));
+            let destination = &mut packed[tile_start + pair * DEPTH..][..2 * TILE];
+            let columns = tile_index * TILE..(tile_index + 1) * TILE;
+            for ((out, &a), &b) in destination
+                .chunks_exact_mut(2)
+                .zip(&first[columns.clone()])
+                .zip(&second[columns])
+            {
+                out[0] = a;
+                out[1] = b;
+            }
         }
     }
     packed
@@ -494,6 +547,59 @@ mod tests {
         (0..len)
             .map(|_| (rng.next_f32() * 2.0 - 1.0) * scale)
             .collect()
+    }
+
+    /// The tile unit's layout written out element by element: `weight(output, input)` at
+    /// block of 32 outputs, step of 32 inputs, tile of 16 outputs, pair of inputs, output in
+    /// the tile, input in the pair.
+    fn pack_one_by_one(
+        outputs: usize,
+        inputs: usize,
+        weight: impl Fn(usize, usize) -> f32,
+    ) -> Vec<u16> {
+        let steps = inputs.div_ceil(DEPTH);
+        let mut packed = vec![0u16; outputs.div_ceil(BLOCK) * steps * 2 * TILE * DEPTH];
+        for output in 0..outputs {
+            let (column_block, in_block) = (output / BLOCK, output % BLOCK);
+            let (tile, column) = (in_block / TILE, in_block % TILE);
+            for input in 0..inputs {
+                let (step, in_step) = (input / DEPTH, input % DEPTH);
+                let (pair, half) = (in_step / 2, in_step % 2);
+                let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
+                packed[tile_start + pair * DEPTH + column * 2 + half] =
+                    to_bf16(weight(output, input));
+            }
+        }
+        packed
+    }
+
+    /// Rows and columns of a strided source (an attention head's keys and values), at the
+    /// edges of blocks, steps and pairs, with a NaN and infinities among the values.
+    #[test]
+    fn packing_rows_and_columns_places_every_value() {
+        let mut rng = Rng::new(29);
+        for (outputs, inputs) in [
+            (0, 5),
+            (5, 0),
+            (1, 1),
+            (31, 33),
+            (32, 32),
+            (33, 65),
+            (128, 32),
+            (32, 127),
+        ] {
+            let stride = outputs.max(inputs) + 3;
+            let mut source = random(&mut rng, stride * (outputs.max(inputs) + 1), 4.0);
+            source[1] = f32::NAN;
+            source[2] = f32::INFINITY;
+            source[stride] = f32::NEG_INFINITY;
+            let rows = pack_rows(outputs, inputs, &source, stride);
+            let expected = pack_one_by_one(outputs, inputs, |o, i| source[o * stride + i]);
+            assert_eq!(rows, expected, "rows {outputs}×{inputs}");
+            let columns = pack_columns(outputs, inputs, &source, stride);
+            let expected = pack_one_by_one(outputs, inputs, |o, i| source[i * stride + o]);
+            assert_eq!(columns, expected, "columns {outputs}×{inputs}");
+        }
     }
 
     /// The products of the bf16-rounded values summed in f64, plus the bias.
@@ -555,7 +661,7 @@ mod tests {
             let row_blocks = rows.div_ceil(BLOCK);
             let mut a = vec![0u16; row_blocks * BLOCK * depth];
             round_rows(&mut a, depth, &x, inputs, inputs);
-            let packed = pack(outputs, inputs, |o, i| weight[o * inputs + i]);
+            let packed = pack_rows(outputs, inputs, &weight, inputs);
             let mut y = vec![f32::NAN; rows * outputs];
             let column_blocks = 0..outputs.div_ceil(BLOCK);
             let product = Product {
