@@ -622,6 +622,22 @@ impl Layer {
         )?)
     }
 
+    /// `output(activation(intermediate(x)))`: one op where both layers are int8 with the
+    /// activation fused, whose intermediate values then never leave the cache in f32.
+    fn feed_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let (DenseWeight::Int8(first), DenseWeight::Int8(second)) =
+            (&self.intermediate.weight, &self.output.weight)
+        {
+            if first.has_gelu() {
+                return x
+                    .contiguous()?
+                    .apply_op1_no_bwd(&kernels::Int8Chain { first, second });
+            }
+        }
+        let inner = self.intermediate.forward_activated(x, self.activation)?;
+        self.output.forward(&inner)
+    }
+
     /// The block's output for the rows `queries` [batch, queries, hidden] of `x` [batch, seq,
     /// hidden], which attend over all of `x` (all rows: the plain forward pass).
     fn forward_queries(
@@ -645,11 +661,8 @@ impl Layer {
             rng.as_deref_mut(),
         )?;
         let attended = self.attention_norm.forward(&attended, training)?;
-        let inner = self
-            .intermediate
-            .forward_activated(&attended, self.activation)?;
         let out = dropout_add(
-            &self.output.forward(&inner)?,
+            &self.feed_forward(&attended)?,
             &attended,
             self.hidden_dropout,
             rng,

@@ -84,29 +84,53 @@ impl Int8Dense {
 
     /// `x·Wᵀ + b` (then GELU, if the layer has it) for the rows of `x` (each `inputs` long).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        self.forward_with(x, Kernel::best())
+        self.products(&QuantizedRows::new(x, self.inputs), Kernel::best())
     }
 
-    fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
-        let rows = x.len() / self.inputs.max(1);
+    /// `next(self(x))`, the first layer's outputs quantized for the next as each block of 32
+    /// rows is done. On the tile unit, with enough rows for a task per block, they are never
+    /// written out in f32: an encoder block's feed-forward part reads 4 × its width less from
+    /// memory. The outputs are those of the two layers run one after the other, bit for bit.
+    pub fn forward_into(&self, next: &Int8Dense, x: &[f32]) -> Vec<f32> {
+        assert_eq!(
+            self.outputs, next.inputs,
+            "int8 dense: the next layer's width"
+        );
+        let kernel = Kernel::best();
         let quantized = QuantizedRows::new(x, self.inputs);
+        let middle = self
+            .quantized_products(&quantized, kernel)
+            .unwrap_or_else(|| {
+                QuantizedRows::new(&self.products(&quantized, kernel), self.outputs)
+            });
+        next.products(&middle, kernel)
+    }
+
+    /// How the tile unit's tasks split `rows`: (blocks of 32 rows, groups of panels per block).
+    fn tile_tasks(&self, rows: usize) -> (usize, usize) {
+        let row_blocks = rows.div_ceil(BLOCK);
+        // Enough tasks for the threads when there are few rows: split the panels too.
+        let groups = (2 * rayon::current_num_threads())
+            .div_ceil(row_blocks.max(1))
+            .clamp(1, self.scales.len() / PANEL);
+        (row_blocks, groups)
+    }
+
+    fn products(&self, quantized: &QuantizedRows, kernel: Kernel) -> Vec<f32> {
+        let rows = quantized.scales.len();
         let mut y: Vec<f32> = Vec::with_capacity(rows * self.outputs);
         let panels = self.scales.len() / PANEL;
-        let out = OutputRows(y.as_mut_ptr());
+        let out = OutputRows::new(y.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Amx && quantized.width.is_multiple_of(tiles::STEP) {
-            let row_blocks = rows.div_ceil(BLOCK);
-            // Enough tasks for the threads when there are few rows: split the panels too.
-            let groups = (2 * rayon::current_num_threads())
-                .div_ceil(row_blocks.max(1))
-                .clamp(1, panels);
+            let (row_blocks, groups) = self.tile_tasks(rows);
             let per_group = panels.div_ceil(groups);
             (0..row_blocks * groups).into_par_iter().for_each(|task| {
                 let (row_block, group) = (task / groups, task % groups);
                 let panels = group * per_group..((group + 1) * per_group).min(panels);
                 // SAFETY: `Kernel::Amx` is chosen only where the tile unit runs int8; the
                 // task writes only its own rows × panels of `y`'s capacity.
-                unsafe { tiles::panels(self, &quantized, row_block, panels, &out) }
+                unsafe { tiles::panels(self, quantized, row_block, panels, &out) }
             });
             // SAFETY: the tasks wrote every row of every panel.
             unsafe { y.set_len(rows * self.outputs) };
@@ -122,45 +146,128 @@ impl Int8Dense {
                     let tile = tile..(tile + TILE_ROWS).min(last);
                     // SAFETY: each task writes its own rows × panel columns of `y`'s
                     // capacity, which outlives the parallel loop.
-                    unsafe { kernel.tile(self, &quantized, tile, panel, &out) }
+                    unsafe { kernel.tile(self, quantized, tile, panel, &out) }
                 }
             });
         // SAFETY: the tasks wrote every row of every panel, i.e. all rows × outputs values.
         unsafe { y.set_len(rows * self.outputs) };
         y
     }
+
+    /// The layer's outputs for `quantized`, quantized as the next layer's inputs by the task
+    /// that computed each block of 32 rows, from its own buffer; `None` where the tile unit
+    /// does not run this layer or the rows are too few for a task per block.
+    fn quantized_products(
+        &self,
+        quantized: &QuantizedRows,
+        kernel: Kernel,
+    ) -> Option<QuantizedRows> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let rows = quantized.scales.len();
+            let (row_blocks, groups) = self.tile_tasks(rows);
+            if kernel != Kernel::Amx || !quantized.width.is_multiple_of(tiles::STEP) || groups > 1 {
+                return None;
+            }
+            let panels = 0..self.scales.len() / PANEL;
+            let mut middle = QuantizedRows::zeros(rows, self.outputs);
+            let width = middle.width;
+            middle.values[..row_blocks * BLOCK * width]
+                .par_chunks_mut(BLOCK * width)
+                .zip(middle.scales.par_chunks_mut(BLOCK))
+                .zip(middle.zero_points.par_chunks_mut(BLOCK))
+                .enumerate()
+                .for_each_init(
+                    Vec::new,
+                    |block_outputs: &mut Vec<f32>, (row_block, ((values, scales), zero_points))| {
+                        let live = scales.len();
+                        block_outputs.clear();
+                        block_outputs.reserve(live * self.outputs);
+                        let out = OutputRows {
+                            values: block_outputs.as_mut_ptr(),
+                            first_row: row_block * BLOCK,
+                        };
+                        // SAFETY: `Kernel::Amx` is chosen only where the tile unit runs int8; the
+                        // task writes its own block's live rows, all of `block_outputs`' capacity.
+                        unsafe {
+                            tiles::panels(self, quantized, row_block, panels.clone(), &out);
+                            block_outputs.set_len(live * self.outputs);
+                        }
+                        quantize_rows(
+                            block_outputs,
+                            self.outputs,
+                            &mut values[..live * width],
+                            scales,
+                            zero_points,
+                        );
+                    },
+                );
+            Some(middle)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (quantized, kernel);
+            None
+        }
+    }
 }
 
-/// `y`'s buffer, shared by tasks that write disjoint tiles of it.
-struct OutputRows(*mut f32);
-// SAFETY: see `Int8Dense::forward_with`.
+/// An output buffer shared by tasks that write disjoint tiles of it: rows `first_row`.. of
+/// the layer's outputs, `outputs` apart.
+struct OutputRows {
+    values: *mut f32,
+    first_row: usize,
+}
+// SAFETY: see `Int8Dense::products`.
 unsafe impl Sync for OutputRows {}
 
+impl OutputRows {
+    fn new(values: *mut f32) -> Self {
+        Self {
+            values,
+            first_row: 0,
+        }
+    }
+
+    /// Where output `row`, `column` lies.
+    ///
+    /// # Safety
+    /// The buffer holds that output.
+    #[inline(always)]
+    unsafe fn at(&self, row: usize, column: usize, outputs: usize) -> *mut f32 {
+        self.values.add((row - self.first_row) * outputs + column)
+    }
+}
+
 impl QuantizedRows {
+    /// `rows` rows of `inputs` zero bytes, in whole blocks of rows for the tile unit, which
+    /// reads 32 at a time (the rows past `rows` stay zeros, and their products are not
+    /// written).
+    fn zeros(rows: usize, inputs: usize) -> Self {
+        let width = inputs.max(1).div_ceil(GROUP) * GROUP;
+        Self {
+            values: vec![0u8; rows.next_multiple_of(BLOCK) * width],
+            scales: vec![0.0; rows],
+            zero_points: vec![0; rows],
+            width,
+        }
+    }
+
     fn new(x: &[f32], inputs: usize) -> Self {
         let inputs = inputs.max(1);
-        let width = inputs.div_ceil(GROUP) * GROUP;
         let rows = x.len() / inputs;
-        // Whole blocks of rows for the tile unit, which reads 32 at a time (the rows past
-        // `rows` are zeros, and their products are not written).
-        let mut values = vec![0u8; rows.next_multiple_of(BLOCK) * width];
-        let mut scales = vec![0.0; rows];
-        let mut zero_points = vec![0; rows];
+        let mut quantized = Self::zeros(rows, inputs);
+        let width = quantized.width;
         let chunk = rows_per_task(width);
-        values[..rows * width]
+        quantized.values[..rows * width]
             .par_chunks_mut(width * chunk)
-            .zip(scales.par_chunks_mut(chunk))
-            .zip(zero_points.par_chunks_mut(chunk))
+            .zip(quantized.scales.par_chunks_mut(chunk))
+            .zip(quantized.zero_points.par_chunks_mut(chunk))
             .zip(x.par_chunks(inputs * chunk))
             .for_each(|(((values, scales), zero_points), x)| {
                 quantize_rows(x, inputs, values, scales, zero_points)
             });
-        Self {
-            values,
-            scales,
-            zero_points,
-            width,
-        }
+        quantized
     }
 }
 
@@ -333,7 +440,7 @@ unsafe fn portable_tile(
         portable_products(input, weights, &mut acc);
         let columns = panel * PANEL..((panel + 1) * PANEL).min(layer.outputs);
         for (column, &acc) in columns.clone().zip(&acc) {
-            *out.0.add(row * layer.outputs + column) = dequantize(layer, x, row, column, acc);
+            *out.at(row, column, layer.outputs) = dequantize(layer, x, row, column, acc);
         }
         finish_row(layer, out, row, columns);
     }
@@ -352,7 +459,7 @@ unsafe fn finish_row(
 ) {
     if layer.gelu {
         let values = std::slice::from_raw_parts_mut(
-            out.0.add(row * layer.outputs + columns.start),
+            out.at(row, columns.start, layer.outputs),
             columns.len(),
         );
         gelu_in_place(values);
@@ -441,7 +548,7 @@ mod tiles {
             if layer.gelu {
                 gelu_in_place(values);
             }
-            copy_row(values, out.0.add(row * layer.outputs + columns.start));
+            copy_row(values, out.at(row, columns.start, layer.outputs));
         }
     }
 }
@@ -498,7 +605,7 @@ mod vnni {
                     );
                     let valid = (layer.outputs - column).min(LANES);
                     let mask = (((1u32 << valid) - 1) & 0xffff) as __mmask16;
-                    _mm512_mask_storeu_ps(out.0.add(row * layer.outputs + column), mask, value);
+                    _mm512_mask_storeu_ps(out.at(row, column, layer.outputs), mask, value);
                 }
             }
             let columns = panel * PANEL..((panel + 1) * PANEL).min(layer.outputs);
@@ -523,6 +630,32 @@ impl CustomOp1 for Int8Dense {
             layout,
             (self.inputs, self.outputs),
             |x| self.forward(x),
+        )
+    }
+}
+
+/// Two int8 layers in a row as one op, `second(first(x))` (see [`Int8Dense::forward_into`]).
+pub struct Int8Chain<'a> {
+    pub first: &'a Int8Dense,
+    pub second: &'a Int8Dense,
+}
+
+impl CustomOp1 for Int8Chain<'_> {
+    fn name(&self) -> &'static str {
+        "int8-chain"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        dense_cpu_fwd(
+            self.name(),
+            storage,
+            layout,
+            (self.first.inputs, self.second.outputs),
+            |x| self.first.forward_into(self.second, x),
         )
     }
 }
@@ -560,6 +693,47 @@ mod tests {
         y
     }
 
+    fn forward_with(layer: &Int8Dense, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        layer.products(&QuantizedRows::new(x, layer.inputs), kernel)
+    }
+
+    /// Two layers through `forward_into` against one after the other: rows too few for a task
+    /// per block (the plain path), rows enough for one (the tile unit's path, where it runs),
+    /// a last block partly filled; middle widths of whole and partial tile steps.
+    #[test]
+    fn chained_layers_give_the_outputs_of_one_after_the_other() {
+        let mut rng = Rng::new(13);
+        for (rows, inputs, middle, outputs) in [
+            (1, 64, 128, 64),
+            (40, 128, 256, 64),
+            (200, 128, 256, 70),
+            (257, 64, 192, 64),
+            (150, 64, 100, 64),
+        ] {
+            let first = Int8Dense::new(
+                &random(&mut rng, inputs * middle, 0.2),
+                &random(&mut rng, middle, 1.0),
+                inputs,
+                middle,
+                true,
+            );
+            let second = Int8Dense::new(
+                &random(&mut rng, middle * outputs, 0.2),
+                &random(&mut rng, outputs, 1.0),
+                middle,
+                outputs,
+                false,
+            );
+            let x = random(&mut rng, rows * inputs, 3.0);
+            let expected = second.forward(&first.forward(&x));
+            assert_eq!(
+                first.forward_into(&second, &x),
+                expected,
+                "{rows} rows, {middle} wide"
+            );
+        }
+    }
+
     #[test]
     fn kernels_give_the_exact_integer_products() {
         let mut rng = Rng::new(7);
@@ -586,7 +760,7 @@ mod tests {
                     .iter_mut()
                     .for_each(|y| *y = super::super::gelu(*y));
             }
-            assert_eq!(layer.forward_with(&x, Kernel::Portable), expected);
+            assert_eq!(forward_with(&layer, &x, Kernel::Portable), expected);
             assert_eq!(layer.forward(&x), expected, "{:?}", Kernel::best());
             #[cfg(target_arch = "x86_64")]
             for (kernel, runs) in [
@@ -594,7 +768,7 @@ mod tests {
                 (Kernel::Amx, amx::available_int8()),
             ] {
                 if runs {
-                    assert_eq!(layer.forward_with(&x, kernel), expected, "{kernel:?}");
+                    assert_eq!(forward_with(&layer, &x, kernel), expected, "{kernel:?}");
                 }
             }
         }

@@ -249,7 +249,7 @@ pub use attention::attention;
 pub use bf16::{has_fast_bf16_kernel, Bf16Dense, Bf16Kernel};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use cpu::{CpuId, Vendor};
-pub use int8::{has_fast_int8_kernel, Int8Dense};
+pub use int8::{has_fast_int8_kernel, Int8Chain, Int8Dense};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_gelu};
 pub use matmul::F32Kernel;
