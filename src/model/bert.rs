@@ -548,15 +548,12 @@ impl Layer {
         if kernels::uses_cpu_kernels(q) && !(rng.is_some() && bias.track_op()) {
             let dropout = dropout_factors(probs_len, self.attention_dropout, rng);
             let scale = scale as f32;
-            // A layer quantized to bf16 attends in bf16 too.
-            let bf16 = matches!(self.query.weight, DenseWeight::Bf16(_));
             return Ok(kernels::attention(
                 (q, k, v),
                 self.heads,
                 scale,
                 bias,
                 dropout,
-                bf16,
             )?);
         }
         let split_heads = |t: &Tensor| -> candle_core::Result<Tensor> {

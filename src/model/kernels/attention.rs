@@ -4,13 +4,11 @@
 //! with the mask), and optional dropout on the probabilities. One parallel task per (sequence, head), each with single-threaded products
 //! (candle's batched matmul would synchronise its threads once per head for two small
 //! products). The backward pass recomputes the probabilities rather than keeping them.
-//! In inference with `bf16`, q, k, v and the probabilities are rounded to bf16 and the two
-//! products run on the AMX tile unit where the CPU has one (the scores and the softmax stay
-//! f32).
+//! Inference runs it in f32 at every precision: with bf16 dense layers, bf16 attention on the
+//! tile unit measured slower than this (2026-12-07, BENCHMARKS.md).
 
-use super::bf16::{self, attention_on_tiles, BLOCK, DEPTH};
 use super::matmul::{matmul, Matrix, MatrixMut, SharedOutput, Threads};
-use super::{contiguous_f32, kernel_values, softmax_rows, softmax_rows_to_bf16, uses_cpu_kernels};
+use super::{contiguous_f32, kernel_values, softmax_rows, uses_cpu_kernels};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -41,17 +39,6 @@ impl Bias {
             queries,
         })
     }
-
-    /// One value per key of each sequence, [batch, seq].
-    #[cfg(test)]
-    pub fn per_key(values: Vec<f32>, batch: usize) -> Self {
-        Self {
-            values,
-            sequences: batch,
-            heads: 1,
-            queries: 1,
-        }
-    }
 }
 
 pub(super) struct Attention {
@@ -61,8 +48,6 @@ pub(super) struct Attention {
     pub bias: Bias,
     /// [batch, heads, seq, seq]: the factor each probability is multiplied by (0 or 1/keep).
     pub dropout: Option<Vec<f32>>,
-    /// Inference in bf16 (see the module's comment).
-    pub bf16: bool,
 }
 
 /// Where one (sequence, head) block lives in the [batch, seq, hidden] key and value buffers
@@ -185,51 +170,12 @@ impl Attention {
         (q, k, v): (&[f32], &[f32], &[f32]),
         keep_probs: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let tiles = self.bf16 && attention_on_tiles();
-        self.forward_queries_with(shape, queries, (q, k, v), keep_probs, tiles)
-    }
-
-    /// [`Attention::forward_queries`], on the tile unit if `tiles` (which needs
-    /// [`attention_on_tiles`] and `bf16`).
-    fn forward_queries_with(
-        &self,
-        shape: &Shape,
-        queries: usize,
-        (q, k, v): (&[f32], &[f32], &[f32]),
-        keep_probs: bool,
-        tiles: bool,
-    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
         let blocks = self.blocks(shape, queries)?;
         let mut context = vec![0.0; q.len()];
         let output = SharedOutput::new(&mut context);
-        let rounded: [Vec<f32>; 3];
-        let (q, k, v) = if self.bf16 {
-            // The tile path keeps no probabilities for a backward pass.
-            if tiles && attention_on_tiles() && !keep_probs {
-                blocks
-                    .par_iter()
-                    .for_each_init(TileScratch::default, |scratch, &block| {
-                        // SAFETY: the CPU has the tile unit; each block writes its own head's
-                        // columns of its own sequence.
-                        unsafe { self.attend_tiles((q, k, v), block, &output, scratch) }
-                    });
-                return Ok((context, None));
-            }
-            rounded = [q, k, v].map(|x| {
-                let mut x = x.to_vec();
-                bf16::round_in_place(&mut x);
-                x
-            });
-            (&rounded[0][..], &rounded[1][..], &rounded[2][..])
-        } else {
-            (q, k, v)
-        };
         let attend = |probs: &mut [f32], dropped: &mut Vec<f32>, block: Block| {
             let (seq, queries) = (block.seq, block.queries);
             self.probabilities(q, k, block, probs);
-            if self.bf16 {
-                bf16::round_in_place(probs);
-            }
             let probs: &[f32] = match self.dropout_factors(block) {
                 Some(factors) => {
                     dropped.clear();
@@ -267,80 +213,6 @@ impl Attention {
             |(probs, dropped), &block| attend(probs, dropped, block),
         );
         Ok((context, None))
-    }
-
-    /// One block's context on the tile unit: q·kᵀ (bf16 in, f32 sums), the masked softmax
-    /// in f32, then the probabilities rounded to bf16 times v.
-    ///
-    /// # Safety
-    /// [`attention_on_tiles`] is true; no other task writes this block's context.
-    unsafe fn attend_tiles(
-        &self,
-        (q, k, v): (&[f32], &[f32], &[f32]),
-        block: Block,
-        output: &SharedOutput,
-        scratch: &mut TileScratch,
-    ) {
-        let (seq, queries, head_dim, hidden) =
-            (block.seq, block.queries, block.head_dim, block.hidden);
-        if queries == 0 || seq == 0 {
-            return;
-        }
-        let row_blocks = 0..queries.div_ceil(BLOCK);
-        let padded_queries = row_blocks.end * BLOCK;
-        let head_depth = head_dim.next_multiple_of(DEPTH);
-        let TileScratch {
-            query,
-            scores,
-            probs,
-        } = scratch;
-        query.clear();
-        query.resize(padded_queries * head_depth, 0);
-        let query_rows = &q[block.query_offset..][..(queries - 1) * hidden + head_dim];
-        bf16::round_rows(query, head_depth, query_rows, hidden, head_dim);
-        let keys = bf16::pack_rows(seq, head_dim, &k[block.offset..], hidden);
-        // Every score is written below, and every probability row with its padding: the
-        // buffers only grow.
-        if scores.len() < queries * seq {
-            scores.resize(queries * seq, 0.0);
-        }
-        let scores = &mut scores[..queries * seq];
-        let query_key = bf16::Product {
-            a: query,
-            depth: head_depth,
-            rows: queries,
-            packed: &keys,
-            outputs: seq,
-        };
-        let key_blocks = 0..seq.div_ceil(BLOCK);
-        query_key.on_tiles(row_blocks.clone(), key_blocks, |b| {
-            for (row, sums) in b.rows() {
-                scores[row * seq + b.first_column..][..b.columns].copy_from_slice(sums);
-            }
-        });
-        let mask = &self.bias.values[block.mask_offset..][..block.mask_len];
-        let key_depth = seq.next_multiple_of(DEPTH);
-        if probs.len() < padded_queries * key_depth {
-            probs.resize(padded_queries * key_depth, 0);
-        }
-        // Rows past `queries` keep what they held: their products are not read.
-        let probs = &mut probs[..padded_queries * key_depth];
-        softmax_rows_to_bf16(scores, self.scale, mask, seq, probs, key_depth);
-        let values = bf16::pack_columns(head_dim, seq, &v[block.offset..], hidden);
-        let probs_value = bf16::Product {
-            a: probs,
-            depth: key_depth,
-            rows: queries,
-            packed: &values,
-            outputs: head_dim,
-        };
-        let dim_blocks = 0..head_dim.div_ceil(BLOCK);
-        probs_value.on_tiles(row_blocks, dim_blocks, |b| {
-            for (row, sums) in b.rows() {
-                let offset = block.query_offset + row * hidden + b.first_column;
-                output.slice(offset, b.columns).copy_from_slice(sums);
-            }
-        });
     }
 
     /// (dq, dk, dv) for the context gradient `grad_values`; `saved_probs` from
@@ -479,15 +351,6 @@ pub(super) struct AttentionGrads {
     pub bias: Option<Vec<f32>>,
 }
 
-/// Per-task buffers of [`Attention::attend_tiles`]: the block's queries in bf16, its scores
-/// and its probabilities in bf16.
-#[derive(Default)]
-struct TileScratch {
-    query: Vec<u16>,
-    scores: Vec<f32>,
-    probs: Vec<u16>,
-}
-
 fn multiply(values: &mut [f32], factors: &[f32]) {
     values.iter_mut().zip(factors).for_each(|(v, f)| *v *= f);
 }
@@ -569,14 +432,12 @@ impl CustomOp3 for Attention {
 /// `dropout`: one factor (0 or 1/keep) per probability, [batch, heads, seq, seq]. In
 /// inference q may hold fewer rows per sequence than k and v, [batch, queries, hidden]: the
 /// context then has q's shape.
-/// `bf16`: inference in bf16 (see the module's comment); ignored with dropout.
 pub fn attention(
     (q, k, v): (&Tensor, &Tensor, &Tensor),
     heads: usize,
     scale: f32,
     bias: &Tensor,
     dropout: Option<Vec<f32>>,
-    bf16: bool,
 ) -> candle_core::Result<Tensor> {
     if !uses_cpu_kernels(q) {
         candle_core::bail!("the attention kernel takes CPU f32 tensors");
@@ -585,109 +446,8 @@ pub fn attention(
         heads,
         scale,
         bias: Bias::from_tensor(bias)?,
-        bf16: bf16 && dropout.is_none(),
         dropout,
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-
-    fn round(v: f32) -> f64 {
-        let mut x = [v];
-        bf16::round_in_place(&mut x);
-        f64::from(x[0])
-    }
-
-    /// bf16 attention, on the tile unit (where the CPU has one) and on the portable path,
-    /// against the sums in f64 of the bf16-rounded q, k, v and probabilities; and against f32
-    /// attention, which it must differ from a little. Heads of 32 and 48 (depth padded to 64),
-    /// a ragged number of keys, all queries and a subset, a per-key mask.
-    #[test]
-    fn bf16_attention_matches_the_rounded_sums() {
-        let mut rng = Rng::new(17);
-        for (batch, seq, queries, heads, head_dim) in
-            [(2, 37, 37, 2, 32), (2, 37, 5, 2, 48), (1, 70, 33, 3, 32)]
-        {
-            let hidden = heads * head_dim;
-            let mut random =
-                |len: usize| -> Vec<f32> { (0..len).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
-            let q = random(batch * queries * hidden);
-            let (k, v) = (random(batch * seq * hidden), random(batch * seq * hidden));
-            let mut mask = vec![0.0f32; batch * seq];
-            mask[seq - 3..seq].fill(-1e9);
-            let scale = 0.3f32;
-            let mut expected = vec![0.0f64; batch * queries * hidden];
-            for b in 0..batch {
-                for h in 0..heads {
-                    for i in 0..queries {
-                        let at = |x: &[f32], rows: usize, r: usize, d: usize| {
-                            round(x[(b * rows + r) * hidden + h * head_dim + d])
-                        };
-                        let scores: Vec<f64> = (0..seq)
-                            .map(|j| {
-                                let dot: f64 = (0..head_dim)
-                                    .map(|d| at(&q, queries, i, d) * at(&k, seq, j, d))
-                                    .sum();
-                                dot * f64::from(scale) + f64::from(mask[b * seq + j])
-                            })
-                            .collect();
-                        let max = scores.iter().cloned().fold(f64::MIN, f64::max);
-                        let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                        let total: f64 = exps.iter().sum();
-                        for d in 0..head_dim {
-                            expected[(b * queries + i) * hidden + h * head_dim + d] = (0..seq)
-                                .map(|j| round((exps[j] / total) as f32) * at(&v, seq, j, d))
-                                .sum();
-                        }
-                    }
-                }
-            }
-            let shape = Shape::from((batch, seq, hidden));
-            let op = |bf16| Attention {
-                heads,
-                scale,
-                bias: Bias::per_key(mask.clone(), batch),
-                dropout: None,
-                bf16,
-            };
-            let run = |bf16, tiles| {
-                op(bf16)
-                    .forward_queries_with(&shape, queries, (&q, &k, &v), false, tiles)
-                    .unwrap()
-                    .0
-            };
-            let exact = run(false, false);
-            let mut paths = vec![false];
-            if attention_on_tiles() {
-                paths.push(true);
-            }
-            for tiles in paths {
-                let got = run(true, tiles);
-                let case = format!(
-                    "tiles {tiles}, {batch}×{seq} keys, {queries} queries, {heads}×{head_dim}"
-                );
-                let worst = |other: &mut dyn Iterator<Item = f64>| {
-                    got.iter()
-                        .zip(other)
-                        .map(|(&g, o)| (f64::from(g) - o).abs())
-                        .fold(0.0, f64::max)
-                };
-                let from_expected = worst(&mut expected.iter().copied());
-                assert!(
-                    from_expected < 4e-3,
-                    "{case}: {from_expected} from the rounded sums"
-                );
-                let from_f32 = worst(&mut exact.iter().map(|&x| f64::from(x)));
-                assert!(
-                    from_f32 > 1e-5 && from_f32 < 3e-2,
-                    "{case}: {from_f32} from f32 attention"
-                );
-            }
-        }
-    }
 }

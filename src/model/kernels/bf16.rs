@@ -456,52 +456,6 @@ pub(super) fn pack_rows(outputs: usize, inputs: usize, source: &[f32], stride: u
     packed
 }
 
-/// [`pack_rows`] for the weights `source[input · stride + output]` (`inputs` rows of
-/// `outputs`): each source row is rounded as a whole, then two rows' values are interleaved
-/// into the pairs of a tile row. Values of an attention head are packed this way.
-pub(super) fn pack_columns(
-    outputs: usize,
-    inputs: usize,
-    source: &[f32],
-    stride: usize,
-) -> Vec<u16> {
-    let steps = inputs.div_ceil(DEPTH);
-    let column_blocks = outputs.div_ceil(BLOCK);
-    let mut packed = vec![0u16; column_blocks * steps * 2 * TILE * DEPTH];
-    if outputs == 0 || inputs == 0 {
-        return packed;
-    }
-    let width = column_blocks * BLOCK;
-    // An even number of rows: the last pair's second row is zeros when `inputs` is odd.
-    let mut rounded = vec![0u16; inputs.next_multiple_of(2) * width];
-    round_rows(
-        &mut rounded,
-        width,
-        &source[..(inputs - 1) * stride + outputs],
-        stride,
-        outputs,
-    );
-    for (pair_index, rows) in rounded.chunks_exact(2 * width).enumerate() {
-        let (step, pair) = (pair_index / (DEPTH / 2), pair_index % (DEPTH / 2));
-        let (first, second) = rows.split_at(width);
-        for tile_index in 0..column_blocks * 2 {
-            let (column_block, tile) = (tile_index / 2, tile_index % 2);
-            let tile_start = ((column_block * steps + step) * 2 + tile) * TILE * DEPTH;
-            let destination = &mut packed[tile_start + pair * DEPTH..][..2 * TILE];
-            let columns = tile_index * TILE..(tile_index + 1) * TILE;
-            for ((out, &a), &b) in destination
-                .chunks_exact_mut(2)
-                .zip(&first[columns.clone()])
-                .zip(&second[columns])
-            {
-                out[0] = a;
-                out[1] = b;
-            }
-        }
-    }
-    packed
-}
-
 /// `y`'s buffer, shared by tasks that write disjoint blocks of it.
 struct OutputRows(*mut f32);
 // SAFETY: see `Bf16Dense::forward_tiles`.
@@ -531,11 +485,6 @@ impl CustomOp1 for Bf16Dense {
 /// forced), not on the f32 products (no faster than f32).
 pub fn has_fast_bf16_kernel() -> bool {
     Bf16Kernel::current() != Bf16Kernel::F32
-}
-
-/// Whether the attention's bf16 products run on the tile unit.
-pub(super) fn attention_on_tiles() -> bool {
-    Bf16Kernel::current() == Bf16Kernel::Amx
 }
 
 #[cfg(test)]
@@ -596,9 +545,6 @@ mod tests {
             let rows = pack_rows(outputs, inputs, &source, stride);
             let expected = pack_one_by_one(outputs, inputs, |o, i| source[o * stride + i]);
             assert_eq!(rows, expected, "rows {outputs}×{inputs}");
-            let columns = pack_columns(outputs, inputs, &source, stride);
-            let expected = pack_one_by_one(outputs, inputs, |o, i| source[i * stride + o]);
-            assert_eq!(columns, expected, "columns {outputs}×{inputs}");
         }
     }
 

@@ -416,7 +416,6 @@ pub fn encoder_block(
             scale: (1.0 / (head_dim as f64).sqrt()) as f32,
             bias: Bias::from_tensor(bias)?,
             dropout: dropout.attention,
-            bf16: false,
         },
         params: BlockParams {
             query: contiguous(params.query)?,

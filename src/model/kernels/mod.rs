@@ -386,30 +386,6 @@ fn softmax_rows(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize) {
     })
 }
 
-/// [`softmax_rows`], each row then rounded to bf16 into its row of `probs` (rows `depth`
-/// apart, the `depth − seq` values after each row set to zero).
-fn softmax_rows_to_bf16(
-    scores: &mut [f32],
-    scale: f32,
-    mask: &[f32],
-    seq: usize,
-    probs: &mut [u16],
-    depth: usize,
-) {
-    with_simd!(softmax_rows_to_bf16_simd(scores: &mut [f32], scale: f32, mask: &[f32], seq: usize, probs: &mut [u16], depth: usize) {
-        let per_row = mask.len() == scores.len();
-        for (index, (row, out)) in scores.chunks_mut(seq).zip(probs.chunks_mut(depth)).enumerate() {
-            let mask = if per_row { &mask[index * seq..][..seq] } else { mask };
-            masked_softmax_row(row, scale, mask);
-            let (values, padding) = out.split_at_mut(seq);
-            for (p, &x) in values.iter_mut().zip(row.iter()) {
-                *p = bf16::to_bf16(x);
-            }
-            padding.fill(0);
-        }
-    })
-}
-
 /// `cpu_fwd` of a dense layer op: `forward` over the input's rows, whose last dimension must
 /// be `inputs` and becomes `outputs`.
 fn dense_cpu_fwd(
@@ -641,7 +617,7 @@ mod tests {
             (&per_head_masked, Some(factors)),
         ];
         for (mask, dropout) in cases {
-            let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone(), false).unwrap();
+            let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone()).unwrap();
             let plain = candle_attention((&q, &k, &v), heads, 0.25, mask, dropout);
             assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
         }
@@ -808,7 +784,7 @@ mod tests {
         let (q, k, v) = (dense(0, &x), dense(1, &x), dense(2, &x));
         let scale = (1.0 / ((hidden / heads) as f64).sqrt()) as f32;
         let context = match trained_bias {
-            None => attention((&q, &k, &v), heads, scale, mask, dropout.attention, false).unwrap(),
+            None => attention((&q, &k, &v), heads, scale, mask, dropout.attention).unwrap(),
             Some(_) => candle_attention((&q, &k, &v), heads, scale.into(), mask, dropout.attention),
         };
         let attention_sum = dropout_add(&dense(3, &context), &x, dropout.attention_output).unwrap();
