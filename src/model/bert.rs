@@ -234,6 +234,33 @@ impl LayerNorm {
         })
     }
 
+    /// LayerNorm(dropout(`y`) + `residual`), dropout only with `rng` (training). In inference
+    /// on the CPU one pass, which never writes the sum out.
+    fn forward_sum(
+        &self,
+        y: &Tensor,
+        residual: &Tensor,
+        p: f32,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let training = rng.is_some();
+        let tensors = [y, residual, &self.weight, &self.bias];
+        if !training
+            && tensors
+                .iter()
+                .all(|t| kernels::uses_cpu_kernels(t) && !t.track_op())
+        {
+            return Ok(kernels::add_layer_norm(
+                y,
+                residual,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )?);
+        }
+        self.forward(&dropout_add(y, residual, p, rng)?, training)
+    }
+
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if [x, &self.weight, &self.bias]
             .iter()
@@ -644,27 +671,24 @@ impl Layer {
         bias: &Tensor,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let training = rng.is_some();
         let (q, k, v) = (
             self.query.forward(queries)?,
             self.key.forward(x)?,
             self.value.forward(x)?,
         );
         let context = self.attention(&q, &k, &v, bias, rng.as_deref_mut())?;
-        let attended = dropout_add(
+        let attended = self.attention_norm.forward_sum(
             &self.attention_output.forward(&context)?,
             queries,
             self.hidden_dropout,
             rng.as_deref_mut(),
         )?;
-        let attended = self.attention_norm.forward(&attended, training)?;
-        let out = dropout_add(
+        self.output_norm.forward_sum(
             &self.feed_forward(&attended)?,
             &attended,
             self.hidden_dropout,
             rng,
-        )?;
-        self.output_norm.forward(&out, training)
+        )
     }
 }
 

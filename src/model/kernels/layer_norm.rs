@@ -106,6 +106,33 @@ impl NormValues<'_> {
         y
     }
 
+    /// `forward` of `y + residual`, each row's sum made in a buffer and normalized from there
+    /// (the sum is never written out): what adding, then normalizing give, bit for bit.
+    pub fn forward_sum(&self, y: &[f32], residual: &[f32]) -> Vec<f32> {
+        let (weight, bias, eps) = (self.weight, self.bias, self.eps);
+        let width = weight.len();
+        let chunk = width * rows_per_task(width);
+        let mut out = vec![0.0; residual.len()];
+        out.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(residual.par_chunks(chunk)))
+            .for_each(|(out, (y, residual))| {
+                with_simd!(add_normalize_avx2(y: &[f32], residual: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+                    let mut sum = vec![0.0; weight.len()];
+                    for ((y, residual), out) in y
+                        .chunks(weight.len())
+                        .zip(residual.chunks(weight.len()))
+                        .zip(out.chunks_mut(weight.len()))
+                    {
+                        for ((s, &r), &y) in sum.iter_mut().zip(residual).zip(y) {
+                            *s = r + y;
+                        }
+                        normalize_rows(&sum, weight, bias, eps, out);
+                    }
+                })
+            });
+        out
+    }
+
     /// (dx, dW, db) for output gradient `grad`.
     pub fn backward(&self, x: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (w, eps) = (self.weight, self.eps);
@@ -206,4 +233,47 @@ pub fn layer_norm(
     let op = LayerNorm { eps: eps as f32 };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// Inference: LayerNorm(`y` + `residual`) over the last axis with `weight` and `bias`, for CPU
+/// f32 tensors that track no gradient: [`super::dropout_add`] without dropout, then
+/// [`layer_norm`], in one pass that never writes the sum out.
+pub fn add_layer_norm(
+    y: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let tensors = [y, residual, weight, bias];
+    if !tensors.iter().all(|t| uses_cpu_kernels(t) && !t.track_op()) {
+        candle_core::bail!("add-layer-norm takes CPU f32 tensors in inference");
+    }
+    let width = weight.elem_count();
+    if y.shape() != residual.shape()
+        || y.dims().last() != Some(&width)
+        || bias.elem_count() != width
+    {
+        candle_core::bail!(
+            "add-layer-norm: {:?} + {:?} with {width} weights",
+            y.shape(),
+            residual.shape()
+        );
+    }
+    let [y, residual, weight, bias] = tensors.map(|t| t.contiguous());
+    let (y, residual, weight, bias) = (y?, residual?, weight?, bias?);
+    let (y_storage, y_layout) = y.storage_and_layout();
+    let (residual_storage, residual_layout) = residual.storage_and_layout();
+    let (weight_storage, weight_layout) = weight.storage_and_layout();
+    let (bias_storage, bias_layout) = bias.storage_and_layout();
+    let norm = NormValues {
+        weight: kernel_values(&weight_storage, weight_layout)?,
+        bias: kernel_values(&bias_storage, bias_layout)?,
+        eps: eps as f32,
+    };
+    let out = norm.forward_sum(
+        kernel_values(&y_storage, y_layout)?,
+        kernel_values(&residual_storage, residual_layout)?,
+    );
+    Tensor::from_vec(out, y.shape(), y.device())
 }

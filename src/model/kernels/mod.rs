@@ -250,7 +250,7 @@ pub use bf16::{has_fast_bf16_kernel, Bf16Dense, Bf16Kernel};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use cpu::{CpuId, Vendor};
 pub use int8::{has_fast_int8_kernel, Int8Chain, Int8Dense};
-pub use layer_norm::layer_norm;
+pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::{linear, linear_gelu};
 pub use matmul::F32Kernel;
 pub use residual::dropout_add;
@@ -488,6 +488,32 @@ mod tests {
                 assert_eq!(min_max_lanes(&row, init), expected, "{len} values: {row:?}");
             }
         }
+    }
+
+    /// The sum and LayerNorm in one pass against the two ops, bit for bit: widths that are
+    /// and are not whole vectors, rows across parallel tasks; and refused on a tensor that
+    /// tracks a gradient.
+    #[test]
+    fn add_layer_norm_is_the_sum_then_layer_norm() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut tensor = |rows: usize, width: usize, scale: f32| {
+            let values: Vec<f32> = (0..rows * width).map(|_| rng.normal() * scale).collect();
+            Tensor::from_vec(values, (rows, width), &Device::Cpu).unwrap()
+        };
+        for (rows, width) in [(1, 1), (3, 7), (70, 384), (2_000, 384), (5, 1_000)] {
+            let (y, residual) = (tensor(rows, width, 3.0), tensor(rows, width, 1.0));
+            let weight = tensor(1, width, 1.0).flatten_all().unwrap();
+            let bias = tensor(1, width, 0.5).flatten_all().unwrap();
+            let fused = add_layer_norm(&y, &residual, &weight, &bias, 1e-12).unwrap();
+            let sum = dropout_add(&y, &residual, None).unwrap();
+            let expected = layer_norm(&sum, &weight, &bias, 1e-12).unwrap();
+            let (fused, expected): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+                (fused.to_vec2().unwrap(), expected.to_vec2().unwrap());
+            assert!(fused == expected, "{rows}×{width}");
+        }
+        let tracked = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let other = Tensor::new(&[0.5f32, 1.0], &Device::Cpu).unwrap();
+        assert!(add_layer_norm(tracked.as_tensor(), &other, &other, &other, 1e-12).is_err());
     }
 
     #[test]
