@@ -5,7 +5,7 @@
 //! f32 products, which give the same numbers up to the order of summation.
 
 use super::bf16_pairs::{self, PairWeights};
-use super::{amx, dense_cpu_fwd, gelu_in_place, gelu_rows_in_place, rows_per_task};
+use super::{amx, column_groups, dense_cpu_fwd, gelu_in_place, gelu_rows_in_place, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -193,10 +193,7 @@ impl Bf16Dense {
         let a = padded_rounded_rows(x, inputs, depth, padded_rows);
         let column_blocks = outputs.div_ceil(BLOCK);
         let row_blocks = padded_rows / BLOCK;
-        // Enough tasks for the threads when there are few rows: split the outputs too.
-        let column_groups = (2 * rayon::current_num_threads())
-            .div_ceil(row_blocks)
-            .clamp(1, column_blocks);
+        let column_groups = column_groups(row_blocks, column_blocks);
         let blocks_per_group = column_blocks.div_ceil(column_groups);
         let mut y: Vec<f32> = Vec::with_capacity(rows * outputs);
         let out = OutputRows(y.as_mut_ptr());

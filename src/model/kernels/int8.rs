@@ -6,7 +6,7 @@
 //! portable loop gives the same integers. All three give the same outputs, bit for bit.
 
 use super::bf16::{copy_row, BLOCK};
-use super::{amx, dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
+use super::{amx, column_groups, dense_cpu_fwd, gelu_in_place, min_max_lanes, rows_per_task};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
@@ -109,11 +109,10 @@ impl Int8Dense {
     /// How the tile unit's tasks split `rows`: (blocks of 32 rows, groups of panels per block).
     fn tile_tasks(&self, rows: usize) -> (usize, usize) {
         let row_blocks = rows.div_ceil(BLOCK);
-        // Enough tasks for the threads when there are few rows: split the panels too.
-        let groups = (2 * rayon::current_num_threads())
-            .div_ceil(row_blocks.max(1))
-            .clamp(1, self.scales.len() / PANEL);
-        (row_blocks, groups)
+        (
+            row_blocks,
+            column_groups(row_blocks, self.scales.len() / PANEL),
+        )
     }
 
     fn products(&self, quantized: &QuantizedRows, kernel: Kernel) -> Vec<f32> {

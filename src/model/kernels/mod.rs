@@ -144,10 +144,11 @@ fn masked_softmax_row(row: &mut [f32], scale: f32, mask: &[f32]) {
     }
 }
 
-/// `f` over 16 lanes, folded in halves: four vector steps, where a left-to-right fold is a
-/// chain of 15 scalar ones (as long as the rest of a short attention row's softmax).
+/// `f` over the lanes (a power of two), folded in halves: four vector steps for 16 lanes, where
+/// a left-to-right fold is a chain of 15 scalar ones (as long as the rest of a short attention
+/// row's softmax).
 #[inline(always)]
-fn fold_halves(mut lanes: [f32; 16], f: impl Fn(f32, f32) -> f32) -> f32 {
+fn fold_halves<const LANES: usize>(mut lanes: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut width = lanes.len();
     while width > 1 {
         width /= 2;
@@ -175,16 +176,8 @@ fn min_max_lanes(values: &[f32], init: f32) -> (f32, f32) {
         }
     }
     // The lanes folded in halves (a few vector instructions), then the remainder.
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            let (l, h) = (low[i + width], high[i + width]);
-            low[i] = if l < low[i] { l } else { low[i] };
-            high[i] = if h > high[i] { h } else { high[i] };
-        }
-    }
-    let (mut min, mut max) = (low[0], high[0]);
+    let mut min = fold_halves(low, |a, b| if b < a { b } else { a });
+    let mut max = fold_halves(high, |a, b| if b > a { b } else { a });
     for &v in rest {
         min = if v < min { v } else { min };
         max = if v > max { v } else { max };
@@ -254,6 +247,15 @@ pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::{linear, linear_gelu};
 pub use matmul::F32Kernel;
 pub use residual::dropout_add;
+
+/// Groups of column blocks per block of rows for a tile product's tasks: enough tasks for the
+/// threads when there are few row blocks (the columns are split too), at most one per column
+/// block.
+fn column_groups(row_blocks: usize, column_blocks: usize) -> usize {
+    (2 * rayon::current_num_threads())
+        .div_ceil(row_blocks.max(1))
+        .clamp(1, column_blocks.max(1))
+}
 
 /// Elements per task when an element-wise map is split across threads.
 const CHUNK: usize = 1 << 15;
