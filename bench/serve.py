@@ -1,12 +1,15 @@
 """Load benchmark of `gliznet serve` on 127.0.0.1: throughput and latency at 1, 8 and 32
 concurrent clients (one text per request) with K = 5 and 20 labels, beside sequential
-`gliznet predict --input` on the same texts in the same run, and the PyTorch reference's
-scoring of the same texts where bench/.venv exists (bench/setup.sh); then the server's
-resident memory over a long run. Bounded: REQUESTS per configuration, RSS_REQUESTS for the
-memory run. Prints a Markdown table.
+`gliznet predict --input` on the same texts, and the PyTorch reference's scoring of the same
+texts where bench/.venv exists (bench/setup.sh); then the server's resident memory over a
+long run. Each round measures `predict --input` and then the server at every client count,
+so that each ratio compares measurements taken side by side; the table gives medians over
+ROUNDS (the ratio's median of the per-round ratios, with its range). Bounded: REQUESTS per
+configuration and round, RSS_REQUESTS for the memory run. Prints a Markdown table.
 
     python3 bench/serve.py [--bin target/release/gliznet] [--model DIR] [--requests 256]
-                           [--rss-requests 10000] [--serve-args "--max-wait-ms 5"] [--json FILE]
+                           [--rounds 3] [--rss-requests 10000] [--serve-args "--max-wait-ms 5"]
+                           [--json FILE]
 """
 
 import argparse
@@ -107,6 +110,9 @@ def load(server, corpus, label_list, clients, requests):
     return requests / (time.perf_counter() - start), latencies
 
 
+CLIENTS = (1, 8, 32)
+
+
 def percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
@@ -147,6 +153,7 @@ def main():
     parser.add_argument("--model", help="model directory (default: the built-in model; the PyTorch "
                                         "reference needs a directory)")
     parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-requests", type=int, default=10000)
     parser.add_argument("--serve-args", default="", help="more flags for `gliznet serve`, one string")
     parser.add_argument("--json")
@@ -159,16 +166,29 @@ def main():
     rows = []
     for k in (5, 20):
         label_list = labels(k)
-        baseline = predict_rate(args.bin, args.model, corpus, label_list, args.requests)
         reference = pytorch_rate(args.model, corpus, k, args.requests)
-        for clients in (1, 8, 32):
-            rate, latencies = load(server, corpus, label_list, clients, args.requests)
-            row = {"k": k, "clients": clients, "texts_per_second": rate,
-                   "p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
-                   "p99_ms": 1000 * percentile(latencies, 99), "predict_texts_per_second": baseline,
-                   "pytorch_texts_per_second": reference}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+        rounds = {clients: [] for clients in CLIENTS}
+        for round_index in range(args.rounds):
+            baseline = predict_rate(args.bin, args.model, corpus, label_list, args.requests)
+            for clients in CLIENTS:
+                rate, latencies = load(server, corpus, label_list, clients, args.requests)
+                rounds[clients].append({"texts_per_second": rate, "latencies": latencies,
+                                        "predict_texts_per_second": baseline})
+                print(json.dumps({"k": k, "clients": clients, "round": round_index + 1,
+                                  "texts_per_second": rate, "predict_texts_per_second": baseline}),
+                      file=sys.stderr, flush=True)
+        for clients in CLIENTS:
+            measured = rounds[clients]
+            latencies = [t for m in measured for t in m["latencies"]]
+            ratios = [m["texts_per_second"] / m["predict_texts_per_second"] for m in measured]
+            rows.append({"k": k, "clients": clients, "rounds": len(measured),
+                         "texts_per_second": statistics.median(m["texts_per_second"] for m in measured),
+                         "p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
+                         "p99_ms": 1000 * percentile(latencies, 99),
+                         "predict_texts_per_second": statistics.median(m["predict_texts_per_second"]
+                                                                       for m in measured),
+                         "ratio_median": statistics.median(ratios), "ratios": ratios,
+                         "pytorch_texts_per_second": reference})
 
     memory = []
     if args.rss_requests:
@@ -181,13 +201,16 @@ def main():
         peak = server.rss_kib()[1] / 1024
     server.stop()
 
-    print("| K | clients | serve texts/s | p50 ms | p95 ms | p99 ms | predict --input texts/s | serve / predict | PyTorch texts/s |")
+    print(f"Medians of {args.rounds} rounds; each round: `predict --input`, then the server at 1, 8 and 32 clients.")
+    print()
+    print("| K | clients | serve texts/s | p50 ms | p95 ms | p99 ms | predict --input texts/s | "
+          "serve / predict (median; range) | PyTorch texts/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         torch = f"{r['pytorch_texts_per_second']:.1f}" if r["pytorch_texts_per_second"] else "not run"
         print(f"| {r['k']} | {r['clients']} | {r['texts_per_second']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
               f"{r['p99_ms']:.0f} | {r['predict_texts_per_second']:.1f} | "
-              f"{r['texts_per_second'] / r['predict_texts_per_second']:.2f} | {torch} |")
+              f"{r['ratio_median']:.2f}; {min(r['ratios']):.2f}–{max(r['ratios']):.2f} | {torch} |")
     if memory:
         print()
         print("RSS (MiB) after N requests (8 clients, K = 5): " +
