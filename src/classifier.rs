@@ -8,7 +8,7 @@ use crate::embed::Embedder;
 use crate::label_cache::{self, LabelCache};
 use crate::model::checkpoint::{self, LoadedModel, ModelSource};
 use crate::model::gliznet::GliZNet;
-use crate::model::Quantization;
+use crate::model::{on_kernel_threads, Quantization};
 use crate::scoring::{score, score_similarities, LabelScore, ScoreMode};
 use crate::tokenizer::{EncodedLabels, LabelTokenizer, SequenceEncoding, TextEncoding};
 use anyhow::{ensure, Context, Result};
@@ -163,6 +163,14 @@ impl Classifier {
 
     /// [`Classifier::logits`] for texts already tokenized ([`LabelTokenizer::text_tokens`]).
     pub fn logits_of_tokens(
+        &self,
+        items: &[(&[u32], &EncodedLabels)],
+        batch_size: usize,
+    ) -> Result<Vec<TextLogits>> {
+        on_kernel_threads(|| self.logits_on_this_thread(items, batch_size))
+    }
+
+    fn logits_on_this_thread(
         &self,
         items: &[(&[u32], &EncodedLabels)],
         batch_size: usize,

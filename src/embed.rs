@@ -4,6 +4,7 @@
 
 use crate::batch::{token_batches, Batch};
 use crate::model::bert::BertEncoder;
+use crate::model::on_kernel_threads;
 use crate::tokenizer::LabelTokenizer;
 use anyhow::Result;
 use candle_core::{Device, Tensor, D};
@@ -17,6 +18,10 @@ pub struct Embedder<'a> {
 impl Embedder<'_> {
     /// One unit-length row per string, [strings, hidden], in input order.
     pub fn embed(&self, strings: &[&str], batch_size: usize) -> Result<Tensor> {
+        on_kernel_threads(|| self.embed_on_this_thread(strings, batch_size))
+    }
+
+    fn embed_on_this_thread(&self, strings: &[&str], batch_size: usize) -> Result<Tensor> {
         let mut sequences = strings
             .iter()
             .enumerate()

@@ -11,7 +11,8 @@ pub mod mpnet;
 pub mod params;
 
 pub use kernels::{
-    has_fast_bf16_kernel, has_fast_int8_kernel, Bf16Kernel, CpuId, F32Kernel, ParamGrads, Vendor,
+    has_fast_bf16_kernel, has_fast_int8_kernel, on_kernel_threads, Bf16Kernel, CpuId, F32Kernel,
+    ParamGrads, Vendor,
 };
 
 /// Lower-precision encoder weights for CPU inference (`--quantize`, `--bf16`).

@@ -8,6 +8,7 @@ use crate::config::TrainConfig;
 use crate::data::example::{Example, SkipReport};
 use crate::error::input_error;
 use crate::model::checkpoint::ModelSource;
+use crate::model::on_kernel_threads;
 use crate::rng::Rng;
 use crate::tokenizer::EncodedLabels;
 use crate::train::distill::{Row, Teacher};
@@ -101,7 +102,7 @@ struct Trainer<'e> {
     teacher: Option<Teacher>,
     /// Held (locked) for the whole run.
     run_dir: RunDir,
-    events: &'e mut dyn FnMut(TrainEvent),
+    events: &'e mut (dyn FnMut(TrainEvent) + Send),
 }
 
 /// Trains as `config` says on `device`, reporting through `events`.
@@ -109,10 +110,9 @@ pub fn train(
     config: TrainConfig,
     device: Device,
     options: &TrainOptions,
-    events: &mut dyn FnMut(TrainEvent),
+    events: &mut (dyn FnMut(TrainEvent) + Send),
 ) -> Result<Outcome> {
-    let mut trainer = Trainer::new(config, device, options, events)?;
-    trainer.run(options)
+    on_kernel_threads(|| Trainer::new(config, device, options, events)?.run(options))
 }
 
 impl<'e> Trainer<'e> {
@@ -120,7 +120,7 @@ impl<'e> Trainer<'e> {
         config: TrainConfig,
         device: Device,
         options: &TrainOptions,
-        events: &'e mut dyn FnMut(TrainEvent),
+        events: &'e mut (dyn FnMut(TrainEvent) + Send),
     ) -> Result<Self> {
         let start = if options.resume {
             Start::Resume

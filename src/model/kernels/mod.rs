@@ -406,6 +406,15 @@ fn dense_cpu_fwd(
     Ok((CpuStorage::F32(forward(x)), Shape::from(dims)))
 }
 
+/// Runs `work` on a thread of rayon's pool, where the kernels split their work. Called from a
+/// thread outside the pool, every parallel kernel is handed over to the pool and its caller
+/// put to sleep and woken again: thousands of wake-ups a second, and a third thread
+/// preempting the two that compute on a 2-core machine. From inside the pool the caller
+/// computes its own share.
+pub fn on_kernel_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// Whether `x` is where these kernels run: an f32 tensor on the CPU.
 pub fn uses_cpu_kernels(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -470,6 +479,21 @@ fn rows_per_task(width: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The work runs on a thread of the pool, from a thread outside it or inside it, and its
+    /// result comes back.
+    #[test]
+    fn on_kernel_threads_runs_the_work_in_the_pool() {
+        assert_eq!(rayon::current_thread_index(), None);
+        let (index, nested) = on_kernel_threads(|| {
+            (
+                rayon::current_thread_index(),
+                on_kernel_threads(rayon::current_thread_index),
+            )
+        });
+        assert!(index.is_some());
+        assert_eq!(nested, index);
+    }
 
     use crate::testing::max_abs_diff;
     use candle_core::{Device, Var, D};
