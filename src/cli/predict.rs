@@ -81,8 +81,9 @@ pub struct PredictArgs {
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
 
-    /// Encoder sequences per forward pass, or more while they fit in N × 128 tokens (short
-    /// texts share a pass with more of their kind)
+    /// Encoder sequences per forward pass at most, or more while they fit in N × 128 tokens
+    /// (short texts share a pass with more of their kind); a pass ends sooner where padding
+    /// the next, longer texts would cost more than a pass of their own
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=crate::cli::MAX_BATCH_SIZE))]
     batch_size: u32,
 
