@@ -334,6 +334,26 @@ impl Dense {
         Ok(())
     }
 
+    /// One layer computing `parts`' outputs side by side (weights stacked by output); `None`
+    /// unless all have f32 weights.
+    fn stacked(parts: &[&Dense]) -> Result<Option<Dense>> {
+        let weights: Option<Vec<Tensor>> = parts
+            .iter()
+            .map(|part| match &part.weight {
+                DenseWeight::Float(weight) => Some(weight.clone()),
+                DenseWeight::Int8(_) | DenseWeight::Bf16(_) => None,
+            })
+            .collect();
+        let Some(weights) = weights else {
+            return Ok(None);
+        };
+        let biases: Vec<&Tensor> = parts.iter().map(|part| &part.bias).collect();
+        Ok(Some(Dense {
+            weight: DenseWeight::Float(Tensor::cat(&weights, 0)?),
+            bias: Tensor::cat(&biases, 0)?,
+        }))
+    }
+
     /// The f32 weight and bias (`None` once quantized).
     fn affine(&self) -> Option<kernels::Affine> {
         match &self.weight {
@@ -508,6 +528,9 @@ struct Layer {
     query: Dense,
     key: Dense,
     value: Dense,
+    /// Query, key and value as one layer, once quantized: inference over all rows takes them
+    /// from one product, its input rounded or quantized once.
+    query_key_value: Option<Dense>,
     attention_output: Dense,
     attention_norm: LayerNorm,
     intermediate: Dense,
@@ -530,6 +553,7 @@ impl Layer {
             query: Dense::load(params, &name(names.query), h, h)?,
             key: Dense::load(params, &name(names.key), h, h)?,
             value: Dense::load(params, &name(names.value), h, h)?,
+            query_key_value: None,
             attention_output: Dense::load(params, &name(names.attention_output), h, h)?,
             attention_norm: LayerNorm::load(params, &name(names.attention_norm), h, eps)?,
             intermediate: Dense::load(params, &name(names.intermediate), h, i)?,
@@ -543,6 +567,10 @@ impl Layer {
     }
 
     fn quantize(&mut self, to: Quantization) -> Result<()> {
+        if let Some(mut stacked) = Dense::stacked(&[&self.query, &self.key, &self.value])? {
+            stacked.quantize(to, None)?;
+            self.query_key_value = Some(stacked);
+        }
         for dense in [
             &mut self.query,
             &mut self.key,
@@ -624,7 +652,7 @@ impl Layer {
     /// store.
     fn forward(&self, x: &Tensor, bias: &Tensor, train: Option<&mut Training>) -> Result<Tensor> {
         let Some(train) = train else {
-            return self.forward_queries(x, x, bias, None);
+            return self.forward_inference(x, bias);
         };
         let Some(params) = self.block_params(x) else {
             return self.forward_queries(x, x, bias, Some(&mut *train.rng));
@@ -662,6 +690,24 @@ impl Layer {
         self.output.forward(&inner)
     }
 
+    /// The block's output for every row of `x` in inference: with quantized weights on the
+    /// CPU, q, k and v come from one product and the attention reads them where it wrote them.
+    fn forward_inference(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        match &self.query_key_value {
+            Some(stacked) if kernels::uses_cpu_kernels(x) => {
+                let head_dim = x.dim(D::Minus1)? / self.heads;
+                let context = kernels::attention_packed(
+                    &stacked.forward(x)?,
+                    self.heads,
+                    (1.0 / (head_dim as f64).sqrt()) as f32,
+                    bias,
+                )?;
+                self.after_attention(&context, x, None)
+            }
+            _ => self.forward_queries(x, x, bias, None),
+        }
+    }
+
     /// The block's output for the rows `queries` [batch, queries, hidden] of `x` [batch, seq,
     /// hidden], which attend over all of `x` (all rows: the plain forward pass).
     fn forward_queries(
@@ -677,8 +723,19 @@ impl Layer {
             self.value.forward(x)?,
         );
         let context = self.attention(&q, &k, &v, bias, rng.as_deref_mut())?;
+        self.after_attention(&context, queries, rng)
+    }
+
+    /// The rest of the block after the attention's `context` for the rows `queries`: output
+    /// projection, residual and LayerNorm, feed-forward, residual and LayerNorm.
+    fn after_attention(
+        &self,
+        context: &Tensor,
+        queries: &Tensor,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         let attended = self.attention_norm.forward_sum(
-            &self.attention_output.forward(&context)?,
+            &self.attention_output.forward(context)?,
             queries,
             self.hidden_dropout,
             rng.as_deref_mut(),

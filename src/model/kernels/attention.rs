@@ -9,7 +9,7 @@
 
 use super::matmul::{matmul, Matrix, MatrixMut, SharedOutput, Threads};
 use super::{contiguous_f32, kernel_values, softmax_rows, uses_cpu_kernels};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// The additive bias of the attention scores, [sequences, heads, queries, seq] values, where
@@ -50,17 +50,21 @@ pub(super) struct Attention {
     pub dropout: Option<Vec<f32>>,
 }
 
-/// Where one (sequence, head) block lives in the [batch, seq, hidden] key and value buffers
-/// and the [batch, queries, hidden] query and context buffers.
+/// Where one (sequence, head) block lives in the key and value buffers ([batch, seq] rows),
+/// the query buffer ([batch, queries] rows), each `stride` values apart, and the context
+/// buffer ([batch, queries, hidden]).
 #[derive(Clone, Copy)]
 struct Block {
     index: usize,
     offset: usize,
     seq: usize,
     query_offset: usize,
+    context_offset: usize,
     queries: usize,
     head_dim: usize,
     hidden: usize,
+    /// `hidden` for separate q, k and v; 3 · `hidden` for q, k, v side by side in each row.
+    stride: usize,
     /// The block's bias in `Attention::bias`: `seq` values shared by every query, or
     /// `queries · seq`, one row per query.
     mask_offset: usize,
@@ -69,8 +73,13 @@ struct Block {
 
 impl Attention {
     /// The blocks for keys and values of `shape` [batch, seq, hidden] and `queries` query
-    /// rows per sequence.
-    fn blocks(&self, shape: &Shape, queries: usize) -> candle_core::Result<Vec<Block>> {
+    /// rows per sequence, the rows of q, k and v `stride` values apart.
+    fn blocks(
+        &self,
+        shape: &Shape,
+        queries: usize,
+        stride: usize,
+    ) -> candle_core::Result<Vec<Block>> {
         let (batch, seq, hidden) = shape.dims3()?;
         if !hidden.is_multiple_of(self.heads) {
             candle_core::bail!(
@@ -107,12 +116,14 @@ impl Attention {
                 let (sequence, head) = (index / self.heads, index % self.heads);
                 Block {
                     index,
-                    offset: sequence * seq * hidden + head * head_dim,
+                    offset: sequence * seq * stride + head * head_dim,
                     seq,
-                    query_offset: sequence * queries * hidden + head * head_dim,
+                    query_offset: sequence * queries * stride + head * head_dim,
+                    context_offset: sequence * queries * hidden + head * head_dim,
                     queries,
                     head_dim,
                     hidden,
+                    stride,
                     mask_offset: (sequence % bias.sequences * bias.heads + head % bias.heads)
                         * mask_len,
                     mask_len,
@@ -132,7 +143,7 @@ impl Attention {
     }
 
     fn head_at(data: &[f32], block: Block, offset: usize, rows: usize) -> Matrix<'_> {
-        Matrix::rows(data, offset, (rows, block.head_dim), block.hidden)
+        Matrix::rows(data, offset, (rows, block.head_dim), block.stride)
     }
 
     /// The attention probabilities of one block, before dropout, into `probs` (queries·seq).
@@ -158,20 +169,37 @@ impl Attention {
         qkv: (&[f32], &[f32], &[f32]),
         keep_probs: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        self.forward_queries(shape, shape.dims3()?.1, qkv, keep_probs)
+        let (_, seq, hidden) = shape.dims3()?;
+        self.forward_queries(shape, seq, qkv, hidden, keep_probs)
+    }
+
+    /// The context [batch, seq, hidden] for q, k and v side by side in each row of `qkv`
+    /// [batch, seq, 3 · hidden]; `shape` is the context's.
+    fn forward_packed(&self, shape: &Shape, qkv: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let (_, seq, hidden) = shape.dims3()?;
+        if qkv.len() != 3 * shape.elem_count() {
+            candle_core::bail!("attention: {} packed values for {shape:?}", qkv.len());
+        }
+        let parts = (qkv, &qkv[hidden..], &qkv[2 * hidden..]);
+        Ok(self
+            .forward_queries(shape, seq, parts, 3 * hidden, false)?
+            .0)
     }
 
     /// [`Attention::forward`] for `queries` query rows per sequence (q and the context
-    /// [batch, queries, hidden]); k and v are of `shape` [batch, seq, hidden].
+    /// [batch, queries, hidden]); k and v are of `shape` [batch, seq, hidden]. The rows of q,
+    /// k and v are `stride` values apart.
     fn forward_queries(
         &self,
         shape: &Shape,
         queries: usize,
         (q, k, v): (&[f32], &[f32], &[f32]),
+        stride: usize,
         keep_probs: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let blocks = self.blocks(shape, queries)?;
-        let mut context = vec![0.0; q.len()];
+        let blocks = self.blocks(shape, queries, stride)?;
+        let (batch, _, hidden) = shape.dims3()?;
+        let mut context = vec![0.0; batch * queries * hidden];
         let output = SharedOutput::new(&mut context);
         let attend = |probs: &mut [f32], dropped: &mut Vec<f32>, block: Block| {
             let (seq, queries) = (block.seq, block.queries);
@@ -185,8 +213,13 @@ impl Attention {
                 None => probs,
             };
             // SAFETY: each block writes its own head's columns of its own sequence.
-            let out =
-                unsafe { output.view(block.query_offset, (queries, block.head_dim), block.hidden) };
+            let out = unsafe {
+                output.view(
+                    block.context_offset,
+                    (queries, block.head_dim),
+                    block.hidden,
+                )
+            };
             matmul(
                 out,
                 Matrix::rows(probs, 0, (queries, seq), seq),
@@ -226,7 +259,8 @@ impl Attention {
         grad_values: &[f32],
         bias_grad: bool,
     ) -> candle_core::Result<AttentionGrads> {
-        let blocks = self.blocks(shape, shape.dims3()?.1)?;
+        let (_, seq, hidden) = shape.dims3()?;
+        let blocks = self.blocks(shape, seq, hidden)?;
         let len = q_values.len();
         let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
         let outputs = [&mut dq, &mut dk, &mut dv].map(|buffer| SharedOutput::new(buffer));
@@ -379,7 +413,8 @@ impl CustomOp3 for Attention {
             contiguous_f32(k, k_layout)?,
             contiguous_f32(v, v_layout)?,
         );
-        let (context, _) = self.forward_queries(k_layout.shape(), queries, (q, k, v), false)?;
+        let (context, _) =
+            self.forward_queries(k_layout.shape(), queries, (q, k, v), hidden, false)?;
         Ok((CpuStorage::F32(context), q_layout.shape().clone()))
     }
 
@@ -450,4 +485,49 @@ pub fn attention(
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// The attention of one product's output: `qkv` [batch, seq, 3 · hidden], each row q, k and
+/// v side by side (heads side by side within each), read where they lie. CPU f32, inference
+/// only; otherwise as [`attention`]. The context is [batch, seq, hidden].
+pub fn attention_packed(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    bias: &Tensor,
+) -> candle_core::Result<Tensor> {
+    if !uses_cpu_kernels(qkv) {
+        candle_core::bail!("the attention kernel takes CPU f32 tensors");
+    }
+    let op = PackedAttention(Attention {
+        heads,
+        scale,
+        bias: Bias::from_tensor(bias)?,
+        dropout: None,
+    });
+    qkv.contiguous()?.apply_op1_no_bwd(&op)
+}
+
+struct PackedAttention(Attention);
+
+impl CustomOp1 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "attention-packed"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, seq, width) = layout.shape().dims3()?;
+        if !width.is_multiple_of(3) {
+            candle_core::bail!("attention: packed rows of {width} values are not q, k and v");
+        }
+        let shape = Shape::from((batch, seq, width / 3));
+        let context = self
+            .0
+            .forward_packed(&shape, contiguous_f32(storage, layout)?)?;
+        Ok((CpuStorage::F32(context), shape))
+    }
 }

@@ -238,7 +238,7 @@ mod linear;
 mod matmul;
 mod residual;
 
-pub use attention::attention;
+pub use attention::{attention, attention_packed};
 pub use bf16::{has_fast_bf16_kernel, Bf16Dense, Bf16Kernel};
 pub use block::{encoder_block, Affine, BlockDropout, BlockParams, ParamGrads};
 pub use cpu::{CpuId, Vendor};
@@ -668,11 +668,22 @@ mod tests {
             (&per_head, None),
             (&per_head_masked, Some(factors)),
         ];
+        // q, k and v side by side in each row, as one product over the three layers gives them.
+        let packed = Tensor::cat(&[q.as_tensor(), k.as_tensor(), v.as_tensor()], 2).unwrap();
         for (mask, dropout) in cases {
             let fast = attention((&q, &k, &v), heads, 0.25, mask, dropout.clone()).unwrap();
+            if dropout.is_none() {
+                let from_packed = attention_packed(&packed, heads, 0.25, mask).unwrap();
+                assert_eq!(
+                    from_packed.to_vec3::<f32>().unwrap(),
+                    fast.to_vec3::<f32>().unwrap()
+                );
+            }
             let plain = candle_attention((&q, &k, &v), heads, 0.25, mask, dropout);
             assert_same_with_gradients(&fast, &plain, &[&q, &k, &v], 1e-5);
         }
+        let not_three = Tensor::zeros((batch, seq, 3 * hidden + 1), DType::F32, &Device::Cpu);
+        assert!(attention_packed(&not_three.unwrap(), heads, 0.25, &per_key).is_err());
     }
 
     /// Attention from candle's ops (as `model::bert` runs it off the CPU), differentiable in
