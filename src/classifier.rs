@@ -167,7 +167,9 @@ impl Classifier {
         items: &[(&[u32], &EncodedLabels)],
         batch_size: usize,
     ) -> Result<Vec<TextLogits>> {
-        on_kernel_threads(|| self.logits_on_this_thread(items, batch_size))
+        on_kernel_threads(&self.device, || {
+            self.logits_on_this_thread(items, batch_size)
+        })
     }
 
     fn logits_on_this_thread(

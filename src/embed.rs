@@ -18,7 +18,9 @@ pub struct Embedder<'a> {
 impl Embedder<'_> {
     /// One unit-length row per string, [strings, hidden], in input order.
     pub fn embed(&self, strings: &[&str], batch_size: usize) -> Result<Tensor> {
-        on_kernel_threads(|| self.embed_on_this_thread(strings, batch_size))
+        on_kernel_threads(self.device, || {
+            self.embed_on_this_thread(strings, batch_size)
+        })
     }
 
     fn embed_on_this_thread(&self, strings: &[&str], batch_size: usize) -> Result<Tensor> {

@@ -112,7 +112,9 @@ pub fn train(
     options: &TrainOptions,
     events: &mut (dyn FnMut(TrainEvent) + Send),
 ) -> Result<Outcome> {
-    on_kernel_threads(|| Trainer::new(config, device, options, events)?.run(options))
+    on_kernel_threads(&device.clone(), || {
+        Trainer::new(config, device, options, events)?.run(options)
+    })
 }
 
 impl<'e> Trainer<'e> {

@@ -11,7 +11,7 @@
 //! (`model::bert`) decides and keeps the fallback, and a kernel given other tensors fails.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// erf(x) ≈ x·P(x²)/Q(x²) on [-4, 4] (|erf| differs from 1 by < 2e-8 beyond): a least-squares
@@ -406,13 +406,18 @@ fn dense_cpu_fwd(
     Ok((CpuStorage::F32(forward(x)), Shape::from(dims)))
 }
 
-/// Runs `work` on a thread of rayon's pool, where the kernels split their work. Called from a
-/// thread outside the pool, every parallel kernel is handed over to the pool and its caller
-/// put to sleep and woken again: thousands of wake-ups a second, and a third thread
-/// preempting the two that compute on a 2-core machine. From inside the pool the caller
-/// computes its own share.
-pub fn on_kernel_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+/// Runs `work`, which computes on `device`, on a thread of rayon's pool where the device is
+/// the CPU. Called from a thread outside the pool, every parallel kernel is handed over to the
+/// pool and its caller put to sleep and woken again: thousands of wake-ups a second, and a
+/// third thread preempting the two that compute on a 2-core machine. From inside the pool
+/// the caller computes its own share. A GPU's work stays on the calling thread, which holds
+/// the device's context.
+pub fn on_kernel_threads<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() {
+        rayon::scope(|_| work())
+    } else {
+        work()
+    }
 }
 
 /// Whether `x` is where these kernels run: an f32 tensor on the CPU.
@@ -485,10 +490,11 @@ mod tests {
     #[test]
     fn on_kernel_threads_runs_the_work_in_the_pool() {
         assert_eq!(rayon::current_thread_index(), None);
-        let (index, nested) = on_kernel_threads(|| {
+        let cpu = &Device::Cpu;
+        let (index, nested) = on_kernel_threads(cpu, || {
             (
                 rayon::current_thread_index(),
-                on_kernel_threads(rayon::current_thread_index),
+                on_kernel_threads(cpu, rayon::current_thread_index),
             )
         });
         assert!(index.is_some());
