@@ -583,6 +583,11 @@ impl Layer {
         self.intermediate.quantize(to, Some(self.activation))
     }
 
+    /// The scores' scale, 1/√head_dim, for a layer `hidden` wide.
+    fn attention_scale(&self, hidden: usize) -> f64 {
+        1.0 / ((hidden / self.heads) as f64).sqrt()
+    }
+
     /// Multi-head attention for q [batch, queries, hidden] over k, v [batch, seq, hidden];
     /// returns [batch, queries, hidden]. `bias`: see [`BertEncoder::attention_bias`].
     fn attention(
@@ -596,7 +601,7 @@ impl Layer {
         let (batch, queries, hidden) = q.dims3()?;
         let seq_len = k.dim(1)?;
         let head_dim = hidden / self.heads;
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scale = self.attention_scale(hidden);
         let probs_len = batch * self.heads * queries * seq_len;
         // The kernel gives the bias no gradient: a trained one (MPNet's relative position bias)
         // takes candle's ops in training.
@@ -695,11 +700,10 @@ impl Layer {
     fn forward_inference(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         match &self.query_key_value {
             Some(stacked) if kernels::uses_cpu_kernels(x) => {
-                let head_dim = x.dim(D::Minus1)? / self.heads;
                 let context = kernels::attention_packed(
                     &stacked.forward(x)?,
                     self.heads,
-                    (1.0 / (head_dim as f64).sqrt()) as f32,
+                    self.attention_scale(x.dim(D::Minus1)?) as f32,
                     bias,
                 )?;
                 self.after_attention(&context, x, None)

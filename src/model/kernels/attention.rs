@@ -173,19 +173,6 @@ impl Attention {
         self.forward_queries(shape, seq, qkv, hidden, keep_probs)
     }
 
-    /// The context [batch, seq, hidden] for q, k and v side by side in each row of `qkv`
-    /// [batch, seq, 3 · hidden]; `shape` is the context's.
-    fn forward_packed(&self, shape: &Shape, qkv: &[f32]) -> candle_core::Result<Vec<f32>> {
-        let (_, seq, hidden) = shape.dims3()?;
-        if qkv.len() != 3 * shape.elem_count() {
-            candle_core::bail!("attention: {} packed values for {shape:?}", qkv.len());
-        }
-        let parts = (qkv, &qkv[hidden..], &qkv[2 * hidden..]);
-        Ok(self
-            .forward_queries(shape, seq, parts, 3 * hidden, false)?
-            .0)
-    }
-
     /// [`Attention::forward`] for `queries` query rows per sequence (q and the context
     /// [batch, queries, hidden]); k and v are of `shape` [batch, seq, hidden]. The rows of q,
     /// k and v are `stride` values apart.
@@ -524,10 +511,11 @@ impl CustomOp1 for PackedAttention {
         if !width.is_multiple_of(3) {
             candle_core::bail!("attention: packed rows of {width} values are not q, k and v");
         }
-        let shape = Shape::from((batch, seq, width / 3));
-        let context = self
-            .0
-            .forward_packed(&shape, contiguous_f32(storage, layout)?)?;
+        let hidden = width / 3;
+        let shape = Shape::from((batch, seq, hidden));
+        let qkv = contiguous_f32(storage, layout)?;
+        let parts = (qkv, &qkv[hidden..], &qkv[2 * hidden..]);
+        let (context, _) = self.0.forward_queries(&shape, seq, parts, width, false)?;
         Ok((CpuStorage::F32(context), shape))
     }
 }
